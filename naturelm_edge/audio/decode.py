@@ -1,0 +1,129 @@
+"""Decode recordings with soundfile (libsndfile: wav, flac, ogg, mp3), block by block, to mono float32.
+
+Long field recordings are never held whole: :func:`read_blocks` yields fixed-size blocks, and
+:func:`stream` resamples them on the fly, so a 2-hour 48 kHz file costs a few blocks of memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from naturelm_edge.audio.resample import StreamResampler
+from naturelm_edge.errors import AudioError
+
+BLOCK_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the file header says, checked for sense."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Read and check the header of ``path``; raise :class:`AudioError` naming the file if it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file.")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: the file is empty (0 bytes).")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{path}: not a readable audio file ({_reason(err)}).") from err
+    if info.frames <= 0:
+        raise AudioError(f"{path}: the recording holds no samples.")
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(f"{path}: the header claims {info.samplerate} Hz and {info.channels} channels.")
+    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), str(info.format))
+
+
+def read_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """Yield mono float32 blocks at the file's own rate (channels averaged, as NatureLM does).
+
+    Raises :class:`AudioError` for NaN or infinite samples, and for a file that ends before its header
+    says (a transfer cut short) once the readable part has been yielded.
+    """
+    info = probe(path)
+    block_frames = max(1, int(block_seconds * info.sample_rate))
+    read = 0
+    try:
+        with sf.SoundFile(str(info.path)) as handle:
+            while True:
+                data = handle.read(block_frames, dtype="float32", always_2d=True)
+                if data.shape[0] == 0:
+                    break
+                mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+                if not np.all(np.isfinite(mono)):
+                    bad = int(np.argmax(~np.isfinite(mono)))
+                    raise AudioError(
+                        f"{info.path}: NaN or infinite samples at {(read + bad) / info.sample_rate:.3f} s."
+                    )
+                read += mono.shape[0]
+                yield np.ascontiguousarray(mono)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(
+            f"{info.path}: decoding failed after {read / info.sample_rate:.2f} s ({_reason(err)})."
+        ) from err
+    if read == 0:
+        raise AudioError(f"{info.path}: the recording holds no samples.")
+    if read < info.frames * 0.999 - 1:
+        raise AudioError(
+            f"{info.path}: truncated: the header promises {info.duration_s:.2f} s but only "
+            f"{read / info.sample_rate:.2f} s could be read."
+        )
+
+
+def stream(
+    path: str | Path, sample_rate: int, block_seconds: float = BLOCK_SECONDS, time_expansion: float = 1.0
+) -> Iterator[np.ndarray]:
+    """Yield mono float32 blocks of ``path`` resampled to ``sample_rate`` with soxr, in bounded memory.
+
+    ``time_expansion`` N plays the recording N times slower (a 384 kHz bat file read at 38.4 kHz for N=10),
+    moving ultrasonic calls into the model's band; callers keep timestamps in real time.
+    """
+    info = probe(path)
+    source_rate = info.sample_rate / time_expansion
+    resampler = StreamResampler(source_rate, sample_rate)
+    for block in read_blocks(info.path, block_seconds):
+        out = resampler.process(block)
+        if out.size:
+            yield out
+    tail = resampler.flush()
+    if tail.size:
+        yield tail
+
+
+def load(path: str | Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """Decode (the first ``max_seconds`` of) a recording at ``sample_rate``; for short clips only."""
+    pieces: list[np.ndarray] = []
+    have = 0
+    limit = None if max_seconds is None else int(max_seconds * sample_rate)
+    for block in stream(path, sample_rate):
+        pieces.append(block)
+        have += block.shape[0]
+        if limit is not None and have >= limit:
+            break
+    wave = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    return wave if limit is None else wave[:limit]
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip().rstrip(".")
+    if ":" in text and text.lower().startswith("error opening"):
+        text = text.split(":", 1)[-1].strip()
+    return text or type(err).__name__

@@ -1,0 +1,262 @@
+"""Load NatureLM-audio checkpoints: hub-layout directories, training files, or hub ids.
+
+Three sources, one result (:class:`LoadedCheckpoint`):
+
+* a directory in the hub layout: ``config.json`` + ``model.safetensors`` (+ the Llama base at
+  ``llama_path``, resolved against the directory first);
+* a training file holding ``{"model": state_dict}`` (read with ``weights_only=True``; never unpickles
+  arbitrary objects), with the config from ``config.json`` beside it or a preset;
+* a hub id (``EarthSpeciesProject/NatureLM-audio``) when the hub is reachable or the files are cached.
+
+Only the tensors the requested parts need are read, so exporting the encoder of the real 1.5 GB
+checkpoint never materialises the language-model weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from naturelm_edge.errors import CheckpointError
+from naturelm_edge.models.config import NatureLMConfig, preset
+from naturelm_edge.models.naturelm import NatureLM
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TRAINING_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+LLM_PREFIXES = ("llama_model.", "llama_embed_tokens.")
+EMBED_ALIAS = "llama_model.base_model.model.model.embed_tokens.weight"
+EMBED_KEY = "llama_embed_tokens.weight"
+_REL_BIAS_ALIAS = re.compile(r"^beats\.encoder\.layers\.([1-9]\d*)\.self_attn\.relative_attention_bias\.weight$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class CheckpointSource:
+    """Where the files of one checkpoint are."""
+
+    name: str  # what the user passed, for messages
+    config: NatureLMConfig
+    weights: Path
+    root: Path  # where relative llama_path is resolved
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        with self.weights.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+
+@dataclass
+class LoadedCheckpoint:
+    source: CheckpointSource
+    model: NatureLM
+
+    @property
+    def llm(self):  # noqa: ANN201 - LanguageModel, imported lazily to keep transformers optional
+        return getattr(self.model, "language_model", None)
+
+
+def resolve(source: str | Path, preset_name: str | None = None) -> CheckpointSource:
+    """Find config and weights for ``source`` (directory, training file or hub id)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        config = _config_for(path / CONFIG_FILE, preset_name)
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise CheckpointError(f"{weights}: model.safetensors is missing from the checkpoint directory.")
+        return CheckpointSource(str(source), config, weights, path)
+    if path.is_file():
+        beside = path.parent / CONFIG_FILE
+        config = _config_for(beside, preset_name) if beside.is_file() and preset_name is None else None
+        return CheckpointSource(str(source), config or preset(preset_name or "official"), path, path.parent)
+    if _HUB_ID.match(str(source)) and not str(source).startswith((".", "/")):
+        return _from_hub(str(source), preset_name)
+    raise CheckpointError(f"{source}: no such checkpoint directory or file.")
+
+
+def _config_for(path: Path, preset_name: str | None) -> NatureLMConfig:
+    if path.is_file():
+        return NatureLMConfig.from_file(path)
+    if preset_name:
+        return preset(preset_name)
+    raise CheckpointError(f"{path}: config.json is missing from the checkpoint directory.")
+
+
+def _from_hub(repo_id: str, preset_name: str | None) -> CheckpointSource:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as err:  # pragma: no cover - huggingface_hub comes with transformers
+        raise CheckpointError(f"{repo_id}: install the 'export' extra to load checkpoints from the hub.") from err
+    patterns = [CONFIG_FILE, WEIGHTS_FILE]
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached: try the network once
+        try:
+            folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
+        except Exception as err:  # noqa: BLE001 - any hub failure gets the same instructions
+            raise CheckpointError(
+                f"{repo_id}: not in the local Hugging Face cache and the hub cannot be reached "
+                f"({type(err).__name__}); on a connected machine run "
+                f"`huggingface-cli download {repo_id} --local-dir DIR`, copy DIR here with the Llama base "
+                f"in DIR/llama (or set llama_path in DIR/config.json), and pass DIR instead."
+            ) from err
+    config = _config_for(folder / CONFIG_FILE, preset_name)
+    return CheckpointSource(repo_id, config, folder / WEIGHTS_FILE, folder)
+
+
+def read_tensors(path: Path, wanted: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors or training file (only ``wanted`` keys when given), floats as float32."""
+    keep = None if wanted is None else set(wanted)
+    if path.suffix in TRAINING_SUFFIXES:
+        state = _read_training_file(path)
+        items = state.items() if keep is None else ((k, v) for k, v in state.items() if k in keep)
+        return {k: _as_float32(v) for k, v in items}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = [k for k in handle.keys() if keep is None or k in keep]
+            return {k: _as_float32(handle.get_tensor(k)) for k in keys}
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err}).") from err
+
+
+def stored_keys(path: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of every tensor in the weights file, without reading the data."""
+    if path.suffix in TRAINING_SUFFIXES:
+        return {k: tuple(v.shape) for k, v in _read_training_file(path).items()}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err}).") from err
+
+
+def _read_training_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle, zip and weights_only errors all mean the same here
+        raise CheckpointError(
+            f"{path}: not a readable training checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})."
+        ) from err
+    state = payload.get("model", payload) if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: a training checkpoint must hold {{'model': state_dict}}.")
+    return state
+
+
+def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.is_floating_point() else tensor
+
+
+def canonical_key(key: str) -> str | None:
+    """Map aliases of shared tensors to the stored name; ``None`` for aliases that are never needed."""
+    if _REL_BIAS_ALIAS.match(key):
+        return None  # BEATs shares layer 0's relative position table with every layer
+    if key == EMBED_ALIAS:
+        return EMBED_KEY
+    return key
+
+
+def load(
+    source: str | Path,
+    *,
+    with_llm: bool = False,
+    preset_name: str | None = None,
+    llama_path: str | Path | None = None,
+) -> LoadedCheckpoint:
+    """Build :class:`NatureLM` from ``source`` and load its weights, checking every key and shape."""
+    resolved = resolve(source, preset_name)
+    shapes = stored_keys(resolved.weights)
+    if "audio_llama_proj.weight" in shapes:  # the LLM width is a property of the weights, not the preset
+        resolved.config.llm_hidden_size = shapes["audio_llama_proj.weight"][0]
+    model = NatureLM(resolved.config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if with_llm:
+        from naturelm_edge.models.llm import LanguageModel
+
+        llm = LanguageModel(_llama_dir(resolved, llama_path), resolved.config)
+        model.language_model = llm  # plain attribute: not a submodule, keys handled below
+        llm_state = {f"llama_model.{k}": v for k, v in llm.model.state_dict().items()}
+        llm_state[EMBED_KEY] = llm.embed_tokens.weight
+        expected.update({canonical_key(k): tuple(v.shape) for k, v in llm_state.items() if canonical_key(k)})
+
+    stored = {}
+    for key, shape in shapes.items():
+        name = canonical_key(key)
+        if name is not None and (name not in stored or key == name):
+            stored[name] = (key, shape)
+    if not with_llm:
+        stored = {k: v for k, v in stored.items() if not k.startswith(LLM_PREFIXES)}
+    _check_keys(resolved, expected, {k: s for k, (_, s) in stored.items()}, with_llm)
+
+    tensors = read_tensors(resolved.weights, [file_key for file_key, _ in stored.values()])
+    by_name = {name: tensors[file_key] for name, (file_key, _) in stored.items()}
+    audio_state = {k: v for k, v in by_name.items() if not k.startswith(LLM_PREFIXES)}
+    model.load_state_dict(audio_state, strict=True)
+    if with_llm:
+        llm_tensors = {k[len("llama_model.") :]: v for k, v in by_name.items() if k.startswith("llama_model.")}
+        if EMBED_KEY in by_name:
+            llm_tensors["base_model.model.model.embed_tokens.weight"] = by_name[EMBED_KEY]
+        llm.model.load_state_dict(llm_tensors, strict=False)
+    model.eval()
+    return LoadedCheckpoint(resolved, model)
+
+
+def _llama_dir(resolved: CheckpointSource, override: str | Path | None) -> Path:
+    candidate = Path(override or resolved.config.llama_path).expanduser()
+    for path in ([candidate] if candidate.is_absolute() else [resolved.root / candidate, Path.cwd() / candidate]):
+        if (path / CONFIG_FILE).is_file():
+            return path
+    raise CheckpointError(
+        f"{resolved.name}: the Llama base {str(candidate)!r} named by llama_path was not found next to the "
+        f"checkpoint or in the working directory; put the Llama-3.1-8B-Instruct files there or pass --llama-path."
+    )
+
+
+def _is_llama_base(key: str) -> bool:
+    return key.startswith("llama_model.") and ".lora_" not in key
+
+
+def _check_keys(
+    resolved: CheckpointSource,
+    expected: dict[str, tuple[int, ...]],
+    stored: dict[str, tuple[int, ...]],
+    with_llm: bool,
+) -> None:
+    missing = sorted(k for k in expected if k not in stored and not (with_llm and (_is_llama_base(k) or k == EMBED_KEY)))
+    unexpected = sorted(k for k in stored if k not in expected)
+    if not missing and not unexpected:
+        wrong = [(k, stored[k], expected[k]) for k in sorted(expected) if k in stored and stored[k] != expected[k]]
+        if wrong:
+            key, have, want = wrong[0]
+            raise CheckpointError(
+                f"{resolved.weights}: {len(wrong)} tensors have other sizes than the config describes "
+                f"(first: {key} is {list(have)} in the file, {list(want)} expected); the config.json and the "
+                f"weights come from different presets."
+            )
+        return
+    known = ("beats.", "ln_audio.", "audio_Qformer.", "audio_query_tokens", "audio_llama_proj.")
+    if not any(k.startswith(known) for k in stored):
+        cause = "this is not a NatureLM-audio checkpoint (wrong file?)"
+    elif any(k.startswith("beats.encoder.layers.") for k in missing + unexpected):
+        cause = "the file has another number of layers than the config (weights and config from different presets?)"
+    else:
+        cause = "the file was written by another model version or is incomplete"
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    if unexpected:
+        parts.append(
+            f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})"
+        )
+    raise CheckpointError(f"{resolved.weights}: {' and '.join(parts)}; likely cause: {cause}.")
