@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import struct
+
 import numpy as np
 import soundfile as sf
 
@@ -49,7 +51,36 @@ def probe(path: str | Path) -> AudioInfo:
         raise AudioError(f"{path}: the recording holds no samples.")
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(f"{path}: the header claims {info.samplerate} Hz and {info.channels} channels.")
-    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), str(info.format))
+    frames = int(info.frames)
+    if info.format in ("WAV", "WAVEX", "RF64"):
+        # libsndfile silently shortens a cut-off WAV to the bytes present; the RIFF header still says
+        # how long the recording was meant to be, and that is what "truncated" is judged against
+        frames = max(frames, _declared_wav_frames(path) or 0)
+    return AudioInfo(path, int(info.samplerate), int(info.channels), frames, str(info.format))
+
+
+def _declared_wav_frames(path: Path) -> int | None:
+    """Frames promised by the ``data`` chunk header of a RIFF/WAVE file (None when not determinable)."""
+    with path.open("rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if kind == b"fmt ":
+                fmt = handle.read(size)
+                if len(fmt) >= 14:
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                size = 0
+            elif kind == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            handle.seek(size + (size & 1), 1)
 
 
 def read_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:

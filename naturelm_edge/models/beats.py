@@ -169,7 +169,7 @@ class TransformerEncoder(nn.Module):
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
         if not self.cfg.layer_norm_first:
             x = self.layer_norm(x)
-        bias = self.position_bias(x.shape[1])
+        bias = self.position_bias(int(x.shape[1]))
         for layer in self.layers:
             x = layer(x, bias)
         if self.cfg.layer_norm_first:

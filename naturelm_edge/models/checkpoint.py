@@ -213,12 +213,13 @@ def load(
 
 
 def _llama_dir(resolved: CheckpointSource, override: str | Path | None) -> Path:
-    candidate = Path(override or resolved.config.llama_path).expanduser()
+    named = str(override or resolved.config.llama_path)
+    candidate = Path(named).expanduser()
     for path in ([candidate] if candidate.is_absolute() else [resolved.root / candidate, Path.cwd() / candidate]):
         if (path / CONFIG_FILE).is_file():
             return path
     raise CheckpointError(
-        f"{resolved.name}: the Llama base {str(candidate)!r} named by llama_path was not found next to the "
+        f"{resolved.name}: the Llama base {named!r} named by llama_path was not found next to the "
         f"checkpoint or in the working directory; put the Llama-3.1-8B-Instruct files there or pass --llama-path."
     )
 

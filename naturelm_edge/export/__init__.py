@@ -1,0 +1,1 @@
+"""torch -> ONNX export of each model role, with parity verification against PyTorch."""

@@ -1,0 +1,66 @@
+"""Where example recordings come from: the user's files, the shared corpus, or a synthetic soundscape.
+
+The shared corpus (``../shared/data/audio`` next to a checkout, or ``$NATURELM_EDGE_AUDIO``) is real field
+audio; it is never copied into the package. When none is present, a synthetic soundscape (chirps, a
+trill and noise) stands in so that every command still has something to verify on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+ENV_VAR = "NATURELM_EDGE_AUDIO"
+
+
+def list_audio(root: Path) -> list[Path]:
+    """Every audio file under ``root`` (recursive), sorted by path."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def shared_audio_dir() -> Path | None:
+    """The shared recordings folder if one can be found."""
+    candidates = [os.environ.get(ENV_VAR)] if os.environ.get(ENV_VAR) else []
+    here = Path(__file__).resolve().parents[1]
+    candidates += [str(here.parent / "shared" / "data" / "audio"), str(Path.cwd().parent / "shared" / "data" / "audio")]
+    for candidate in candidates:
+        path = Path(candidate)
+        if path.is_dir() and any(path.iterdir()):
+            return path
+    return None
+
+
+def pick_spread(files: list[Path], count: int) -> list[Path]:
+    """``count`` files taken round-robin over their folders, so every source of recordings is represented."""
+    groups: dict[Path, list[Path]] = {}
+    for path in sorted(files):
+        groups.setdefault(path.parent, []).append(path)
+    picked: list[Path] = []
+    queues = [list(group) for group in groups.values()]
+    while len(picked) < count and any(queues):
+        for queue in queues:
+            if queue and len(picked) < count:
+                picked.append(queue.pop(len(queue) // 2))
+    return picked
+
+
+def synthetic_soundscape(seconds: float = 30.0, sample_rate: int = 16_000, seed: int = 0) -> np.ndarray:
+    """Pink-ish background noise with bird-like chirps and an insect trill, in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    noise = np.cumsum(rng.normal(0, 1, n)).astype(np.float64)
+    noise = np.diff(noise, prepend=0) * 0.3 + noise * 0.002
+    noise = noise / (np.max(np.abs(noise)) + 1e-9) * 0.02
+    signal = noise
+    for start in rng.uniform(0, seconds - 1.0, size=max(1, int(seconds / 4))):
+        idx = (t >= start) & (t < start + 0.4)
+        local = t[idx] - start
+        freq = 2500 + 1500 * np.sin(2 * np.pi * 3 * local)
+        signal[idx] += 0.3 * np.sin(2 * np.pi * np.cumsum(freq) / sample_rate) * np.hanning(idx.sum())
+    trill = (t > seconds * 0.6) & (t < seconds * 0.8)
+    signal[trill] += 0.1 * np.sin(2 * np.pi * 4500 * t[trill]) * (np.sin(2 * np.pi * 40 * t[trill]) > 0)
+    return np.clip(signal, -1, 1).astype(np.float32)

@@ -1,0 +1,74 @@
+"""The reference checkpoint written by the original NatureLM code loads unchanged and computes the same."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from naturelm_edge.audio import fbank
+from naturelm_edge.models import load
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference_model(fixtures_dir):
+    return load(fixtures_dir / "tiny_naturelm", with_llm=True)
+
+
+@pytest.fixture(scope="module")
+def reference_meta(fixtures_dir):
+    return json.loads((fixtures_dir / "reference_io.json").read_text())
+
+
+def test_audio_path_matches_every_intermediate(reference_model, reference_io):
+    features = fbank(reference_io["wave16k"])
+    assert np.abs(features - reference_io["fbank"]).max() < ATOL
+    with torch.no_grad():
+        out = reference_model.model.encode_audio_all(torch.from_numpy(features))
+    for name in ("beats_out", "qformer_in_ln", "qformer_out", "audio_tokens"):
+        got = getattr(out, name).numpy()
+        assert got.shape == reference_io[name].shape, name
+        assert np.abs(got - reference_io[name]).max() < ATOL, name
+
+
+def test_prompt_embeddings_logits_and_merging(reference_model, reference_io, reference_meta):
+    llm = reference_model.llm
+    tokens = torch.from_numpy(reference_io["audio_tokens"])
+    embeds = llm.prompt_embeds(tokens, reference_meta["query"])
+    assert embeds.shape == reference_io["llm_inputs_embeds"].shape
+    assert np.abs(embeds.detach().numpy() - reference_io["llm_inputs_embeds"]).max() < ATOL
+    assert np.abs(llm.last_logits(embeds).numpy() - reference_io["logits"]).max() < ATOL
+    llm.set_merging_factor(0.5)
+    try:
+        assert np.abs(llm.last_logits(embeds).numpy() - reference_io["logits_merge_alpha_0p5"]).max() < ATOL
+    finally:
+        llm.set_merging_factor(1.0)
+    assert np.abs(llm.last_logits(embeds).numpy() - reference_io["logits"]).max() < ATOL
+
+
+def test_prompt_token_ids(reference_model, reference_meta):
+    from naturelm_edge.models.llm import build_prompt
+
+    llm = reference_model.llm
+    before, after = build_prompt(reference_model.model.config.prompt_template, reference_meta["query"])
+    assert [before, after] == reference_meta["prompt_parts"]
+    ids = [llm.tokenizer(part, add_special_tokens=False).input_ids for part in (before, after)]
+    assert ids == reference_meta["prompt_part_token_ids"]
+    assert llm.bos_id == reference_meta["bos_token_id"]
+    assert llm.tokenizer.pad_token_id == reference_meta["pad_token_added_id"]
+
+
+def test_greedy_generation_is_identical(reference_model, reference_io, reference_meta):
+    llm = reference_model.llm
+    embeds = llm.prompt_embeds(torch.from_numpy(reference_io["audio_tokens"]), reference_meta["query"])
+    results = llm.generate(embeds, max_new_tokens=reference_meta["generate_cfg"]["max_new_tokens"])
+    want = reference_io["greedy_ids"]
+    for result, row, step_logits in zip(results, want, reference_io["greedy_step_logits"]):
+        expected = [int(t) for t in row if t >= 0]
+        assert result.token_ids == expected
+        steps = len(expected)
+        assert np.abs(result.step_logits[:steps].numpy() - step_logits[:steps]).max() < ATOL
