@@ -33,7 +33,8 @@ class Generation:
 
     token_ids: list[int]
     text: str
-    step_logits: torch.Tensor  # (steps, vocab)
+    step_logits: torch.Tensor  # (steps, vocab): one row per token, plus the stop step when it stopped
+    stop_id: int | None = None  # the token that ended the answer; None when the length limit did
 
 
 class LanguageModel:
@@ -64,6 +65,10 @@ class LanguageModel:
         self.model = get_peft_model(base, lora) if config.lora else base
         self.model.eval()
         self.config = config
+
+    @property
+    def stop_ids(self) -> set[int]:
+        return set(self.eos_ids) | set(LEGACY_STOP_IDS)
 
     @property
     def embed_tokens(self) -> nn.Embedding:
@@ -97,7 +102,7 @@ class LanguageModel:
     def generate(self, embeds: torch.Tensor, max_new_tokens: int = 300, num_beams: int = 1) -> list[Generation]:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        stop_ids = set(self.eos_ids) | set(LEGACY_STOP_IDS)
+        stop_ids = self.stop_ids
 
         class StopOnIds(StoppingCriteria):
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
@@ -124,10 +129,13 @@ class LanguageModel:
         results = []
         for row, row_logits in zip(out.sequences.tolist(), logits):
             ids: list[int] = []
+            stop_id = None
             for token in row:
-                if token in stop_ids or token == self.tokenizer.pad_token_id:
+                if token in stop_ids:
+                    stop_id = token
                     break
                 ids.append(token)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            results.append(Generation(ids, text, row_logits[: len(ids) + 1]))
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            steps = len(ids) + (1 if stop_id is not None else 0)
+            results.append(Generation(ids, text, row_logits[:steps], stop_id))
         return results

@@ -1,0 +1,212 @@
+"""``edge distill train``: fit a student to a teacher cache (cross-entropy + top-k KL), resumably.
+
+Deterministic on CPU for a given seed: the data order of every epoch comes from the seed and the epoch
+number, so a run resumed from its last checkpoint takes exactly the steps an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from naturelm_edge.distill.cache import TeacherCache
+from naturelm_edge.distill.species import SpeciesSplit, check_present, split_species
+from naturelm_edge.distill.student import (
+    StudentConfig,
+    build_student,
+    build_vocabulary,
+    prompt_parts,
+    save_student,
+)
+from naturelm_edge.errors import EdgeError
+
+TRAIN_STATE = "train_state.pt"
+SPLIT_FILE = "split.json"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    ce_weight: float = 1.0
+    kl_weight: float = 1.0
+    seed: int = 0
+    save_every: int = 50
+    layers: int = 4
+    hidden: int = 384
+    heads: int = 6
+    kv_heads: int = 2
+    intermediate: int = 1024
+    held_out_fraction: float = 0.25
+
+
+@dataclass
+class Example:
+    window: str
+    task: str
+    prefix_before: list[int]  # student ids
+    prefix_after: list[int]
+    answer: list[int]
+    topk_ids: np.ndarray  # student ids, -1 where the student lacks the token
+    topk_logprobs: np.ndarray
+
+
+def teacher_tokenizer(cache_root: Path):  # noqa: ANN201 - tokenizers.Tokenizer
+    from tokenizers import Tokenizer
+
+    path = cache_root / "tokenizer" / "tokenizer.json"
+    if not path.is_file():
+        raise EdgeError(f"{path}: the teacher cache has no tokenizer.")
+    return Tokenizer.from_file(str(path))
+
+
+def resolve_split(cache: TeacherCache, split_file: Path | None, config: TrainConfig) -> SpeciesSplit | None:
+    labels = {r["label"] for r in cache.records() if r.get("label")}
+    if split_file is not None:
+        split = SpeciesSplit.read(split_file)
+    elif labels:
+        split = split_species(labels, config.held_out_fraction, config.seed, source=str(cache.root))
+    else:
+        return None  # no labels: every window trains
+    check_present(split, labels, str(cache.root))
+    return split
+
+
+def prepare(cache: TeacherCache, split: SpeciesSplit | None, config: TrainConfig) -> tuple[StudentConfig, list[Example]]:
+    """Student vocabulary and training examples (distillation species only) from the cache."""
+    tokenizer = teacher_tokenizer(cache.root)
+    meta = cache.meta
+    records = [r for r in cache.records() if split is None or split.role(r.get("label")) != "held_out"]
+    if not records:
+        raise EdgeError(f"{cache.root}: the cache holds no windows of distillation species to train on.")
+    prompts = {}
+    for task in meta.tasks:
+        before, after = prompt_parts(meta.prompt_template, task["question"])
+        prompts[task["id"]] = (tokenizer.encode(before, add_special_tokens=False).ids,
+                               tokenizer.encode(after, add_special_tokens=False).ids)
+    answer_ids = {i for r in records for i in r["token_ids"]}
+    prompt_ids = {i for b, a in prompts.values() for i in b + a}
+    vocab = build_vocabulary(answer_ids, prompt_ids, {meta.bos_id, *meta.stop_ids})
+    student = StudentConfig(
+        teacher_ids=vocab, bos_id=meta.bos_id, stop_ids=list(meta.stop_ids), audio_dim=meta.audio_dim,
+        prompt_template=meta.prompt_template, tasks=meta.tasks, layers=config.layers, hidden=config.hidden,
+        heads=config.heads, kv_heads=config.kv_heads, intermediate=config.intermediate,
+        teacher=meta.teacher, tasks_sha256=meta.tasks_sha256, extra={"cache": str(cache.root.resolve())},
+    )
+    to_student = student.to_student()
+
+    def mapped(ids: list[int] | np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        inside = ids < to_student.shape[0]
+        return np.where(inside, to_student[np.minimum(ids, to_student.shape[0] - 1)], -1)
+
+    examples = []
+    for r in records:
+        before, after = prompts[r["task"]]
+        examples.append(Example(
+            r["window"], r["task"], [int(x) for x in mapped([meta.bos_id] + before)], [int(x) for x in mapped(after)],
+            [int(x) for x in mapped(r["token_ids"])], mapped(r["topk_ids"]), np.asarray(r["topk_logprobs"], np.float32),
+        ))
+    return student, examples
+
+
+def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | None = None,
+          progress=None, stop_after: int | None = None) -> dict:  # noqa: ANN001
+    """Train (or resume training) a student into ``out``; ``stop_after`` steps simulates an interruption."""
+    import torch
+
+    cache = TeacherCache(cache_dir)
+    split = resolve_split(cache, split_file, config)
+    student_config, examples = prepare(cache, split, config)
+    out.mkdir(parents=True, exist_ok=True)
+    if split is not None:
+        split.write(out / SPLIT_FILE)
+    torch.manual_seed(config.seed)
+    torch.use_deterministic_algorithms(True)
+    model = build_student(student_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = (len(examples) + config.batch_size - 1) // config.batch_size
+    total = steps_per_epoch * config.epochs
+    step = 0
+    state_path = out / TRAIN_STATE
+    if state_path.is_file():
+        state = torch.load(str(state_path), weights_only=True)
+        if state["config"] != asdict(config) or state["vocab"] != student_config.teacher_ids:
+            raise EdgeError(f"{state_path}: a training run with other settings or data is in this folder; use a new --out.")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+    audio = {e.window: torch.from_numpy(cache.audio(e.window)) for e in examples}
+    bar = progress.add_task("distilling", total=total, completed=step) if progress else None
+    model.train()
+    losses = []
+    while step < total:
+        epoch, index = divmod(step, steps_per_epoch)
+        order = np.random.default_rng(config.seed + epoch).permutation(len(examples))
+        batch = [examples[i] for i in order[index * config.batch_size : (index + 1) * config.batch_size]]
+        loss, ce, kl = batch_loss(model, batch, audio, config)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        losses.append((float(ce), float(kl)))
+        if progress:
+            progress.update(bar, advance=1, description=f"distilling (ce {float(ce):.3f}, kl {float(kl):.3f})")
+        if step % config.save_every == 0 or step == total or step == stop_after:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "config": asdict(config), "vocab": student_config.teacher_ids}, str(state_path))
+        if stop_after is not None and step >= stop_after:
+            return {"step": step, "stopped": True}
+    model.eval()
+    save_student(model, out)
+    shutil.copytree(cache.root / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
+    summary = {"steps": step, "examples": len(examples), "vocab": student_config.vocab_size,
+               "final_ce": float(np.mean([c for c, _ in losses[-steps_per_epoch:]])) if losses else None,
+               "final_kl": float(np.mean([k for _, k in losses[-steps_per_epoch:]])) if losses else None}
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def batch_loss(model, batch: list[Example], audio: dict, config: TrainConfig):  # noqa: ANN001, ANN201
+    """Cross-entropy on the teacher's answer tokens plus KL to its renormalised top-k distribution."""
+    import torch
+    import torch.nn.functional as F
+
+    sequences, targets = [], []
+    for ex in batch:
+        head = model.embed(torch.tensor(ex.prefix_before))
+        body = model.audio_proj(audio[ex.window])
+        tail = model.embed(torch.tensor(ex.prefix_after + ex.answer[:-1], dtype=torch.long))
+        sequences.append(torch.cat([head, body, tail]))
+        start = head.shape[0] + body.shape[0] + len(ex.prefix_after) - 1
+        targets.append(start)
+    length = max(s.shape[0] for s in sequences)
+    embeds = torch.zeros(len(batch), length, sequences[0].shape[1])
+    mask = torch.zeros(len(batch), length, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        embeds[i, : seq.shape[0]] = seq
+        mask[i, : seq.shape[0]] = 1
+    logits = model.llama(inputs_embeds=embeds, attention_mask=mask).logits
+    ce_terms, kl_terms = [], []
+    for i, ex in enumerate(batch):
+        rows = logits[i, targets[i] : targets[i] + len(ex.answer)]
+        logq = F.log_softmax(rows, dim=-1)
+        answer = torch.tensor(ex.answer)
+        ce_terms.append(F.nll_loss(logq, answer, reduction="sum"))
+        ids = torch.from_numpy(ex.topk_ids)
+        known = ids >= 0
+        teacher_logp = torch.from_numpy(ex.topk_logprobs).masked_fill(~known, float("-inf"))
+        p = torch.softmax(teacher_logp, dim=-1)  # renormalised over the tokens the student has
+        q = logq.gather(1, ids.clamp(min=0))
+        kl_terms.append((p * (torch.log(p.clamp(min=1e-12)) - q)).masked_fill(~known, 0.0).sum())
+    tokens = sum(len(ex.answer) for ex in batch)
+    ce = torch.stack(ce_terms).sum() / tokens
+    kl = torch.stack(kl_terms).sum() / tokens
+    return config.ce_weight * ce + config.kl_weight * kl, ce.detach(), kl.detach()

@@ -1,0 +1,1 @@
+"""On-device runtime (numpy, onnxruntime, tokenizers; never torch)."""
