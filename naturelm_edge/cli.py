@@ -19,8 +19,10 @@ app = typer.Typer(help="naturelm-edge: take NatureLM-audio to field recorders.",
                   pretty_exceptions_enable=False, add_completion=False)
 checkpoint_app = typer.Typer(help="Build or inspect NatureLM-audio checkpoints.", no_args_is_help=True)
 export_app = typer.Typer(help="Export model parts to ONNX with parity verification.", no_args_is_help=True)
+distill_app = typer.Typer(help="Distil NatureLM's decoder into a small student.", no_args_is_help=True)
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(export_app, name="export")
+app.add_typer(distill_app, name="distill")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -114,6 +116,119 @@ def print_report(report: dict) -> None:
         f"{report['parameters'] / 1e6:.1f} M parameters, {report['onnx_bytes'] / 1e6:.1f} MB ONNX, "
         f"exported in {report['export_seconds']:.1f} s, verified on {len(report['clips'])} clips"
     )
+
+
+def _bar():  # noqa: ANN202 - rich.progress.Progress
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err_console, transient=False)
+
+
+@distill_app.command("collect")
+@user_errors
+def distill_collect(
+    checkpoint: Annotated[str, typer.Argument(help="Teacher checkpoint (directory, training file or hub id).")],
+    audio: Annotated[Path, typer.Option("--audio", help="Folder of recordings (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", help="Cache directory (resumed when it exists).")],
+    tasks: Annotated[Path | None, typer.Option("--tasks", help="Task file (TOML/YAML); default: built-in.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="LABELS.csv; default: AUDIO/LABELS.csv if present.")] = None,
+    top_k: Annotated[int, typer.Option(help="Teacher distribution entries kept per position.")] = 20,
+    window: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
+    hop: Annotated[float, typer.Option(help="Hop in seconds.")] = 5.0,
+    merging_factor: Annotated[float, typer.Option(help="LoRA merging factor of the teacher.")] = 1.0,
+) -> None:
+    """Cache what the teacher answers for every window and task (resumable)."""
+    from naturelm_edge.distill.collect import collect
+    from naturelm_edge.distill.tasks import load_tasks
+    from naturelm_edge.distill.teacher import NatureLMTeacher
+
+    task_list = load_tasks(tasks)
+    teacher = NatureLMTeacher(checkpoint, merging_factor)
+    with _bar() as progress:
+        summary = collect(teacher, audio, task_list, out, window, hop, top_k, labels, progress=progress)
+    for failure in summary.failed or []:
+        err_console.print(f"[yellow]skipped:[/yellow] {failure}", highlight=False)
+    console.print(f"{summary.files} recordings, {summary.windows} windows: {summary.asked} answers asked, "
+                  f"{summary.reused} already cached -> {out}")
+
+
+@distill_app.command("split")
+@user_errors
+def distill_split(
+    out: Annotated[Path, typer.Option("--out", help="Split file to write (JSON).")],
+    labels: Annotated[Path | None, typer.Option(help="LABELS.csv with path and species_common.")] = None,
+    folders: Annotated[Path | None, typer.Option(help="A folder per species.")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Split the species the teacher named in a cache.")] = None,
+    held_out: Annotated[float, typer.Option(help="Share of species held out.")] = 0.25,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Split species into distillation and held-out sets (disjoint, seeded)."""
+    from naturelm_edge.distill.cache import TeacherCache
+    from naturelm_edge.distill.species import labels_from_csv, labels_from_folders, split_species
+    from naturelm_edge.errors import EdgeError
+
+    if sum(x is not None for x in (labels, folders, cache)) != 1:
+        raise EdgeError("give exactly one of --labels, --folders or --cache.")
+    if labels is not None:
+        species, source = set(labels_from_csv(labels).values()), str(labels)
+    elif folders is not None:
+        species, source = set(labels_from_folders(folders).values()), str(folders)
+    else:
+        species = {r["text"] for r in TeacherCache(cache).records() if r["text"] and r["text"] != "None"}
+        source = str(cache)
+    split = split_species(species, held_out, seed, source)
+    split.write(out)
+    console.print(f"{len(split.distill)} distillation species, {len(split.held_out)} held out -> {out}")
+
+
+@distill_app.command("train")
+@user_errors
+def distill_train(
+    cache: Annotated[Path, typer.Argument(help="Teacher cache from `edge distill collect`.")],
+    out: Annotated[Path, typer.Option("--out", help="Student directory (training resumes when it exists).")],
+    split: Annotated[Path | None, typer.Option(help="Species split file; default: seeded split of the labels.")] = None,
+    epochs: Annotated[int, typer.Option()] = 30,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    ce_weight: Annotated[float, typer.Option(help="Weight of cross-entropy on the teacher's answers.")] = 1.0,
+    kl_weight: Annotated[float, typer.Option(help="Weight of KL to the teacher's top-k distribution.")] = 1.0,
+    layers: Annotated[int, typer.Option()] = 4,
+    hidden: Annotated[int, typer.Option()] = 384,
+    heads: Annotated[int, typer.Option(help="Attention heads (must divide --hidden).")] = 6,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train the student decoder on the cached teacher answers."""
+    from naturelm_edge.distill.train import TrainConfig, train
+    from naturelm_edge.errors import EdgeError
+
+    if hidden % heads or heads % 2:
+        raise EdgeError(f"--hidden {hidden} must be a multiple of --heads {heads}, and --heads even.")
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ce_weight=ce_weight, kl_weight=kl_weight,
+                         layers=layers, hidden=hidden, heads=heads, intermediate=4 * hidden, seed=seed)
+    with _bar() as progress:
+        summary = train(cache, out, config, split, progress=progress)
+    console.print(f"student trained: {summary['steps']} steps on {summary['examples']} answers, vocabulary "
+                  f"{summary['vocab']} tokens, final cross-entropy {summary['final_ce']:.3f} -> {out}")
+
+
+@export_app.command("decoder")
+@user_errors
+def export_decoder_cmd(
+    student: Annotated[Path, typer.Argument(help="Student directory from `edge distill train`.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    cache: Annotated[Path | None, typer.Option(help="Teacher cache to verify on (default: the training cache).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Export the student decoder to ONNX with KV cache and verify generation against PyTorch."""
+    from naturelm_edge.export.decoder import export_decoder
+    from naturelm_edge.progress import Progress
+
+    report = export_decoder(student, out, cache, Progress(quiet=quiet))
+    stats = report["parity"]["logits"]
+    console.print(f"decoder: {report['onnx_bytes'] / 1e6:.1f} MB ONNX; logits max error {stats['max_abs_error']:.2e} "
+                  f"(scale {stats['scale']:.3g}), min cosine {stats['min_cosine']:.7f}; greedy answers equal "
+                  f"{report['greedy_equal']}/{report['greedy_total']} -> {out}")
 
 
 @app.command("demo")

@@ -49,7 +49,10 @@ class NatureLM(nn.Module):
 
     def encode_audio_all(self, fbank: torch.Tensor) -> AudioIntermediates:
         """Normalised fbank (batch, frames, 128) -> every intermediate up to the audio tokens."""
-        beats_out = self.beats(fbank)
+        return self.tokens_from_beats(self.beats(fbank))
+
+    def tokens_from_beats(self, beats_out: torch.Tensor) -> AudioIntermediates:
+        """BEATs output -> ln_audio -> window-level Q-Former -> projection (everything after BEATs)."""
         normed = self.ln_audio(beats_out)
         batch, _, width = normed.shape
         windows = normed[:, self.window_index]  # (batch, n_windows, window, width), as F.unfold in NatureLM

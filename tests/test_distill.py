@@ -1,0 +1,269 @@
+"""Distillation mechanics: task files, resumable teacher cache, species split, student training, decoder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer
+
+from naturelm_edge.distill.cache import CacheError, TeacherCache
+from naturelm_edge.distill.collect import collect
+from naturelm_edge.distill.species import SpeciesError, SpeciesSplit, check_present, labels_from_csv, split_species
+from naturelm_edge.distill.tasks import TaskFileError, load_tasks, tasks_digest
+from naturelm_edge.distill.teacher import TeacherAnswer
+from naturelm_edge.distill.train import TrainConfig, train
+from naturelm_edge.edge_runtime.decoder import DecoderError, OnnxDecoder
+from naturelm_edge.edge_runtime.labels import snap
+from naturelm_edge.export.decoder import export_decoder
+
+NAMES = ["House Sparrow", "Black Phoebe", "Dark-eyed Junco", "None"]
+
+
+class RuleTeacher:
+    """A small deterministic teacher behind the Teacher interface: its answer depends on the audio."""
+
+    audio_dim = 8
+    prompt_template = "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+
+    def __init__(self, tokenizer_dir, fail_after: int | None = None, identity: str = "rule-teacher-v1") -> None:
+        self.tokenizer_dir = tokenizer_dir
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+        self.bos_id = self.tokenizer.token_to_id("<|begin_of_text|>")
+        self.stop_ids = (self.tokenizer.token_to_id("<|end_of_text|>"), self.tokenizer.token_to_id("<|eot_id|>"))
+        self.identity = identity
+        self.fail_after = fail_after
+        self.calls = 0
+
+    def audio_tokens(self, fbank: np.ndarray) -> np.ndarray:
+        bands = fbank.reshape(fbank.shape[0], -1, 8, 16).mean(axis=(1, 3))  # (batch, 8) band energies
+        return np.repeat(bands[:, None, :], 29, axis=1).astype(np.float32)
+
+    def answer(self, audio_tokens, question, max_new_tokens, top_k):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated crash")
+        answers = []
+        for tokens in audio_tokens:
+            text = NAMES[int(np.argmax(tokens[0, :4]))] if question.endswith("?") else "call"
+            ids = self.tokenizer.encode(text, add_special_tokens=False).ids + [self.stop_ids[0]]
+            topk = np.array([[i] + [(i + j) % 300 for j in range(1, top_k)] for i in ids], np.int32)
+            logp = np.log(np.full(topk.shape, 0.1 / (top_k - 1), np.float32))
+            logp[:, 0] = np.log(0.9)
+            answers.append(TeacherAnswer(text, ids, True, logp[:, 0].copy(), topk, logp))
+        return answers
+
+
+@pytest.fixture(scope="module")
+def clips(audio_dir):
+    return sorted((audio_dir / "phoebe").glob("*.mp3"))[:6] + [audio_dir / "opensoundscape" / "great_plains_toad.wav"]
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return load_tasks()[:2]
+
+
+def test_default_task_file_has_every_question_style():
+    kinds = {t.kind for t in load_tasks()}
+    assert kinds == {"common_name", "scientific_name", "detection", "call_type", "caption"}
+
+
+def test_task_file_errors(tmp_path):
+    bad = tmp_path / "tasks.toml"
+    bad.write_text('[[task]]\nid = "x"\nkind = "poem"\nquestion = "?"\n')
+    with pytest.raises(TaskFileError, match=r"tasks\.toml: task 'x' has kind 'poem'"):
+        load_tasks(bad)
+    yaml_file = tmp_path / "tasks.yaml"
+    yaml_file.write_text("task:\n  - id: a\n    kind: caption\n    question: Caption the audio.\n")
+    assert load_tasks(yaml_file)[0].question == "Caption the audio."
+
+
+def _records(root):
+    return [(r["key"], r["text"], r["token_ids"]) for r in TeacherCache(root).records()]
+
+
+def test_collection_resumes_without_duplicates_or_gaps(tmp_path, tiny_checkpoint, audio_dir, clips, tasks):
+    tok = tiny_checkpoint / "llama"
+    full = collect(RuleTeacher(tok), audio_dir, tasks, tmp_path / "full", files=clips)
+    assert full.asked == full.windows * len(tasks) and not full.failed
+    with pytest.raises(KeyboardInterrupt):
+        collect(RuleTeacher(tok, fail_after=5), audio_dir, tasks, tmp_path / "resumed", files=clips)
+    # a crash in the middle of writing a record leaves half a line behind
+    with (tmp_path / "resumed" / "records.jsonl").open("a") as handle:
+        handle.write('{"key": "half a rec')
+    again = collect(RuleTeacher(tok), audio_dir, tasks, tmp_path / "resumed", files=clips)
+    assert again.reused == 5 and again.asked == full.asked - 5
+    assert sorted(_records(tmp_path / "resumed")) == sorted(_records(tmp_path / "full"))
+    keys = [k for k, _, _ in _records(tmp_path / "resumed")]
+    assert len(keys) == len(set(keys))
+    record = next(TeacherCache(tmp_path / "full").records())
+    assert record["label"] and len(record["topk_ids"]) == len(record["token_ids"])
+    assert TeacherCache(tmp_path / "full").audio(record["window"]).shape == (29, 8)
+
+
+def test_cache_refuses_another_teacher_or_task_file(tmp_path, tiny_checkpoint, audio_dir, clips, tasks):
+    tok = tiny_checkpoint / "llama"
+    collect(RuleTeacher(tok), audio_dir, tasks, tmp_path / "cache", files=clips[:1])
+    before = (tmp_path / "cache" / "records.jsonl").read_bytes()
+    with pytest.raises(CacheError, match="another checkpoint"):
+        collect(RuleTeacher(tok, identity="other"), audio_dir, tasks, tmp_path / "cache", files=clips[:1])
+    with pytest.raises(CacheError, match="another task file"):
+        collect(RuleTeacher(tok), audio_dir, tasks[:1], tmp_path / "cache", files=clips[:1])
+    assert (tmp_path / "cache" / "records.jsonl").read_bytes() == before  # nothing cached is lost
+    assert tasks_digest(tasks) != tasks_digest(tasks[:1])
+
+
+def test_species_split(audio_dir, tmp_path):
+    labels = labels_from_csv(audio_dir / "LABELS.csv")
+    species = set(labels.values())
+    a, b = split_species(species, 0.25, seed=3), split_species(species, 0.25, seed=3)
+    assert a == b and not set(a.distill) & set(a.held_out)
+    assert set(a.distill) | set(a.held_out) == species and len(a.held_out) == round(len(species) * 0.25)
+    assert split_species(species, 0.25, seed=4).held_out != a.held_out
+    a.write(tmp_path / "split.json")
+    assert SpeciesSplit.read(tmp_path / "split.json") == a
+    with pytest.raises(SpeciesError, match="no species"):
+        split_species(set(), source="empty.csv")
+    with pytest.raises(SpeciesError, match="only one species"):
+        split_species({"House Sparrow"})
+    with pytest.raises(SpeciesError, match="none of the held-out species"):
+        check_present(a, set(a.distill), "cache")
+
+
+@pytest.fixture(scope="module")
+def rule_cache(tmp_path_factory, tiny_checkpoint, audio_dir, clips, tasks):
+    root = tmp_path_factory.mktemp("rule") / "cache"
+    collect(RuleTeacher(tiny_checkpoint / "llama"), audio_dir, tasks, root, files=clips)
+    return root
+
+
+SMALL = dict(layers=1, hidden=64, heads=2, kv_heads=1, intermediate=128, batch_size=4, save_every=3)
+
+
+def test_training_is_deterministic_and_resumable(tmp_path, rule_cache):
+    config = TrainConfig(epochs=3, **SMALL)
+    train(rule_cache, tmp_path / "straight", config)
+    partial = train(rule_cache, tmp_path / "resumed", config, stop_after=4)
+    assert partial["stopped"] and (tmp_path / "resumed" / "train_state.pt").is_file()
+    train(rule_cache, tmp_path / "resumed", config)
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    student = json.loads((tmp_path / "straight" / "student.json").read_text())
+    ids = student["teacher_ids"]
+    assert ids == sorted(set(ids)) and len(ids) < 385  # trimmed vocabulary
+    assert student["bos_id"] in ids and all(s in ids for s in student["stop_ids"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, rule_cache):
+    work = tmp_path_factory.mktemp("decoder")
+    train(rule_cache, work / "student", TrainConfig(epochs=25, lr=3e-3, **{**SMALL, "save_every": 1000}))
+    report = export_decoder(work / "student", work / "decoder")
+    return work, report
+
+
+def test_decoder_export_matches_pytorch(exported):
+    work, report = exported
+    assert report["passed"] and report["greedy_equal"] == report["greedy_total"] > 0
+    assert report["parity"]["logits"]["min_cosine"] > 0.9999
+    assert json.loads((work / "decoder" / "decoder_report.json").read_text())["passed"]
+
+
+def test_student_learns_the_rule_teacher(exported, rule_cache):
+    work, _ = exported
+    decoder = OnnxDecoder(work / "decoder")
+    cache = TeacherCache(rule_cache)
+    records = list(cache.records())
+    question = {t["id"]: t["question"] for t in cache.meta.tasks}
+    agree = sum(decoder.generate(cache.audio(r["window"]), question[r["task"]]).text == r["text"] for r in records)
+    assert agree / len(records) >= 0.9
+
+
+def test_beam_search_is_consistent_with_pytorch(exported, rule_cache):
+    from naturelm_edge.distill.student import load_student
+
+    work, _ = exported
+    decoder = OnnxDecoder(work / "decoder")
+    model = load_student(work / "student")
+    cache = TeacherCache(rule_cache)
+    record = next(cache.records())
+    tokens, question = cache.audio(record["window"]), cache.meta.tasks[0]["question"]
+    greedy = decoder.generate(tokens, question)
+    beam = decoder.generate(tokens, question, num_beams=2)
+    assert beam.stopped and beam.score >= greedy.score - 1e-6
+    # the beam's reported probabilities are what the PyTorch student gives that sequence
+    before, after = decoder.prompt_ids(question)
+    with torch.no_grad():
+        seq = torch.cat([model.embed(torch.tensor(before)), model.audio_proj(torch.from_numpy(tokens)),
+                         model.embed(torch.tensor(list(after) + beam.student_ids))])
+        logp = torch.log_softmax(model.llama(inputs_embeds=seq[None]).logits[0], -1)
+    start = len(before) + tokens.shape[0] + len(after) - 1
+    stop = int(decoder.to_student[decoder.meta["stop_ids"][0]])
+    chosen = beam.student_ids + [stop]
+    want = [float(logp[start + i, t].exp()) for i, t in enumerate(chosen)]
+    assert np.allclose(beam.token_probs, want, atol=1e-4)
+
+
+def test_decoder_without_kv_inputs_is_refused(exported, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    work, _ = exported
+    broken = shutil.copytree(work / "decoder", tmp_path / "broken")
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["inputs_embeds"], ["logits"])], "no-cache",
+        [helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT, [1, None, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None, 64])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(broken / "decoder.onnx"))
+    with pytest.raises(DecoderError, match="lacks its KV-cache inputs"):
+        OnnxDecoder(broken)
+
+
+def test_snap_to_label_list():
+    labels = ["House Sparrow", "Black Phoebe", "Dark-eyed Junco"]
+    assert snap("house sparow", labels).label == "House Sparrow"
+    assert snap("Black Phoebe", labels).distance == 0.0
+    assert snap("anything", []) is None
+
+
+def test_cli_pipeline_on_tiny_checkpoint(tmp_path, tiny_checkpoint, audio_dir, clips):
+    from typer.testing import CliRunner
+
+    from naturelm_edge.cli import app
+
+    runner = CliRunner()
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text('[[task]]\nid = "cn"\nkind = "common_name"\nquestion = "What is it?"\nmax_new_tokens = 6\n')
+    clip_dir = tmp_path / "audio"
+    for clip in clips[:3]:
+        (clip_dir / clip.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(clip, clip_dir / clip.parent.name / clip.name)
+    labels = tmp_path / "LABELS.csv"
+    rows = (audio_dir / "LABELS.csv").read_text().splitlines()
+    labels.write_text("\n".join([rows[0]] + [r for r in rows if r.split(",")[0] in
+                                             {f"{c.parent.name}/{c.name}" for c in clips[:3]}]) + "\n")
+    (clip_dir / "broken.wav").write_bytes(b"RIFF")
+    steps = [
+        ["distill", "collect", str(tiny_checkpoint), "--audio", str(clip_dir), "--out", str(tmp_path / "cache"),
+         "--tasks", str(tasks), "--labels", str(labels)],
+        ["distill", "split", "--labels", str(labels), "--out", str(tmp_path / "split.json"), "--held-out", "0.4"],
+        ["distill", "train", str(tmp_path / "cache"), "--out", str(tmp_path / "student"), "--epochs", "2",
+         "--layers", "1", "--hidden", "64", "--heads", "2", "--split", str(tmp_path / "split.json")],
+        ["export", "decoder", str(tmp_path / "student"), "--out", str(tmp_path / "decoder"), "-q"],
+    ]
+    for args in steps:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, f"{args[:2]}: {result.output}"
+    assert len(list(TeacherCache(tmp_path / "cache").records())) >= 3
+    assert json.loads((tmp_path / "decoder" / "decoder_report.json").read_text())["passed"]
+    bad = runner.invoke(app, ["distill", "train", str(tmp_path / "cache"), "--out", str(tmp_path / "s2"),
+                              "--hidden", "64", "--heads", "6"])
+    assert bad.exit_code != 0 and "multiple of --heads" in bad.output
