@@ -22,7 +22,12 @@ export_app = typer.Typer(help="Export model parts to ONNX with parity verificati
 distill_app = typer.Typer(help="Distil NatureLM's decoder into a small student.", no_args_is_help=True)
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(export_app, name="export")
+bundle_app = typer.Typer(help="Verify, sign and inspect model bundles.", no_args_is_help=True)
+profiles_app = typer.Typer(help="Device profiles: list, show, validate, detect.", no_args_is_help=True)
 app.add_typer(distill_app, name="distill")
+app.add_typer(bundle_app, name="bundle")
+app.add_typer(profiles_app, name="profiles")
+ProfilesDir = Annotated[Path | None, typer.Option("--profiles-dir", help="Folder of your own profile TOML files.")]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -229,6 +234,128 @@ def export_decoder_cmd(
     console.print(f"decoder: {report['onnx_bytes'] / 1e6:.1f} MB ONNX; logits max error {stats['max_abs_error']:.2e} "
                   f"(scale {stats['scale']:.3g}), min cosine {stats['min_cosine']:.7f}; greedy answers equal "
                   f"{report['greedy_equal']}/{report['greedy_total']} -> {out}")
+
+
+@app.command("build")
+@user_errors
+def build_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="NatureLM checkpoint (directory, training file or hub id).")],
+    audio: Annotated[Path, typer.Option("--audio", help="Recordings for distillation, calibration and reports.")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (replaced atomically).")],
+    profile: Annotated[str | None, typer.Option(help="Device profile; default: the detected device.")] = None,
+    profiles_dir: ProfilesDir = None,
+    work: Annotated[Path | None, typer.Option(help="Work folder for stages (default OUT.work).")] = None,
+    tasks: Annotated[Path | None, typer.Option(help="Task file; default: built-in NatureLM tasks.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="LABELS.csv; default: AUDIO/LABELS.csv.")] = None,
+    epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 40,
+    student_layers: Annotated[int, typer.Option()] = 4,
+    student_hidden: Annotated[int, typer.Option()] = 384,
+    student_heads: Annotated[int, typer.Option()] = 6,
+    calibration_windows: Annotated[int, typer.Option(help="Windows of held-out species to calibrate on.")] = 32,
+    min_agreement: Annotated[float | None, typer.Option(help="Fail when quantized answers agree with fp32 less often.")] = None,
+    sign: Annotated[Path | None, typer.Option(help="ed25519 private key to sign the bundle with.")] = None,
+    tar: Annotated[bool, typer.Option("--tar", help="Also write BUNDLE.tar.")] = False,
+) -> None:
+    """Export, distil, quantize and bundle: the whole export stage in one command."""
+    from naturelm_edge.build import BuildOptions, build
+    from naturelm_edge.device_profiles import detect, get
+    from naturelm_edge.progress import Progress
+    from naturelm_edge.quantization.report import format_table
+
+    chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
+    options = BuildOptions(checkpoint, audio, chosen, out, work or out.with_name(out.name + ".work"), tasks, labels,
+                           epochs, student_layers, student_hidden, student_heads,
+                           calibration_windows=calibration_windows, min_agreement=min_agreement, sign_key=sign, tar=tar)
+    console.print(f"building for profile [bold]{chosen.name}[/bold] ({chosen.precision['encoder']} encoder, "
+                  f"{chosen.precision['decoder']} decoder)")
+    summary = build(options, Progress())
+    console.print(format_table(summary["report"]))
+    console.print(f"bundle {summary['bundle_id']} -> {summary['bundle']}")
+
+
+@bundle_app.command("verify")
+@user_errors
+def bundle_verify(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory or .tar.")],
+    trusted_keys: Annotated[Path | None, typer.Option(help="Folder of trusted *.pub keys: require a valid signature.")] = None,
+) -> None:
+    """Check the schema, every file's size and sha256, and the signature when keys are trusted."""
+    from naturelm_edge.bundle.manifest import load_bundle
+
+    loaded = load_bundle(bundle, trusted_keys)
+    signature = loaded.manifest.get("signature")
+    signed = f"signed by {signature['key_id']}" if signature else "unsigned"
+    console.print(f"{loaded.id}: {len(loaded.manifest['files'])} files verified, {signed}, "
+                  f"profile {loaded.manifest.get('target_profile')}")
+
+
+@bundle_app.command("sign")
+@user_errors
+def bundle_sign(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    key: Annotated[Path, typer.Option("--key", help="ed25519 private key (PEM) from `edge bundle keygen`.")],
+) -> None:
+    """Sign a bundle's manifest with an ed25519 key (the files are verified first)."""
+    from naturelm_edge.bundle.signing import sign_bundle
+
+    signature = sign_bundle(bundle, key)
+    console.print(f"{bundle}: signed by key {signature['key_id']}")
+
+
+@bundle_app.command("keygen")
+@user_errors
+def bundle_keygen(prefix: Annotated[Path, typer.Argument(help="Writes PREFIX.key (private) and PREFIX.pub.")]) -> None:
+    """Create an ed25519 key pair for signing bundles; copy PREFIX.pub to devices' trusted-keys folder."""
+    from naturelm_edge.bundle.signing import generate_keypair
+
+    private, public = generate_keypair(prefix)
+    console.print(f"private key {private} (keep it secret), public key {public}")
+
+
+@profiles_app.command("list")
+@user_errors
+def profiles_list(profiles_dir: ProfilesDir = None) -> None:
+    """All known device profiles."""
+    from naturelm_edge.device_profiles import all_profiles
+
+    table = Table()
+    for column in ("name", "providers", "encoder", "decoder", "threads", "memory MB", "latency ms"):
+        table.add_column(column)
+    for p in all_profiles(profiles_dir).values():
+        table.add_row(p.name, ", ".join(x.name.replace("ExecutionProvider", "") for x in p.providers),
+                      p.precision["encoder"], p.precision["decoder"], str(p.intra_op_threads),
+                      str(p.runtime.get("memory_budget_mb", "")), str(p.runtime.get("latency_budget_ms", "")))
+    console.print(table)
+
+
+@profiles_app.command("show")
+@user_errors
+def profiles_show(name: str, profiles_dir: ProfilesDir = None) -> None:
+    """One profile, as TOML source."""
+    from naturelm_edge.device_profiles import get
+
+    console.print(Path(get(name, profiles_dir).source).read_text(), highlight=False, markup=False)
+
+
+@profiles_app.command("validate")
+@user_errors
+def profiles_validate(path: Path) -> None:
+    """Check a profile file against the schema."""
+    from naturelm_edge.device_profiles import load_file
+
+    profile = load_file(path)
+    console.print(f"{path}: valid profile '{profile.name}'")
+
+
+@profiles_app.command("detect")
+@user_errors
+def profiles_detect(profiles_dir: ProfilesDir = None) -> None:
+    """The profile that matches this machine."""
+    from naturelm_edge.device_profiles import DeviceFacts, detect
+
+    facts = DeviceFacts.read()
+    console.print(f"{detect(facts, profiles_dir).name} (machine {facts.machine}, cpu {facts.cpu_model or '?'}, "
+                  f"device-tree {facts.device_tree_model or '-'}, nvidia-smi {'yes' if facts.nvidia_smi else 'no'})")
 
 
 @app.command("demo")

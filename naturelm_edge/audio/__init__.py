@@ -2,6 +2,7 @@
 
 from naturelm_edge.audio.decode import AudioInfo, load, probe, read_blocks, stream
 from naturelm_edge.audio.fbank import DEFAULT_SETTINGS, FbankSettings, fbank
+from naturelm_edge.audio.frontend import window_features
 from naturelm_edge.audio.resample import StreamResampler, resample
 from naturelm_edge.audio.windows import Window, WindowSpec, iter_windows, prepare
 
@@ -20,4 +21,5 @@ __all__ = [
     "read_blocks",
     "resample",
     "stream",
+    "window_features",
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from naturelm_edge.audio import WindowSpec, fbank, iter_windows, stream
+from naturelm_edge.audio import WindowSpec, window_features
 from naturelm_edge.distill.cache import CacheMeta, TeacherCache, window_key
 from naturelm_edge.distill.species import labels_for
 from naturelm_edge.distill.tasks import Task, tasks_digest
@@ -65,7 +65,7 @@ def collect(
     for path in paths:
         relative = str(path.relative_to(audio_root)) if path.is_relative_to(audio_root) else str(path)
         try:
-            for window in iter_windows(stream(path, spec.sample_rate), spec):
+            for window, features in window_features(path, spec):
                 summary.windows += 1
                 key = window_key(relative, window.start)
                 pending = [t for t in tasks if f"{key}:{t.id}" not in done]
@@ -75,7 +75,7 @@ def collect(
                 if cache.has_audio(key):
                     tokens = cache.audio(key)[None]
                 else:
-                    tokens = teacher.audio_tokens(fbank(window.samples)[None])
+                    tokens = teacher.audio_tokens(features[None])
                     cache.put_audio(key, tokens[0])
                 for task in pending:
                     answer = teacher.answer(tokens, task.question, task.max_new_tokens, top_k)[0]

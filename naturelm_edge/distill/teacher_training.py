@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from naturelm_edge.audio import WindowSpec, fbank, iter_windows, stream
+from naturelm_edge.audio import WindowSpec, window_features
 from naturelm_edge.distill.species import labels_for
 from naturelm_edge.errors import AudioError, EdgeError
 
@@ -58,8 +58,8 @@ def finetune_teacher(checkpoint: Path, audio_root: Path, out: Path, question: st
     for path in chosen:
         relative = str(Path(path).relative_to(audio_root))
         try:
-            for window in iter_windows(stream(path, spec.sample_rate), spec):
-                features.append(fbank(window.samples))
+            for _, window_fbank in window_features(path, spec):
+                features.append(window_fbank)
                 answers.append(labels[relative])
         except AudioError:
             continue

@@ -55,14 +55,15 @@ class OnnxDecoder:
     """One decoder session, created once with the given providers and threads."""
 
     def __init__(self, directory: Path, providers: list | None = None, threads: int = 1,
-                 session_options=None) -> None:  # noqa: ANN001 - onnxruntime.SessionOptions
+                 session_options=None, model_file: Path | None = None) -> None:  # noqa: ANN001
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         directory = Path(directory)
-        for name in (DECODER_FILE, DECODER_META, TABLES_FILE, TOKENIZER_FILE):
-            if not (directory / name).is_file():
-                raise DecoderError(f"{directory / name}: missing from the exported decoder.")
+        model_path = Path(model_file) if model_file else directory / DECODER_FILE
+        for path in (model_path, directory / DECODER_META, directory / TABLES_FILE, directory / TOKENIZER_FILE):
+            if not path.is_file():
+                raise DecoderError(f"{path}: missing from the exported decoder.")
         self.meta = json.loads((directory / DECODER_META).read_text())
         tables = np.load(directory / TABLES_FILE)
         self.embed_tokens = tables["embed_tokens"].astype(np.float32)
@@ -77,16 +78,16 @@ class OnnxDecoder:
         if session_options is None:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(directory / DECODER_FILE), options,
+            self.session = ort.InferenceSession(str(model_path), options,
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise DecoderError(f"{directory / DECODER_FILE}: onnxruntime cannot load it ({err}).") from err
+            raise DecoderError(f"{model_path}: onnxruntime cannot load it ({err}).") from err
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.past_names = [f"past_key_values.{i}.{kind}" for i in range(self.meta["layers"]) for kind in ("key", "value")]
         missing = [n for n in ["inputs_embeds", *self.past_names] if n not in inputs]
         if missing:
             raise DecoderError(
-                f"{directory / DECODER_FILE}: the decoder graph lacks its KV-cache inputs ({', '.join(missing[:3])}); "
+                f"{model_path}: the decoder graph lacks its KV-cache inputs ({', '.join(missing[:3])}); "
                 f"export it with `edge export decoder`."
             )
         self.kv_shape = (self.meta["kv_heads"], self.meta["head_dim"])

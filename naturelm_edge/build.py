@@ -1,0 +1,302 @@
+"""``edge build``: the whole export stage, from a NatureLM checkpoint to a verified (signed) bundle.
+
+Stages run in order and each is skipped when the hash of its inputs matches the last run (stamps in
+``WORK/stamps``): encoder export, teacher answers, species split, student training, decoder export,
+calibration and quantization for the profile, accuracy report, bundle. The bundle is assembled in a
+staging folder and renamed into place, so a failed build leaves the previous bundle untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from naturelm_edge.audio import DEFAULT_SETTINGS, WindowSpec
+from naturelm_edge.device_profiles import Profile
+from naturelm_edge.errors import EdgeError
+from naturelm_edge.progress import Progress
+from naturelm_edge.sample_data import list_audio
+
+
+@dataclass
+class BuildOptions:
+    checkpoint: str
+    audio: Path
+    profile: Profile
+    out: Path
+    work: Path
+    tasks_file: Path | None = None
+    labels_file: Path | None = None
+    epochs: int = 40
+    student_layers: int = 4
+    student_hidden: int = 384
+    student_heads: int = 6
+    held_out_fraction: float = 0.25
+    seed: int = 0
+    calibration_windows: int = 32
+    min_agreement: float | None = None
+    sign_key: Path | None = None
+    tar: bool = False
+
+
+class Stamps:
+    """Input digests of finished stages; a stage re-runs only when its inputs changed."""
+
+    def __init__(self, work: Path) -> None:
+        self.root = work / "stamps"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def fresh(self, stage: str, digest: str, outputs: list[Path]) -> bool:
+        path = self.root / f"{stage}.json"
+        return path.is_file() and json.loads(path.read_text()).get("digest") == digest and all(p.exists() for p in outputs)
+
+    def mark(self, stage: str, digest: str) -> None:
+        (self.root / f"{stage}.json").write_text(json.dumps({"digest": digest}))
+
+
+def digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def file_digest(path: Path) -> str:
+    from naturelm_edge.bundle.manifest import sha256_file
+
+    return sha256_file(path)[:24]
+
+
+def audio_digest(files: list[Path]) -> str:
+    return digest([(str(p), p.stat().st_size, int(p.stat().st_mtime)) for p in files])
+
+
+def build(options: BuildOptions, progress: Progress | None = None) -> dict:
+    """Run every stage; return a summary with the bundle path and the quantization report."""
+    from naturelm_edge.bundle.manifest import file_entry, new_manifest, write_bundle
+    from naturelm_edge.distill.species import labels_for, split_species
+    from naturelm_edge.distill.tasks import load_tasks, tasks_digest
+    from naturelm_edge.models import resolve
+
+    progress = progress or Progress(quiet=True)
+    work = options.work
+    work.mkdir(parents=True, exist_ok=True)
+    stamps = Stamps(work)
+    source = resolve(options.checkpoint)
+    checkpoint_sha = source.sha256()
+    tasks = load_tasks(options.tasks_file)
+    files = list_audio(options.audio)
+    if not files:
+        raise EdgeError(f"{options.audio}: no recordings to build from.")
+    labels = labels_for(options.audio, options.labels_file)
+    summary: dict = {"stages": {}}
+
+    def stage(name: str, key: str, outputs: list[Path], run: Callable[[], None]) -> None:
+        if stamps.fresh(name, key, outputs):
+            summary["stages"][name] = "unchanged"
+            progress.note(f"{name}: inputs unchanged, skipped")
+            return
+        with progress.step(name):
+            run()
+        stamps.mark(name, key)
+        summary["stages"][name] = "built"
+
+    # 1. encoder
+    encoder_dir = work / "encoder"
+
+    def export_encoder_stage() -> None:
+        from naturelm_edge.export.encoder import export_encoder
+        from naturelm_edge.models import load
+
+        loaded = load(options.checkpoint)
+        export_encoder(loaded.model, encoder_dir, files[:: max(1, len(files) // 3)][:3],
+                       {"checkpoint": str(options.checkpoint), "sha256": checkpoint_sha})
+
+    stage("encoder export", digest(checkpoint_sha, "encoder-v1"), [encoder_dir / "encoder.onnx"], export_encoder_stage)
+
+    # 2. teacher answers (collection resumes by itself; the stamp only saves reopening the teacher)
+    cache_dir = work / "teacher-cache"
+
+    def collect_stage() -> None:
+        from naturelm_edge.distill.collect import collect
+        from naturelm_edge.distill.teacher import NatureLMTeacher
+
+        collect(NatureLMTeacher(options.checkpoint), options.audio, tasks, cache_dir, labels_file=options.labels_file)
+
+    audio_key = audio_digest(files)
+    stage("teacher answers", digest(checkpoint_sha, tasks_digest(tasks), audio_key), [cache_dir / "records.jsonl"],
+          collect_stage)
+
+    # 3. species split
+    split_path = work / "split.json"
+
+    def split_stage() -> None:
+        species = set(labels.values()) or _species_from_answers(cache_dir)
+        split_species(species, options.held_out_fraction, options.seed,
+                      source=str(options.labels_file or options.audio)).write(split_path)
+
+    stage("species split", digest(sorted(labels.items()), options.held_out_fraction, options.seed, audio_key),
+          [split_path], split_stage)
+
+    # 4. student
+    student_dir = work / "student"
+    from naturelm_edge.distill.train import TrainConfig
+
+    train_config = TrainConfig(epochs=options.epochs, seed=options.seed, layers=options.student_layers,
+                               hidden=options.student_hidden, heads=options.student_heads,
+                               intermediate=options.student_hidden * 8 // 3)
+
+    def train_stage() -> None:
+        from naturelm_edge.distill.train import train
+
+        shutil.rmtree(student_dir, ignore_errors=True)
+        train(cache_dir, student_dir, train_config, split_path)
+
+    stage("distillation", digest(file_digest(cache_dir / "records.jsonl"), file_digest(split_path), asdict(train_config)),
+          [student_dir / "model.safetensors"], train_stage)
+
+    # 5. decoder export
+    decoder_dir = work / "decoder"
+
+    def decoder_stage() -> None:
+        from naturelm_edge.export.decoder import export_decoder
+
+        export_decoder(student_dir, decoder_dir, cache_dir)
+
+    stage("decoder export", digest(file_digest(student_dir / "model.safetensors")), [decoder_dir / "decoder.onnx"],
+          decoder_stage)
+
+    # 6. calibration + quantization, 7. report
+    from naturelm_edge.distill.species import SpeciesSplit
+    from naturelm_edge.quantization.quantize import QuantSpec
+
+    split = SpeciesSplit.read(split_path)
+    profile = options.profile
+    specs = {role: QuantSpec(profile.precision[role], profile.quant_target, profile.calibration)
+             for role in ("encoder", "decoder")}
+    quant_dir = work / f"quantized-{profile.name}"
+    report_path = quant_dir / "quantization_report.json"
+
+    def quantize_stage() -> None:
+        _quantize_and_report(options, split, labels, tasks, encoder_dir, decoder_dir, quant_dir, specs, report_path)
+
+    stage("quantization", digest(file_digest(encoder_dir / "encoder.onnx"), file_digest(decoder_dir / "decoder.onnx"),
+                                 {r: asdict(s) for r, s in specs.items()}, file_digest(split_path),
+                                 options.calibration_windows),
+          [quant_dir / "encoder.onnx", quant_dir / "decoder.onnx", report_path], quantize_stage)
+    report = json.loads(report_path.read_text())
+    summary["report"] = report
+    if options.min_agreement is not None:
+        worst = min(s["end_to_end_agreement"] for s in report["sets"].values())
+        if worst < options.min_agreement:
+            raise EdgeError(f"{report_path}: quantized answers agree with fp32 on only {worst:.1%} of windows "
+                            f"(--min-agreement {options.min_agreement:.1%}); the previous bundle is kept.")
+
+    # 8. bundle
+    with progress.step("bundle"):
+        staging = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent if options.out.parent.exists() else None))
+        copies = {quant_dir / "encoder.onnx": ("encoder.onnx", "encoder", specs["encoder"].label()),
+                  quant_dir / "decoder.onnx": ("decoder.onnx", "decoder", specs["decoder"].label()),
+                  decoder_dir / "decoder_tables.npz": ("decoder_tables.npz", "decoder-tables", "fp32"),
+                  decoder_dir / "decoder.json": ("decoder.json", "decoder-config", None),
+                  decoder_dir / "tokenizer.json": ("tokenizer.json", "tokenizer", None),
+                  encoder_dir / "export_report.json": ("reports/encoder_export.json", "report", None),
+                  decoder_dir / "decoder_report.json": ("reports/decoder_export.json", "report", None),
+                  report_path: ("reports/quantization.json", "report", None)}
+        entries = []
+        for src, (relative, role, precision) in copies.items():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, staging / relative)
+            entries.append(file_entry(staging, relative, role, precision))
+        decoder_meta = json.loads((decoder_dir / "decoder.json").read_text())
+        manifest = new_manifest(
+            f"naturelm-{profile.name}", entries,
+            source_checkpoint={"id": str(options.checkpoint), "sha256": checkpoint_sha},
+            target_profile=profile.name,
+            audio={"sample_rate": DEFAULT_SETTINGS.sample_rate, "window_s": profile.audio.get("window_s", 10.0),
+                   "hop_s": profile.audio.get("hop_s", 5.0), "clip_seconds": 10.0,
+                   "time_expansion": profile.audio.get("time_expansion", 1.0), "fbank": asdict(DEFAULT_SETTINGS)},
+            tokenizer="tokenizer.json",
+            prompts={"template": decoder_meta["prompt_template"], "tasks": decoder_meta["tasks"]},
+            labels=sorted(set(labels.values())),
+            species_split={"distill": split.distill, "held_out": split.held_out},
+            calibration=report.get("calibration", {}),
+            reports={"quantization": {k: report[k] for k in ("encoder", "decoder", "sets")}},
+        )
+        bundle = write_bundle(staging, options.out, manifest)
+        if options.sign_key is not None:
+            from naturelm_edge.bundle.signing import sign_bundle
+
+            sign_bundle(bundle, options.sign_key)
+        if options.tar:
+            from naturelm_edge.bundle.manifest import pack
+
+            pack(bundle, bundle.with_suffix(".tar"))
+    summary["bundle"] = str(bundle)
+    summary["bundle_id"] = manifest["bundle_id"]
+    return summary
+
+
+def _species_from_answers(cache_dir: Path) -> set[str]:
+    from naturelm_edge.distill.cache import TeacherCache
+
+    return {r["text"] for r in TeacherCache(cache_dir).records() if r["text"] and r["text"] != "None"}
+
+
+def _quantize_and_report(options: BuildOptions, split, labels: dict, tasks, encoder_dir: Path, decoder_dir: Path,  # noqa: ANN001
+                         quant_dir: Path, specs: dict, report_path: Path) -> None:
+    from naturelm_edge.edge_runtime.decoder import OnnxDecoder
+    from naturelm_edge.quantization.calibration import (
+        ArrayReader,
+        calibration_set,
+        decoder_inputs,
+        encoder_inputs,
+    )
+    from naturelm_edge.quantization.quantize import quantize
+    from naturelm_edge.quantization.report import EvalSet, accuracy_report, format_table, run_encoder, session
+
+    spec = WindowSpec(options.profile.audio.get("window_s", 10.0), options.profile.audio.get("hop_s", 5.0))
+    by_role: dict[str, list[Path]] = {"held_out": [], "distill": []}
+    for relative, species in sorted(labels.items()):
+        role = split.role(species)
+        if role in by_role and (options.audio / relative).is_file():
+            by_role[role].append(options.audio / relative)
+    held = by_role["held_out"]
+    # with enough held-out recordings, calibrate on half and evaluate on the other half; with few, on all
+    calib_files, eval_files = (held[::2], held[1::2]) if len(held) >= 8 else (held, held)
+    where = f"{options.audio} (held-out species: {', '.join(split.held_out[:4])})"
+    calibration = calibration_set(calib_files, spec, options.calibration_windows, where=where)
+    quant_dir.mkdir(parents=True, exist_ok=True)
+    cache = options.work / "calibration-ranges"
+    encoder_info = quantize(encoder_dir / "encoder.onnx", quant_dir / "encoder.onnx", specs["encoder"],
+                            ArrayReader(encoder_inputs(calibration)), cache, calibration.digest())
+    questions = [t.question for t in tasks]
+    decoder = OnnxDecoder(decoder_dir)
+    tokens, _ = run_encoder(session(encoder_dir / "encoder.onnx"), calibration.features[:8])
+    dec_inputs = decoder_inputs(decoder, tokens, questions[:2])
+    decoder_info = quantize(decoder_dir / "decoder.onnx", quant_dir / "decoder.onnx", specs["decoder"],
+                            ArrayReader(dec_inputs), cache, digest(calibration.digest(), "decoder", questions[:2]))
+    sets = [EvalSet("held_out", calibration_set(eval_files, spec, 24, 1, where).features)]
+    if by_role["distill"]:
+        sets.append(EvalSet("distill", calibration_set(by_role["distill"][::4], spec, 24, 1, "distillation audio").features))
+    report = accuracy_report(encoder_dir / "encoder.onnx", quant_dir / "encoder.onnx", decoder_dir,
+                             quant_dir / "decoder.onnx", sets, questions, specs["encoder"].label(),
+                             specs["decoder"].label())
+    report["calibration"] = {"files": [str(p) for p in calibration.files], "windows": int(len(calibration.features)),
+                             "decoder_inputs": len(dec_inputs), "skipped": calibration.skipped,
+                             "encoder": encoder_info, "decoder": decoder_info, "held_out_species": split.held_out,
+                             "evaluation_files": [str(p) for p in eval_files]}
+    tmp = report_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+    tmp.replace(report_path)
+    report_path.with_suffix(".md").write_text(format_table(report) + "\n")
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)

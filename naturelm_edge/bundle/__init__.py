@@ -1,0 +1,1 @@
+"""Bundles: manifest with hashes, verification, ed25519 signatures."""

@@ -1,0 +1,1 @@
+"""Quantization calibrated on held-out species: calibration readers, quantizers, accuracy report."""

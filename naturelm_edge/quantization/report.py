@@ -1,0 +1,140 @@
+"""Accuracy report of quantized models against fp32, on held-out and distillation species separately.
+
+Encoder: cosine of every audio token to fp32 (mean, 5th percentile, minimum). Decoder: exact agreement of
+answers with fp32, alone (fp32 audio tokens) and end to end (quantized encoder -> quantized decoder), and
+the shift in confidence. Also size and single-thread latency ratios on this machine, and for static int8
+the tensors that lose most (onnxruntime's QDQ debugging tools, signal-to-quantization-noise in dB).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from naturelm_edge.edge_runtime.decoder import OnnxDecoder
+
+
+@dataclass
+class EvalSet:
+    name: str  # held_out | distill
+    features: np.ndarray  # (windows, frames, 128)
+
+
+def session(path: Path, threads: int = 1):  # noqa: ANN201 - onnxruntime.InferenceSession
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def token_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    a = reference.reshape(-1, reference.shape[-1]).astype(np.float64)
+    b = candidate.reshape(-1, candidate.shape[-1]).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-300), 1.0)
+
+
+def run_encoder(sess, features: np.ndarray) -> tuple[np.ndarray, list[float]]:  # noqa: ANN001
+    outputs, times = [], []
+    for window in features:
+        start = time.perf_counter()
+        outputs.append(sess.run(None, {"fbank": window[None]})[0][0])
+        times.append(time.perf_counter() - start)
+    return np.stack(outputs), times
+
+
+def answers(decoder: OnnxDecoder, tokens: np.ndarray, questions: list[str]) -> tuple[list, list[float]]:
+    out, times = [], []
+    for window in tokens:
+        for question in questions:
+            start = time.perf_counter()
+            out.append(decoder.generate(window, question))
+            times.append(time.perf_counter() - start)
+    return out, times
+
+
+def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, decoder_q: Path,
+                    sets: list[EvalSet], questions: list[str], encoder_label: str, decoder_label: str,
+                    worst: int = 5) -> dict:
+    enc32, encq = session(encoder_fp32), session(encoder_q)
+    dec32 = OnnxDecoder(decoder_dir, threads=1)
+    decq = OnnxDecoder(decoder_dir, threads=1, model_file=decoder_q)
+    report: dict = {"encoder": {"precision": encoder_label, "fp32_bytes": encoder_fp32.stat().st_size,
+                                "bytes": encoder_q.stat().st_size},
+                    "decoder": {"precision": decoder_label, "fp32_bytes": (decoder_dir / "decoder.onnx").stat().st_size,
+                                "bytes": decoder_q.stat().st_size},
+                    "sets": {}}
+    timing = {"enc32": [], "encq": [], "dec32": [], "decq": []}
+    for eval_set in sets:
+        tokens32, t32 = run_encoder(enc32, eval_set.features)
+        tokensq, tq = run_encoder(encq, eval_set.features)
+        timing["enc32"] += t32
+        timing["encq"] += tq
+        cos = token_cosines(tokens32, tokensq)
+        ref, d32 = answers(dec32, tokens32, questions)
+        alone, dq = answers(decq, tokens32, questions)
+        end_to_end, _ = answers(decq, tokensq, questions)
+        timing["dec32"] += d32
+        timing["decq"] += dq
+        report["sets"][eval_set.name] = {
+            "windows": int(len(eval_set.features)),
+            "encoder_cosine": {"mean": float(cos.mean()), "p5": float(np.percentile(cos, 5)), "min": float(cos.min())},
+            "decoder_agreement": float(np.mean([a.text == r.text for a, r in zip(alone, ref)])),
+            "end_to_end_agreement": float(np.mean([a.text == r.text for a, r in zip(end_to_end, ref)])),
+            "confidence_shift": float(np.mean([a.confidence_mean - r.confidence_mean for a, r in zip(alone, ref)])),
+        }
+    for role, fp, q in (("encoder", "enc32", "encq"), ("decoder", "dec32", "decq")):
+        entry = report[role]
+        entry["size_ratio"] = entry["bytes"] / entry["fp32_bytes"]
+        entry["fp32_ms_p50"] = 1000 * float(np.median(timing[fp]))
+        entry["ms_p50"] = 1000 * float(np.median(timing[q]))
+        entry["speedup"] = entry["fp32_ms_p50"] / entry["ms_p50"]
+    if "int8-static" in encoder_label:
+        report["encoder"]["worst_tensors"] = worst_tensors(encoder_fp32, encoder_q, sets[0].features[:2], worst)
+    return report
+
+
+def worst_tensors(fp32: Path, qdq: Path, features: np.ndarray, count: int) -> list[dict]:
+    """Activations of the QDQ model furthest from fp32 (lowest SQNR), from onnxruntime's QDQ debugger."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    from naturelm_edge.quantization.calibration import ArrayReader
+
+    with tempfile.TemporaryDirectory(prefix="nle-debug-") as work:
+        float_aug, qdq_aug = Path(work) / "float.onnx", Path(work) / "qdq.onnx"
+        modify_model_output_intermediate_tensors(str(fp32), str(float_aug))
+        modify_model_output_intermediate_tensors(str(qdq), str(qdq_aug))
+        inputs = [{"fbank": f[None]} for f in features]
+        float_acts = collect_activations(str(float_aug), ArrayReader(inputs))
+        qdq_acts = collect_activations(str(qdq_aug), ArrayReader(inputs))
+    errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
+    ranked = sorted(((name, e["xmodel_err"]) for name, e in errors.items() if "xmodel_err" in e), key=lambda x: x[1])
+    return [{"tensor": name, "sqnr_db": round(float(err), 2)} for name, err in ranked[:count]]
+
+
+def format_table(report: dict) -> str:
+    lines = [f"encoder {report['encoder']['precision']}: {report['encoder']['size_ratio']:.2f}x size, "
+             f"{report['encoder']['speedup']:.2f}x speed ({report['encoder']['ms_p50']:.1f} ms vs "
+             f"{report['encoder']['fp32_ms_p50']:.1f} ms fp32)",
+             f"decoder {report['decoder']['precision']}: {report['decoder']['size_ratio']:.2f}x size, "
+             f"{report['decoder']['speedup']:.2f}x speed ({report['decoder']['ms_p50']:.1f} ms per answer)",
+             "", "| species | windows | token cosine mean / p5 / min | decoder agreement | end to end | confidence shift |",
+             "|---|---|---|---|---|---|"]
+    for name, s in report["sets"].items():
+        c = s["encoder_cosine"]
+        lines.append(f"| {name} | {s['windows']} | {c['mean']:.4f} / {c['p5']:.4f} / {c['min']:.4f} | "
+                     f"{s['decoder_agreement']:.1%} | {s['end_to_end_agreement']:.1%} | {s['confidence_shift']:+.3f} |")
+    for t in report["encoder"].get("worst_tensors", []):
+        lines.append(f"- loses most: {t['tensor']} ({t['sqnr_db']} dB)")
+    return "\n".join(lines)
