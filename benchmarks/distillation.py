@@ -43,7 +43,9 @@ class ProofSettings:
     seed: int = 0
 
 
-def run(audio_root: Path, work: Path, settings: ProofSettings, progress=None) -> dict:  # noqa: ANN001
+def run(audio_root: Path, work: Path, settings: ProofSettings, progress=None,  # noqa: ANN001
+        teacher_dir: Path | None = None) -> dict:
+    """The whole proof; ``teacher_dir`` reuses an already taught teacher."""
     from naturelm_edge.distill.cache import TeacherCache
     from naturelm_edge.distill.collect import collect
     from naturelm_edge.distill.species import SpeciesSplit, labels_for
@@ -58,9 +60,10 @@ def run(audio_root: Path, work: Path, settings: ProofSettings, progress=None) ->
 
     timings = {}
     start = time.perf_counter()
-    base = write_tiny_checkpoint(work / "tiny", seed=settings.seed)
-    teacher_dir = finetune_teacher(base, audio_root, work / "teacher", QUESTION, steps=settings.teacher_steps,
-                                   seed=settings.seed, progress=progress)
+    if teacher_dir is None:
+        base = write_tiny_checkpoint(work / "tiny", seed=settings.seed)
+        teacher_dir = finetune_teacher(base, audio_root, work / "teacher", QUESTION, steps=settings.teacher_steps,
+                                       seed=settings.seed, progress=progress)
     timings["teach_teacher_s"] = time.perf_counter() - start
     tasks_file = work / "tasks.toml"
     tasks_file.write_text(TASKS_TOML)

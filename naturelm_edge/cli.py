@@ -29,8 +29,8 @@ app.add_typer(bundle_app, name="bundle")
 app.add_typer(profiles_app, name="profiles")
 ProfilesDir = Annotated[Path | None, typer.Option("--profiles-dir", help="Folder of your own profile TOML files.")]
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -43,3 +43,13 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from naturelm_edge.models.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def taught_teacher(tiny_checkpoint: Path, audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint taught species names on the shared recordings (answers mean something)."""
+    from benchmarks.distillation import QUESTION
+    from naturelm_edge.distill.teacher_training import finetune_teacher
+
+    return finetune_teacher(tiny_checkpoint, audio_dir, tmp_path_factory.mktemp("taught") / "teacher", QUESTION,
+                            steps=1000)

@@ -8,10 +8,9 @@ from benchmarks.distillation import ProofSettings, run
 
 
 @pytest.fixture(scope="module")
-def proof(audio_dir, tmp_path_factory):
-    settings = ProofSettings(teacher_steps=1000, student_epochs=80, student_layers=2, student_hidden=256,
-                             student_heads=4)
-    return run(audio_dir, tmp_path_factory.mktemp("proof"), settings)
+def proof(audio_dir, tmp_path_factory, taught_teacher):
+    settings = ProofSettings(student_epochs=80, student_layers=2, student_hidden=256, student_heads=4)
+    return run(audio_dir, tmp_path_factory.mktemp("proof"), settings, teacher_dir=taught_teacher)
 
 
 def test_student_memorises_the_teacher_on_training_windows(proof):

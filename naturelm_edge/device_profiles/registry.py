@@ -67,10 +67,12 @@ class DeviceFacts:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def read(cls) -> DeviceFacts:
+    def read(cls, root: Path = Path("/"), machine: str | None = None) -> DeviceFacts:
+        """Facts of this machine; ``root`` points at a recorded file tree instead (tests, offline checks)."""
+
         def text(path: str) -> str:
             try:
-                return Path(path).read_text(errors="replace").replace("\x00", "").strip()
+                return (root / path.lstrip("/")).read_text(errors="replace").replace("\x00", "").strip()
             except OSError:
                 return ""
 
@@ -79,8 +81,9 @@ class DeviceFacts:
             if line.startswith(("model name", "Model")):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        return cls(platform.machine(), text("/proc/device-tree/model"), text("/etc/nv_tegra_release"),
-                   cpu or platform.processor(), shutil.which("nvidia-smi") is not None)
+        live = root == Path("/")
+        return cls(machine or platform.machine(), text("/proc/device-tree/model"), text("/etc/nv_tegra_release"),
+                   cpu or (platform.processor() if live else ""), live and shutil.which("nvidia-smi") is not None)
 
 
 def matches(profile: Profile, facts: DeviceFacts) -> bool:
