@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -373,9 +374,104 @@ def demo(
     run_encoder_export(str(checkpoint), out / "encoder", None, None, quiet=False)
 
 
+run_app = typer.Typer(help="Run on-device detection on recordings or a live stream.", add_completion=False,
+                      pretty_exceptions_enable=False)
+
+
+@run_app.command()
+@user_errors
+def edge_run(
+    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle directory or .tar (verified before any audio).")],
+    inputs: Annotated[list[Path] | None, typer.Option("--input", help="Recordings or folders (recursive).")] = None,
+    stdin: Annotated[bool, typer.Option("--stdin", help="Raw S16_LE PCM on stdin (arecord | edge-run --stdin).")] = False,
+    rate: Annotated[int, typer.Option(help="Sample rate of --stdin.")] = 48000,
+    channels: Annotated[int, typer.Option(help="Channels of --stdin.")] = 1,
+    profile: Annotated[str | None, typer.Option(help="Device profile; default: the detected device.")] = None,
+    profiles_dir: ProfilesDir = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (events.db, JSONL, CSV, Raven).")] = Path("edge-run-out"),
+    escalate: Annotated[str | None, typer.Option(help="URL of the full model, 'queue' or 'off'; default: the profile's.")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="Bearer token for --escalate URL.")] = None,
+    time_expansion: Annotated[float | None, typer.Option(help="Slow ultrasonic audio N times (bats: 10).")] = None,
+    no_gate: Annotated[bool, typer.Option("--no-gate", help="Send every window to the models.")] = False,
+    gate_margin_db: Annotated[float, typer.Option(help="How far above the noise floor a window must reach.")] = 6.0,
+    threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
+    trusted_keys: Annotated[Path | None, typer.Option(help="Only accept bundles signed by these keys.")] = None,
+    self_test: Annotated[bool, typer.Option("--self-test", help="Check bundle, profile and providers; print a verdict.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Stream audio through the gate and the on-device models; escalate when unsure; never lose an event."""
+    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.device_profiles import detect, get
+    from naturelm_edge.edge_runtime.gate import GateSettings
+    from naturelm_edge.edge_runtime.runner import RunOptions, Runner
+    from naturelm_edge.edge_runtime.sources import file_sources, stdin_source
+    from naturelm_edge.errors import EdgeError
+
+    loaded = load_bundle(bundle, trusted_keys)
+    chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
+    if self_test:
+        run_self_test(loaded, chosen)
+        return
+    if not inputs and not stdin:
+        raise EdgeError("give --input PATH (files or folders) or --stdin.")
+    mode = escalate or chosen.escalation.get("mode", "queue")
+    token = token_file.read_text().strip() if token_file else None
+    options = RunOptions(out, "off" if mode == "off" else mode, token,
+                         GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
+                         confidence_threshold=threshold)
+    runner = Runner(loaded, chosen, options, err_console)
+    from naturelm_edge.audio import WindowSpec
+
+    audio = loaded.manifest["audio"]
+    spec = WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
+    expansion = time_expansion or audio.get("time_expansion", 1.0)
+    sources = file_sources(inputs or [], spec, expansion) if inputs else [stdin_source(spec, rate, channels)]
+    if runner.summary.missing_providers:
+        err_console.print(f"[yellow]note:[/yellow] {', '.join(runner.summary.missing_providers)} not available here; "
+                          f"running on {', '.join(runner.summary.providers)}", highlight=False)
+    console.print("[yellow]note: these are the bundle's on-device answers; with demo weights they mean little[/yellow]"
+                  if "tiny" in str(loaded.manifest.get("source_checkpoint", {}).get("id", "")) else "", end="")
+    summary = runner.run(sources)
+    console.print(
+        f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, answered {summary.answered}, "
+        f"escalated {summary.escalated} (delivered {summary.delivered}, queued {summary.queue}), "
+        f"failed files {len(summary.failed)}, real-time factor {summary.real_time_factor:.3f} -> {out / 'events.db'}")
+
+
+def run_self_test(bundle, profile) -> None:  # noqa: ANN001 - Bundle, Profile
+    """Bundle verified (done by the caller), profile loaded, providers present, one window answered."""
+    import numpy as np
+
+    from naturelm_edge.audio import fbank
+    from naturelm_edge.edge_runtime.engine import Engine
+    from naturelm_edge.errors import EdgeError
+    from naturelm_edge.sample_data import synthetic_soundscape
+
+    engine = Engine(bundle, profile)
+    started = time.perf_counter()
+    result = engine.answer(engine.audio_tokens(fbank(synthetic_soundscape(10.0))))
+    elapsed = time.perf_counter() - started
+    checks = [("bundle", True, f"{bundle.id}, {len(bundle.manifest['files'])} files verified"),
+              ("profile", True, profile.name),
+              ("providers", not engine.missing or len(engine.providers) > 0,
+               f"running on {', '.join(engine.providers)}" + (f"; missing {', '.join(engine.missing)}" if engine.missing else "")),
+              ("inference", bool(np.isfinite(result.answer.confidence_mean)),
+               f"one window in {elapsed * 1000:.0f} ms, answer {result.answer.text!r}")]
+    for name, ok, detail in checks:
+        console.print(f"{'[green]ok[/green]' if ok else '[red]FAIL[/red]'}  {name}: {detail}", highlight=False)
+    if not all(ok for _, ok, _ in checks):
+        raise EdgeError("self-test failed.")
+    console.print("self-test passed")
+
+
 def run() -> None:
     """Entry point of the ``edge`` console script."""
     app(prog_name="edge")
+
+
+def run_edge() -> None:
+    """Entry point of the ``edge-run`` console script."""
+    run_app(prog_name="edge-run")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 
@@ -21,42 +20,16 @@ from naturelm_edge.quantization.quantize import QuantSpec, quantize
 from naturelm_edge.quantization.report import token_cosines
 
 runner = CliRunner()
-TASKS = '[[task]]\nid = "common_name"\nkind = "common_name"\nquestion = "What is the common name for the focal species in the audio?"\nmax_new_tokens = 12\n'
-SMALL = ["--epochs", "40", "--student-layers", "2", "--student-hidden", "128", "--student-heads", "4"]
 
 
 @pytest.fixture(scope="module")
-def subset(audio_dir, tmp_path_factory):
-    """Eight bird species (three clips each), a whale and a toad chorus, with their labels."""
-    root = tmp_path_factory.mktemp("subset") / "audio"
-    rows = list(csv.DictReader((audio_dir / "LABELS.csv").open()))
-    by_species: dict[str, list[dict]] = {}
-    for row in rows:
-        if row["species_common"] and row["path"].startswith("phoebe/"):
-            by_species.setdefault(row["species_common"], []).append(row)
-    keep = [r for species in sorted(by_species)[:8] for r in by_species[species][:3]]
-    keep += [r for r in rows if r["path"] in ("librosa-data/glacier-bay-humpback.hq.ogg", "opensoundscape/great_plains_toad.wav")]
-    for row in keep:
-        (root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(audio_dir / row["path"], root / row["path"])
-    with (root / "LABELS.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(keep)
-    return root
+def subset(subset_audio):
+    return subset_audio
 
 
 @pytest.fixture(scope="module")
-def built(subset, taught_teacher, tmp_path_factory):
-    work = tmp_path_factory.mktemp("build")
-    (work / "tasks.toml").write_text(TASKS)
-    args = ["build", str(taught_teacher), "--audio", str(subset), "--out", str(work / "bundle"), "--profile", "x86-cpu",
-            "--tasks", str(work / "tasks.toml"), *SMALL]
-    first = runner.invoke(app, args)
-    assert first.exit_code == 0, first.output
-    again = runner.invoke(app, args)
-    assert again.exit_code == 0, again.output
-    return work, args, first.output, again.output
+def built(built_bundle):
+    return built_bundle
 
 
 def test_build_end_to_end_and_skips_unchanged_stages(built):
@@ -252,3 +225,17 @@ def test_tar_bundles_round_trip(bundle_copy, tmp_path):
 
     tar = pack(bundle_copy, tmp_path / "bundle.tar")
     assert load_bundle(tar).id == load_bundle(bundle_copy).id
+
+
+def test_corrupted_model_file_is_named(tmp_path, built):
+    from naturelm_edge.quantization.quantize import QuantizationError
+
+    work, *_ = built
+    broken = tmp_path / "encoder.onnx"
+    data = (work / "bundle.work" / "encoder" / "encoder.onnx").read_bytes()
+    broken.write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"previous")
+    with pytest.raises(QuantizationError, match=r"encoder\.onnx: not a readable ONNX model"):
+        quantize(broken, out, QuantSpec("int8-dynamic"))
+    assert out.read_bytes() == b"previous"  # nothing already produced is lost

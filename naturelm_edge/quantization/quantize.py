@@ -63,6 +63,10 @@ def quantize(fp32: Path, out: Path, spec: QuantSpec, reader: ArrayReader | None 
     """Write the ``spec.mode`` version of ``fp32`` to ``out`` (atomically); return what was done."""
     if spec.mode not in MODES:
         raise QuantizationError(f"unknown precision '{spec.mode}'; choose one of {', '.join(MODES)}.")
+    try:
+        onnx.checker.check_model(str(fp32))
+    except (onnx.checker.ValidationError, OSError, ValueError) as err:
+        raise QuantizationError(f"{fp32}: not a readable ONNX model ({str(err).splitlines()[0][:120]}).") from err
     out.parent.mkdir(parents=True, exist_ok=True)
     info: dict = {"spec": asdict(spec), "label": spec.label()}
     with tempfile.TemporaryDirectory(prefix="nle-quant-") as work_dir:

@@ -1,0 +1,80 @@
+"""The on-device models of a bundle, with sessions created once per the device profile."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from naturelm_edge.bundle.manifest import Bundle
+from naturelm_edge.device_profiles import Profile
+from naturelm_edge.edge_runtime.decoder import Answer, OnnxDecoder
+from naturelm_edge.edge_runtime.labels import Snapped, snap
+
+log = logging.getLogger(__name__)
+
+
+def providers_for(profile: Profile) -> tuple[list, list[str]]:
+    """The profile's providers that this onnxruntime has, in order, plus the names it lacks."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    chosen, missing = [], []
+    for provider in profile.providers:
+        if provider.name in available:
+            options = {k: (str(Path(v).expanduser()) if isinstance(v, str) and v.startswith("~") else v)
+                       for k, v in provider.options.items()}
+            chosen.append((provider.name, options) if options else provider.name)
+        else:
+            missing.append(provider.name)
+    if not chosen:
+        chosen = ["CPUExecutionProvider"]
+    return chosen, missing
+
+
+def session_options(profile: Profile):  # noqa: ANN201 - onnxruntime.SessionOptions
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = profile.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not profile.runtime.get("spinning", False):
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+@dataclass
+class WindowAnswer:
+    question: str
+    answer: Answer
+    snapped: Snapped | None
+
+
+class Engine:
+    """Encoder + decoder sessions of one bundle; ``missing`` names profile providers this machine lacks."""
+
+    def __init__(self, bundle: Bundle, profile: Profile) -> None:
+        import onnxruntime as ort
+
+        self.bundle, self.profile = bundle, profile
+        providers, self.missing = providers_for(profile)
+        if self.missing:
+            log.warning("providers %s are not available here; falling back to %s", ", ".join(self.missing),
+                        ", ".join(p if isinstance(p, str) else p[0] for p in providers))
+        self.encoder = ort.InferenceSession(str(bundle.file("encoder")), session_options(profile), providers=providers)
+        self.decoder = OnnxDecoder(bundle.root, providers=providers, session_options=session_options(profile),
+                                   model_file=bundle.file("decoder"))
+        self.providers = self.encoder.get_providers()
+        self.labels: list[str] = list(bundle.manifest.get("labels") or [])
+        self.questions = [t["question"] for t in bundle.manifest["prompts"]["tasks"]]
+
+    def audio_tokens(self, features: np.ndarray) -> np.ndarray:
+        return self.encoder.run(None, {"fbank": features[None].astype(np.float32)})[0][0]
+
+    def answer(self, tokens: np.ndarray, question: str | None = None) -> WindowAnswer:
+        question = question or self.questions[0]
+        answer = self.decoder.generate(tokens, question)
+        return WindowAnswer(question, answer, snap(answer.text, self.labels) if self.labels else None)

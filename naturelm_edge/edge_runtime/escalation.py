@@ -1,0 +1,150 @@
+"""When to ask the full model, and the store-and-forward sender that asks it.
+
+A window is escalated when the on-device answer is unsure (confidence below the threshold), names nothing
+in the bundle's label list (an unknown species is what the full model is for), or is drawn as a random
+audit sample; never more than the hourly budget. Escalations wait in the event store's queue and are sent
+when the link is up, retried with exponential back-off when it is not, and marked delivered exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from naturelm_edge.edge_runtime.store import EventStore
+from naturelm_edge.serve.schema import PATH, EscalationRequest
+
+
+@dataclass
+class EscalationPolicy:
+    confidence_threshold: float = 0.5
+    audit_rate: float = 0.01
+    hourly_budget: int = 60
+    unknown_distance: float = 0.2  # normalised edit distance above which an answer is not a known label
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._recent: deque[float] = deque()
+        self._random = random.Random(self.seed)
+
+    def reason(self, confidence: float, label_distance: float | None, answer: str, now: float | None = None) -> str | None:
+        """Why this answer should go to the full model (None: it should not, or the budget is spent)."""
+        if answer.strip().lower() == "none":
+            return None
+        why = None
+        if confidence < self.confidence_threshold:
+            why = "low-confidence"
+        elif label_distance is not None and label_distance > self.unknown_distance:
+            why = "unknown-label"
+        elif self._random.random() < self.audit_rate:
+            why = "audit"
+        if why is None:
+            return None
+        now = time.time() if now is None else now
+        while self._recent and self._recent[0] < now - 3600:
+            self._recent.popleft()
+        if len(self._recent) >= self.hourly_budget:
+            return None
+        self._recent.append(now)
+        return why
+
+
+class ClipStore:
+    """The folder holding the audio of escalated windows until the full model has answered them.
+
+    A clip is written before its event is committed and named in the event (``clip_path``), so a crash
+    between the two leaves at worst an orphan clip, never an escalation without audio.
+    """
+
+    def __init__(self, root) -> None:  # noqa: ANN001 - Path
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+
+class Sender:
+    """Delivers queued escalations to ``url`` from a background thread (or on demand with ``flush``)."""
+
+    def __init__(self, store: EventStore, clips: ClipStore, url: str | None, sample_rate: int, labels: list[str],
+                 token: str | None = None, timeout_s: float = 10.0, max_backoff_s: float = 300.0) -> None:
+        self.store, self.clips, self.url = store, clips, url
+        self.sample_rate, self.labels, self.token = sample_rate, labels, token
+        self.timeout_s, self.max_backoff_s = timeout_s, max_backoff_s
+        self.delivered = 0
+        self._stop = threading.Event()
+        self._flushing = threading.Lock()  # one delivery pass at a time: each escalation is sent once
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.url and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="escalation-sender", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=self.timeout_s + 1)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self.flush():
+                self._stop.wait(0.5)
+
+    def flush(self) -> int:
+        """Try every escalation that is due once; return how many were delivered."""
+        if not self.url:
+            return 0
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> int:
+        from naturelm_edge.edge_runtime.labels import snap
+
+        sent = 0
+        for event_id in self.store.due_escalations():
+            event = self.store.event(event_id)
+            clip = Path(event.clip_path) if event.clip_path else None
+            audio = np.load(clip) if clip and clip.is_file() else None
+            if audio is None:
+                self.store.failed(event_id, "clip missing", self.max_backoff_s)
+                continue
+            request = EscalationRequest.build(
+                f"{event.bundle_id}:{event_id}", event.question, audio, self.sample_rate,
+                {"source": event.source, "start_utc": event.start_utc, "offset_s": event.offset_s,
+                 "device_answer": event.answer, "device_confidence": event.confidence, "bundle_id": event.bundle_id})
+            try:
+                reply = self._post(request)
+            except (urllib.error.URLError, OSError, ValueError, TimeoutError) as err:
+                attempts = self._attempts(event_id)
+                self.store.failed(event_id, str(err), min(self.max_backoff_s, 0.5 * 2 ** attempts))
+                continue
+            snapped = snap(reply["answer"], self.labels)
+            self.store.delivered(event_id, reply["answer"], snapped.label if snapped and snapped.distance <= 0.2 else None)
+            clip.unlink(missing_ok=True)
+            self.delivered += 1
+            sent += 1
+        return sent
+
+    def _attempts(self, event_id: int) -> int:
+        row = self.store.db.execute("SELECT attempts FROM escalations WHERE event_id = ?", (event_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _post(self, request: EscalationRequest) -> dict:
+        body = json.dumps(request.to_json()).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url.rstrip("/") + PATH, data=body, headers=headers, method="POST")
+        with urllib.request.urlopen(req, timeout=self.timeout_s) as response:  # noqa: S310 - the user's endpoint
+            reply = json.loads(response.read())
+        if reply.get("escalation_id") != request.escalation_id or "answer" not in reply:
+            raise ValueError("the server answered another escalation")
+        return reply

@@ -1,0 +1,70 @@
+"""The always-on gate: band-limited energy over an adaptive noise floor, computed from the fbank.
+
+It reuses the features the encoder needs anyway (no second transform): the log-mel energies of the band
+where calls live, per frame. A window passes when its loud frames stand ``margin_db`` above the noise floor;
+the floor follows the quietest windows (it rises slowly and falls fast), so steady wind or rain does not
+open the gate and a quiet night does not close it. Digital silence never passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from naturelm_edge.audio.fbank import DEFAULT_SETTINGS, FbankSettings
+
+DB_PER_NEPER = 10 / np.log(10)
+
+
+@dataclass
+class GateSettings:
+    low_hz: float = 500.0
+    high_hz: float = 8000.0
+    margin_db: float = 6.0
+    loud_quantile: float = 0.95
+    quiet_quantile: float = 0.2
+    rise: float = 0.05  # how fast the floor follows louder background
+    enabled: bool = True
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    level_db: float
+    floor_db: float
+
+
+class EnergyGate:
+    def __init__(self, settings: GateSettings | None = None, fbank_settings: FbankSettings = DEFAULT_SETTINGS) -> None:
+        self.settings = settings or GateSettings()
+        self.fbank = fbank_settings
+        mel = _mel_centres(fbank_settings)
+        self.band = (mel >= self.settings.low_hz) & (mel <= self.settings.high_hz)
+        self.floor_db: float | None = None
+        self.silence_db = float(np.log(np.finfo(np.float32).eps) * DB_PER_NEPER)
+
+    def __call__(self, features: np.ndarray) -> GateDecision:
+        log_energy = features * (2 * self.fbank.norm_std) + self.fbank.norm_mean  # undo NatureLM's normalisation
+        frames_db = log_energy[:, self.band].mean(axis=1) * DB_PER_NEPER
+        loud = float(np.quantile(frames_db, self.settings.loud_quantile))
+        quiet = float(np.quantile(frames_db, self.settings.quiet_quantile))
+        if self.floor_db is None:
+            self.floor_db = quiet
+        elif quiet < self.floor_db:
+            self.floor_db = quiet
+        else:
+            self.floor_db += self.settings.rise * (quiet - self.floor_db)
+        if not self.settings.enabled:
+            return GateDecision(True, loud, self.floor_db)
+        silent = loud <= self.silence_db + 1.0
+        return GateDecision(not silent and loud - self.floor_db >= self.settings.margin_db, loud, self.floor_db)
+
+
+def _mel_centres(settings: FbankSettings) -> np.ndarray:
+    def mel(f: np.ndarray | float) -> np.ndarray:
+        return 1127.0 * np.log1p(np.asarray(f) / 700.0)
+
+    low, high = mel(settings.low_freq), mel(settings.sample_rate / 2)
+    centres = low + (np.arange(settings.num_mel_bins) + 1) * (high - low) / (settings.num_mel_bins + 1)
+    return 700.0 * (np.exp(centres / 1127.0) - 1.0)

@@ -1,0 +1,155 @@
+"""``edge-run``: sources -> windows -> gate -> encoder -> decoder -> escalation policy -> store and sinks.
+
+Every window's outcome is committed to ``OUT/events.db`` before the next window is read; on restart,
+windows already recorded for a source are skipped, so nothing is answered twice and nothing reported is
+lost. SIGINT and SIGTERM finish the current window, flush, and exit 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from naturelm_edge.audio import WindowSpec
+from naturelm_edge.bundle.manifest import Bundle
+from naturelm_edge.device_profiles import Profile
+from naturelm_edge.edge_runtime.engine import Engine
+from naturelm_edge.edge_runtime.escalation import ClipStore, EscalationPolicy, Sender
+from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
+from naturelm_edge.edge_runtime.sinks import Sinks
+from naturelm_edge.edge_runtime.sources import Source
+from naturelm_edge.edge_runtime.store import Event, EventStore
+from naturelm_edge.edge_runtime.timestamps import offset as absolute
+from naturelm_edge.errors import AudioError
+
+KNOWN_LABEL_DISTANCE = 0.2
+
+
+@dataclass
+class RunOptions:
+    out: Path
+    escalate: str = "queue"  # off | queue | URL
+    token: str | None = None
+    gate: GateSettings = field(default_factory=GateSettings)
+    formats: list[str] = field(default_factory=lambda: ["jsonl", "csv", "raven"])
+    quiet: bool = False
+    confidence_threshold: float | None = None
+
+
+@dataclass
+class Summary:
+    windows: int = 0
+    resumed: int = 0
+    gated: int = 0
+    answered: int = 0
+    escalated: int = 0
+    delivered: int = 0
+    queue: int = 0
+    failed: list[str] = field(default_factory=list)
+    audio_s: float = 0.0
+    busy_s: float = 0.0
+    providers: list[str] = field(default_factory=list)
+    missing_providers: list[str] = field(default_factory=list)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.busy_s / self.audio_s if self.audio_s else 0.0
+
+
+class Runner:
+    def __init__(self, bundle: Bundle, profile: Profile, options: RunOptions, console: Console | None = None) -> None:
+        self.bundle, self.profile, self.options = bundle, profile, options
+        self.console = console or Console(stderr=True, soft_wrap=True)
+        options.out.mkdir(parents=True, exist_ok=True)
+        self.engine = Engine(bundle, profile)
+        audio = bundle.manifest["audio"]
+        self.spec = WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
+        self.store = EventStore(options.out / "events.db")
+        self.sinks = Sinks(options.out, options.formats)
+        self.gate = EnergyGate(options.gate)
+        escalation = profile.escalation
+        self.policy = EscalationPolicy(
+            confidence_threshold=options.confidence_threshold if options.confidence_threshold is not None
+            else escalation.get("confidence_threshold", 0.5),
+            audit_rate=escalation.get("audit_rate", 0.01), hourly_budget=escalation.get("hourly_budget", 60))
+        self.clips = ClipStore(options.out / "escalation-clips")
+        url = options.escalate if options.escalate.startswith(("http://", "https://")) else None
+        self.sender = Sender(self.store, self.clips, url, self.spec.sample_rate, self.engine.labels, options.token)
+        self.summary = Summary(providers=self.engine.providers, missing_providers=self.engine.missing)
+        self._stop = False
+
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    def run(self, sources: list[Source]) -> Summary:
+        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.sender.start()
+        try:
+            for source in sources:
+                if self._stop:
+                    break
+                self._run_source(source)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.sender.stop()  # the background thread first: two concurrent flushes could send twice
+            self.sender.flush()
+            self.summary.delivered = self.sender.delivered
+            self.summary.queue = self.store.queue_length()
+            self.store.close()
+        return self.summary
+
+    def _run_source(self, source: Source) -> None:
+        try:
+            for window, features in source.windows():
+                offset_s = window.start / self.spec.sample_rate / source.time_expansion
+                duration_s = window.valid / self.spec.sample_rate / source.time_expansion
+                if self.store.window_done(source.id, offset_s):
+                    self.summary.resumed += 1
+                    continue
+                self.summary.windows += 1
+                self.summary.audio_s += min(duration_s, self.spec.hop_s / source.time_expansion)
+                started = time.perf_counter()
+                self._window(source, offset_s, duration_s, window.samples, features)
+                self.summary.busy_s += time.perf_counter() - started
+                if self._stop:
+                    return
+        except AudioError as err:
+            self.summary.failed.append(str(err))
+            self.console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False)
+
+    def _window(self, source: Source, offset_s: float, duration_s: float, samples: np.ndarray, features: np.ndarray) -> None:
+        decision = self.gate(features)
+        if not decision.passed:
+            self.summary.gated += 1
+            self.store.record(source.id, offset_s, True, [], [])
+            return
+        result = self.engine.answer(self.engine.audio_tokens(features))
+        answer, snapped = result.answer, result.snapped
+        label = snapped.label if snapped and snapped.distance <= KNOWN_LABEL_DISTANCE else None
+        reason = None if self.options.escalate == "off" else self.policy.reason(
+            answer.confidence_mean, snapped.distance if snapped else None, answer.text)
+        clip = None
+        if reason:
+            clip = self.clips.root / f"{uuid.uuid4().hex}.npy"
+            np.save(clip, samples.astype(np.float32))
+        event = Event(source.id, absolute(source.start, offset_s), round(offset_s, 3), round(duration_s, 3),
+                      result.question, answer.text, label, round(answer.confidence_mean, 4),
+                      round(answer.confidence_min, 4), "on-device", "queued" if reason else "none", None,
+                      str(clip) if clip else None, self.bundle.id, self.profile.name,
+                      datetime.now(timezone.utc).isoformat())
+        (event.id,) = self.store.record(source.id, offset_s, False, [event], [bool(reason)])
+        self.summary.answered += 1
+        self.summary.escalated += bool(reason)
+        self.sinks.write(event)
+        if not self.options.quiet:
+            flag = f" [magenta]-> full model ({reason})[/magenta]" if reason else ""
+            self.console.print(f"{Path(source.id).name} {offset_s:7.1f}s  {answer.text!r} "
+                               f"({answer.confidence_mean:.2f}){flag}", highlight=False)

@@ -1,0 +1,47 @@
+"""Event outputs besides the SQLite store: JSONL, CSV and a Raven selection table (append-only)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from naturelm_edge.edge_runtime.store import Event
+
+RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
+                 "Common Name", "Answer", "Confidence", "Begin Path", "File Offset (s)", "Begin Date Time"]
+
+
+class Sinks:
+    """Writes each event as it is committed; files are opened in append mode so restarts add, never erase."""
+
+    def __init__(self, out: Path, formats: list[str]) -> None:
+        self.out, self.formats = out, formats
+        self.count = sum(1 for _ in (out / "events.jsonl").open()) if (out / "events.jsonl").is_file() else 0
+
+    def write(self, event: Event) -> None:
+        row = asdict(event)
+        self.count += 1
+        if "jsonl" in self.formats:
+            with (self.out / "events.jsonl").open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+        if "csv" in self.formats:
+            path = self.out / "events.csv"
+            new = not path.is_file()
+            with path.open("a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(row))
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        if "raven" in self.formats:
+            path = self.out / "events.selections.txt"
+            new = not path.is_file()
+            with path.open("a", newline="") as handle:
+                writer = csv.writer(handle, delimiter="\t")
+                if new:
+                    writer.writerow(RAVEN_COLUMNS)
+                writer.writerow([row["id"], "Spectrogram 1", 1, f"{event.offset_s:.3f}",
+                                 f"{event.offset_s + event.duration_s:.3f}", 0, 8000, event.label or "",
+                                 event.answer, f"{event.confidence:.3f}", event.source, f"{event.offset_s:.3f}",
+                                 event.start_utc or ""])

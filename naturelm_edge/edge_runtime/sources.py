@@ -1,0 +1,80 @@
+"""Where audio comes from: recordings (files, folders sorted by recorder time) and raw PCM on stdin."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from naturelm_edge.audio import Window, WindowSpec, window_features
+from naturelm_edge.audio.frontend import stream_features
+from naturelm_edge.audio.resample import StreamResampler
+from naturelm_edge.edge_runtime.timestamps import recording_start
+from naturelm_edge.errors import AudioError, EdgeError
+from naturelm_edge.sample_data import list_audio
+
+
+@dataclass
+class Source:
+    """One stream of windows; offsets are real seconds from ``start`` (time expansion undone)."""
+
+    id: str
+    start: datetime | None
+    time_expansion: float
+    windows: object  # () -> Iterator[tuple[Window, np.ndarray]]
+
+
+def file_sources(paths: list[Path], spec: WindowSpec, time_expansion: float = 1.0) -> list[Source]:
+    """Files and folders (recursive), ordered by recorder timestamp, then path."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += list_audio(path)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise EdgeError(f"{path}: no such file or folder.")
+    starts = {f: recording_start(f) for f in files}
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    files.sort(key=lambda f: (starts[f] or epoch, str(f)))
+    return [Source(str(f), starts[f], time_expansion,
+                   (lambda f=f: window_features(f, spec, time_expansion))) for f in files]
+
+
+def stdin_source(spec: WindowSpec, rate: int, channels: int = 1, stream: BinaryIO | None = None,
+                 block_seconds: float = 0.5) -> Source:
+    """Raw signed 16-bit little-endian PCM (``arecord -f S16_LE``) at ``rate`` Hz; the wall clock dates it."""
+    if rate <= 0 or channels <= 0:
+        raise EdgeError(f"stdin: --rate and --channels must be positive (got {rate}, {channels}).")
+    handle = stream or sys.stdin.buffer
+    started = datetime.now(timezone.utc)
+
+    def blocks() -> Iterator[np.ndarray]:
+        resampler = StreamResampler(rate, spec.sample_rate)
+        frame = 2 * channels
+        size = int(rate * block_seconds) * frame
+        leftover = b""
+        while True:
+            data = handle.read(size)
+            if not data:
+                break
+            data = leftover + data
+            usable = len(data) - len(data) % frame
+            leftover = data[usable:]
+            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+            out = resampler.process(samples.reshape(-1, channels).mean(axis=1))
+            if out.size:
+                yield out
+        tail = resampler.flush()
+        if tail.size:
+            yield tail
+
+    return Source(f"stdin:{started.isoformat()}", started, 1.0, lambda: stream_features(blocks(), spec))
+
+
+__all__ = ["AudioError", "Source", "Window", "file_sources", "stdin_source"]

@@ -1,0 +1,164 @@
+"""The event store: one SQLite file (WAL) holding events, finished windows and the escalation queue.
+
+Every event is committed before the next window is read, so a process killed at any instant keeps every
+event it reported; ``windows`` records which (source, offset) pairs are done so a restart never answers a
+window twice; ``escalations`` is the store-and-forward queue. The schema is versioned and migrated.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+MIGRATIONS = {
+    1: """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        source TEXT NOT NULL,
+        start_utc TEXT,
+        offset_s REAL NOT NULL,
+        duration_s REAL NOT NULL,
+        question TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        label TEXT,
+        confidence REAL NOT NULL,
+        confidence_min REAL NOT NULL,
+        stage TEXT NOT NULL,
+        escalation_status TEXT NOT NULL,
+        escalation_answer TEXT,
+        clip_path TEXT,
+        bundle_id TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        created_utc TEXT NOT NULL
+    );
+    CREATE TABLE windows (
+        source TEXT NOT NULL,
+        offset_s REAL NOT NULL,
+        gated INTEGER NOT NULL,
+        PRIMARY KEY (source, offset_s)
+    );
+    CREATE TABLE escalations (
+        event_id INTEGER PRIMARY KEY REFERENCES events(id),
+        status TEXT NOT NULL,            -- queued | delivered
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try REAL NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX escalations_due ON escalations(status, next_try);
+    """,
+}
+
+
+@dataclass
+class Event:
+    source: str
+    start_utc: str | None
+    offset_s: float
+    duration_s: float
+    question: str
+    answer: str
+    label: str | None
+    confidence: float
+    confidence_min: float
+    stage: str  # gate | on-device | full-model
+    escalation_status: str  # none | queued | confirmed | revised
+    escalation_answer: str | None
+    clip_path: str | None
+    bundle_id: str
+    profile: str
+    created_utc: str
+    id: int | None = None
+
+
+class EventStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.lock = threading.Lock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.lock:
+                self.db.execute("BEGIN IMMEDIATE")
+                for statement in filter(str.strip, MIGRATIONS[target].split(";")):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {target}")
+                self.db.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def window_done(self, source: str, offset_s: float) -> bool:
+        row = self.db.execute("SELECT 1 FROM windows WHERE source = ? AND offset_s = ?", (source, round(offset_s, 3)))
+        return row.fetchone() is not None
+
+    def record(self, source: str, offset_s: float, gated: bool, events: list[Event], escalate: list[bool]) -> list[int]:
+        """Commit a window's events, its escalations and its 'done' mark in one transaction."""
+        ids = []
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for event, queue in zip(events, escalate):
+                    data = asdict(event)
+                    data.pop("id")
+                    cursor = self.db.execute(
+                        f"INSERT INTO events ({', '.join(data)}) VALUES ({', '.join('?' for _ in data)})",
+                        list(data.values()))
+                    ids.append(cursor.lastrowid)
+                    if queue:
+                        self.db.execute("INSERT INTO escalations (event_id, status) VALUES (?, 'queued')", (cursor.lastrowid,))
+                self.db.execute("INSERT OR IGNORE INTO windows (source, offset_s, gated) VALUES (?, ?, ?)",
+                                (source, round(offset_s, 3), int(gated)))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return ids
+
+    def events(self) -> list[Event]:
+        cursor = self.db.execute("SELECT * FROM events ORDER BY id")
+        names = [d[0] for d in cursor.description]
+        return [Event(**dict(zip(names, row))) for row in cursor.fetchall()]
+
+    def event(self, event_id: int) -> Event:
+        cursor = self.db.execute("SELECT * FROM events WHERE id = ?", (event_id,))
+        names = [d[0] for d in cursor.description]
+        return Event(**dict(zip(names, cursor.fetchone())))
+
+    def due_escalations(self, limit: int = 8) -> list[int]:
+        rows = self.db.execute("SELECT event_id FROM escalations WHERE status = 'queued' AND next_try <= ? "
+                               "ORDER BY event_id LIMIT ?", (time.time(), limit))
+        return [r[0] for r in rows.fetchall()]
+
+    def queue_length(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM escalations WHERE status = 'queued'").fetchone()[0]
+
+    def delivered(self, event_id: int, answer: str, label: str | None) -> None:
+        """Store the full model's answer next to the on-device one (confirmed or revised), exactly once."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            event = self.event(event_id)
+            same = (label or answer).strip().lower() == (event.label or event.answer).strip().lower()
+            self.db.execute("UPDATE events SET escalation_status = ?, escalation_answer = ? WHERE id = ?",
+                            ("confirmed" if same else "revised", answer, event_id))
+            self.db.execute("UPDATE escalations SET status = 'delivered', attempts = attempts + 1 WHERE event_id = ?",
+                            (event_id,))
+            self.db.execute("COMMIT")
+
+    def failed(self, event_id: int, error: str, backoff_s: float) -> None:
+        with self.lock:
+            self.db.execute("UPDATE escalations SET attempts = attempts + 1, next_try = ?, last_error = ? "
+                            "WHERE event_id = ?", (time.time() + backoff_s, error[:200], event_id))
+
+    def close(self) -> None:
+        self.db.close()

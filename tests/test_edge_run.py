@@ -1,0 +1,174 @@
+"""edge-run on real recordings: events in SQLite and sinks, gate, resume after kill -9, escalation delivery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from naturelm_edge.audio import fbank, load, prepare
+from naturelm_edge.cli import run_app
+from naturelm_edge.edge_runtime.gate import EnergyGate
+from tests.escalation_server import EscalationServer
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bundle(built_bundle):
+    work, *_ = built_bundle
+    return work / "bundle"
+
+
+def _events(out: Path) -> list[dict]:
+    db = sqlite3.connect(out / "events.db")
+    db.row_factory = sqlite3.Row
+    rows = [dict(r) for r in db.execute("SELECT * FROM events ORDER BY id")]
+    db.close()
+    return rows
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_files_and_folders_to_store_and_sinks(bundle, subset_audio, audio_dir, tmp_path):
+    folder = tmp_path / "card"
+    folder.mkdir()
+    for name in ("great_plains_toad.wav",):
+        (folder / name).write_bytes((subset_audio / "opensoundscape" / name).read_bytes())
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt ")  # a recorder's broken file
+    silence = audio_dir / "batdetect2" / "AudiomothNoBatCalls.WAV"
+    result = _run("--bundle", str(bundle), "--input", str(folder), "--input", str(silence), "--out", str(tmp_path / "out"),
+                  "--profile", "x86-cpu", "--escalate", "off", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "corrupt.wav" in result.stderr  # reported by name, the rest processed
+    events = _events(tmp_path / "out")
+    toad = [e for e in events if e["source"].endswith("great_plains_toad.wav")]
+    assert len(toad) >= 5 and all(e["bundle_id"] and e["profile"] == "x86-cpu" for e in events)
+    assert not [e for e in events if "NoBatCalls" in e["source"]]  # digital silence never reaches the models
+    db = sqlite3.connect(tmp_path / "out" / "events.db")
+    assert db.execute("SELECT gated FROM windows WHERE source LIKE '%NoBatCalls%'").fetchone() == (1,)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    jsonl = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in jsonl] == [e["id"] for e in events]
+    raven = (tmp_path / "out" / "events.selections.txt").read_text().splitlines()
+    assert raven[0].startswith("Selection\tView\tChannel\tBegin Time (s)") and len(raven) == len(events) + 1
+    assert "windows" in result.stdout and "real-time factor" in result.stdout
+
+
+def test_kill_9_then_restart_loses_nothing_and_repeats_nothing(bundle, audio_dir, tmp_path):
+    source = audio_dir / "librosa-data" / "glacier-bay-humpback.hq.ogg"
+    out = tmp_path / "out"
+    args = [sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()", "--bundle", str(bundle),
+            "--input", str(source), "--out", str(out), "--profile", "x86-cpu", "--escalate", "queue", "--no-gate"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    seen: list[int] = []
+    while time.time() < deadline and len(seen) < 4:
+        if (out / "events.jsonl").is_file():
+            seen = [json.loads(line)["id"] for line in (out / "events.jsonl").read_text().splitlines() if line.strip()]
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert len(seen) >= 4
+    stored = {e["id"] for e in _events(out)}
+    assert set(seen) <= stored  # every event reported before the kill survived it
+    queued_before = sqlite3.connect(out / "events.db").execute("SELECT COUNT(*) FROM escalations").fetchone()[0]
+    result = _run(*args[3:])
+    assert result.returncode == 0, result.stderr
+    events = _events(out)
+    keys = [(e["source"], e["offset_s"]) for e in events]
+    assert len(keys) == len(set(keys))  # no window answered twice
+    full = _run("--bundle", str(bundle), "--input", str(source), "--out", str(tmp_path / "straight"),
+                "--profile", "x86-cpu", "--escalate", "queue", "--no-gate", "-q")
+    assert full.returncode == 0
+    assert sorted(keys) == sorted((e["source"], e["offset_s"]) for e in _events(tmp_path / "straight"))
+    assert sqlite3.connect(out / "events.db").execute("SELECT COUNT(*) FROM escalations").fetchone()[0] >= queued_before
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_escalations_delivered_exactly_once_after_target_comes_up(bundle, subset_audio, tmp_path):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    clip = subset_audio / "opensoundscape" / "great_plains_toad.wav"
+    # target down for the whole run: everything waits in the queue
+    first = _run("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "out"), "--profile", "x86-cpu",
+                 "--escalate", url, "--threshold", "1.01", "--no-gate", "-q")
+    assert first.returncode == 0, first.stderr
+    queued = [e for e in _events(tmp_path / "out") if e["escalation_status"] == "queued"]
+    assert queued and all(Path(e["clip_path"]).is_file() for e in queued)
+    server = EscalationServer(port, answer="Great Plains toad").start()
+    try:
+        again = _run("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "out"), "--profile",
+                     "x86-cpu", "--escalate", url, "--threshold", "1.01", "--no-gate", "-q")
+        assert again.returncode == 0, again.stderr
+    finally:
+        server.stop()
+    events = {e["id"]: e for e in _events(tmp_path / "out")}
+    assert len(server.requests) == len(queued) and set(server.requests.values()) == {1}  # exactly once each
+    for event in queued:
+        updated = events[event["id"]]
+        assert updated["escalation_answer"] == "Great Plains toad"
+        assert updated["escalation_status"] in ("confirmed", "revised")
+        assert updated["answer"] == event["answer"]  # both answers kept
+    db = sqlite3.connect(tmp_path / "out" / "events.db")
+    assert db.execute("SELECT COUNT(*) FROM escalations WHERE status = 'queued'").fetchone()[0] == 0
+
+
+def test_stdin_pcm(bundle, subset_audio, tmp_path):
+    wave = load(subset_audio / "opensoundscape" / "great_plains_toad.wav", 48000, 21.0)
+    pcm = (np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
+    result = subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()", "--bundle",
+                             str(bundle), "--stdin", "--rate", "48000", "--out", str(tmp_path / "out"), "--profile",
+                             "x86-cpu", "--escalate", "off", "--no-gate", "-q"], input=pcm, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    events = _events(tmp_path / "out")
+    assert len(events) == 4 and all(e["source"].startswith("stdin:") and e["start_utc"] for e in events)
+
+
+def test_altered_bundle_is_refused_before_any_audio(bundle, tmp_path, subset_audio):
+    import shutil
+
+    broken = shutil.copytree(bundle, tmp_path / "bundle")
+    data = (broken / "encoder.onnx").read_bytes()
+    (broken / "encoder.onnx").write_bytes(data[:-100])
+    result = _run("--bundle", str(broken), "--input", str(subset_audio), "--out", str(tmp_path / "out"))
+    assert result.returncode != 0 and "encoder.onnx" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_self_test(bundle):
+    result = runner.invoke(run_app, ["--bundle", str(bundle), "--profile", "x86-cpu", "--self-test"])
+    assert result.exit_code == 0, result.output
+    assert "self-test passed" in result.output and "CPUExecutionProvider" in result.output
+    jetson = runner.invoke(run_app, ["--bundle", str(bundle), "--profile", "jetson-orin-nano-8gb", "--self-test"])
+    assert jetson.exit_code == 0 and "missing TensorrtExecutionProvider" in jetson.output
+
+
+def test_gate_skips_silence_and_passes_calls(subset_audio):
+    gate = EnergyGate()
+    silence = fbank(np.zeros(160000, np.float32))
+    assert not gate(silence).passed
+    call = fbank(prepare(load(subset_audio / "opensoundscape" / "great_plains_toad.wav", 16000, 10.0), 160000))
+    quiet = fbank((np.random.default_rng(0).normal(0, 1e-4, 160000)).astype(np.float32))
+    gate = EnergyGate()
+    assert not gate(quiet).passed
+    assert gate(call).passed
