@@ -64,3 +64,46 @@ def synthetic_soundscape(seconds: float = 30.0, sample_rate: int = 16_000, seed:
     trill = (t > seconds * 0.6) & (t < seconds * 0.8)
     signal[trill] += 0.1 * np.sin(2 * np.pi * 4500 * t[trill]) * (np.sin(2 * np.pi * 40 * t[trill]) > 0)
     return np.clip(signal, -1, 1).astype(np.float32)
+
+
+SYNTHETIC_SPECIES = {
+    # name: (start Hz, end Hz, call seconds, calls per clip, tremolo Hz)
+    "Rising Chirper": (2000.0, 5000.0, 0.25, 6, 0.0),
+    "Falling Whistler": (6000.0, 2500.0, 0.6, 4, 0.0),
+    "Steady Trill": (4500.0, 4500.0, 1.5, 2, 40.0),
+    "Low Hooter": (600.0, 500.0, 0.8, 3, 0.0),
+}
+
+
+def write_synthetic_species(folder: Path, clips_per_species: int = 3, seconds: float = 12.0, sample_rate: int = 32000,
+                            seed: int = 0) -> Path:
+    """Labelled synthetic calls (four made-up species) plus a LABELS.csv, for demos without real recordings."""
+    import csv
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, (f0, f1, length, calls, tremolo) in SYNTHETIC_SPECIES.items():
+        slug = name.lower().replace(" ", "-")
+        for i in range(clips_per_species):
+            n = int(seconds * sample_rate)
+            wave = rng.normal(0, 0.01, n)
+            for start in rng.uniform(0.2, seconds - length - 0.2, calls):
+                t = np.arange(int(length * sample_rate)) / sample_rate
+                freq = f0 + (f1 - f0) * t / length
+                call = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate) * np.hanning(t.size)
+                if tremolo:
+                    call *= 0.5 + 0.5 * np.sin(2 * np.pi * tremolo * t)
+                begin = int(start * sample_rate)
+                wave[begin : begin + t.size] += 0.4 * call
+            path = folder / slug / f"{slug}-{i}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(str(path), np.clip(wave, -1, 1).astype(np.float32), sample_rate, subtype="PCM_16")
+            rows.append({"path": f"{slug}/{path.name}", "species_common": name, "kind": "focal"})
+    with (folder / "LABELS.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "species_common", "kind"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder

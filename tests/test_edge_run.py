@@ -172,3 +172,17 @@ def test_gate_skips_silence_and_passes_calls(subset_audio):
     gate = EnergyGate()
     assert not gate(quiet).passed
     assert gate(call).passed
+
+
+def test_readme_demo_runs_end_to_end(tmp_path):
+    """The README's first command: tiny checkpoint -> bundle -> edge-run on a synthetic soundscape."""
+    from naturelm_edge.cli import app
+
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "untrained" in result.output and "edge-run on" in result.output
+    assert _events(tmp_path / "demo" / "run")
+    from naturelm_edge.bundle.manifest import load_bundle
+
+    assert load_bundle(tmp_path / "demo" / "bundle").manifest["labels"] == sorted(
+        ["Rising Chirper", "Falling Whistler", "Steady Trill", "Low Hooter"])
