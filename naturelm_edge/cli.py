@@ -422,9 +422,13 @@ run_app = typer.Typer(help="Run on-device detection on recordings or a live stre
 @run_app.command()
 @user_errors
 def edge_run(
-    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle directory or .tar (verified before any audio).")],
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="Bundle directory or .tar (verified before any audio).")] = None,
     inputs: Annotated[list[Path] | None, typer.Option("--input", help="Recordings or folders (recursive).")] = None,
     stdin: Annotated[bool, typer.Option("--stdin", help="Raw S16_LE PCM on stdin (arecord | edge-run --stdin).")] = False,
+    mic: Annotated[bool, typer.Option("--mic", help="Capture from a microphone (PortAudio).")] = False,
+    device: Annotated[str | None, typer.Option(help="Input device index or name substring (default: the first).")] = None,
+    list_devices: Annotated[bool, typer.Option("--list-devices", help="List input devices and exit.")] = False,
+    max_seconds: Annotated[float | None, typer.Option(help="Stop live capture after this much audio.")] = None,
     rate: Annotated[int, typer.Option(help="Sample rate of --stdin.")] = 48000,
     channels: Annotated[int, typer.Option(help="Channels of --stdin.")] = 1,
     profile: Annotated[str | None, typer.Option(help="Device profile; default: the detected device.")] = None,
@@ -441,20 +445,29 @@ def edge_run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Stream audio through the gate and the on-device models; escalate when unsure; never lose an event."""
+    if list_devices:
+        from naturelm_edge.edge_runtime.microphone import list_devices as devices
+
+        for d in devices():
+            console.print(f"{d.index:3d}  {d.name}  ({d.channels} channels, {d.rate} Hz)", highlight=False)
+        return
     from naturelm_edge.bundle.manifest import load_bundle
     from naturelm_edge.device_profiles import detect, get
     from naturelm_edge.edge_runtime.gate import GateSettings
+    from naturelm_edge.errors import EdgeError
+
+    if bundle is None:
+        raise EdgeError("give --bundle DIR (a bundle from `edge build`).")
     from naturelm_edge.edge_runtime.runner import RunOptions, Runner
     from naturelm_edge.edge_runtime.sources import file_sources, stdin_source
-    from naturelm_edge.errors import EdgeError
 
     loaded = load_bundle(bundle, trusted_keys)
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
     if self_test:
         run_self_test(loaded, chosen)
         return
-    if not inputs and not stdin:
-        raise EdgeError("give --input PATH (files or folders) or --stdin.")
+    if sum([bool(inputs), stdin, mic]) != 1:
+        raise EdgeError("give one of --input PATH (files or folders), --stdin or --mic.")
     mode = escalate or chosen.escalation.get("mode", "queue")
     token = token_file.read_text().strip() if token_file else None
     options = RunOptions(out, "off" if mode == "off" else mode, token,
@@ -466,17 +479,30 @@ def edge_run(
     audio = loaded.manifest["audio"]
     spec = WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
     expansion = time_expansion or audio.get("time_expansion", 1.0)
-    sources = file_sources(inputs or [], spec, expansion) if inputs else [stdin_source(spec, rate, channels)]
+    microphone = None
+    if mic:
+        from naturelm_edge.edge_runtime.microphone import Microphone, mic_source
+
+        microphone = Microphone(device, spec.sample_rate, max_seconds=max_seconds)
+        sources = [mic_source(microphone, spec)]
+    elif stdin:
+        sources = [stdin_source(spec, rate, channels)]
+    else:
+        sources = file_sources(inputs or [], spec, expansion)
     if runner.summary.missing_providers:
         err_console.print(f"[yellow]note:[/yellow] {', '.join(runner.summary.missing_providers)} not available here; "
                           f"running on {', '.join(runner.summary.providers)}", highlight=False)
-    console.print("[yellow]note: these are the bundle's on-device answers; with demo weights they mean little[/yellow]"
-                  if "tiny" in str(loaded.manifest.get("source_checkpoint", {}).get("id", "")) else "", end="")
+    if "tiny" in str(loaded.manifest.get("source_checkpoint", {}).get("id", "")):
+        err_console.print("[yellow]note: this bundle comes from a tiny checkpoint; its answers mean little[/yellow]")
     summary = runner.run(sources)
     console.print(
         f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, answered {summary.answered}, "
         f"escalated {summary.escalated} (delivered {summary.delivered}, queued {summary.queue}), "
         f"failed files {len(summary.failed)}, real-time factor {summary.real_time_factor:.3f} -> {out / 'events.db'}")
+    if microphone is not None:
+        stats = microphone.stats
+        console.print(f"microphone {microphone.device.name if microphone.device else device}: {stats.seconds:.1f} s "
+                      f"captured, {stats.overflows} overflows, {stats.reopens} reopens")
 
 
 def run_self_test(bundle, profile) -> None:  # noqa: ANN001 - Bundle, Profile

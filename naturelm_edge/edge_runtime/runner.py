@@ -84,9 +84,12 @@ class Runner:
         self.sender = Sender(self.store, self.clips, url, self.spec.sample_rate, self.engine.labels, options.token)
         self.summary = Summary(providers=self.engine.providers, missing_providers=self.engine.missing)
         self._stop = False
+        self._source: Source | None = None
 
     def stop(self, *_: object) -> None:
         self._stop = True
+        if self._source is not None and self._source.stop is not None:
+            self._source.stop()
 
     def run(self, sources: list[Source]) -> Summary:
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -107,6 +110,7 @@ class Runner:
         return self.summary
 
     def _run_source(self, source: Source) -> None:
+        self._source = source
         try:
             for window, features in source.windows():
                 offset_s = window.start / self.spec.sample_rate / source.time_expansion

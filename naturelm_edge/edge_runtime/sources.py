@@ -27,6 +27,7 @@ class Source:
     start: datetime | None
     time_expansion: float
     windows: object  # () -> Iterator[tuple[Window, np.ndarray]]
+    stop: object = None  # () -> None: ask a live source to finish its current block
 
 
 def file_sources(paths: list[Path], spec: WindowSpec, time_expansion: float = 1.0) -> list[Source]:
