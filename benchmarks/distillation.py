@@ -1,6 +1,6 @@
 """Prove that distillation learns: teacher -> cache -> species split -> student -> ONNX -> agreement.
 
-Run: ``python benchmarks/distillation.py [--out benchmarks/results/distillation]`` (a few minutes on two
+Run: ``python -m benchmarks.distillation [--out benchmarks/results/distillation]`` (a few minutes on two
 cores). A tiny NatureLM teacher is first taught species names on the labelled shared recordings (the
 official teacher cannot run here); then the real pipeline runs: teacher answers are cached, species are
 split into distillation and held-out sets, a student is trained on the distillation species only,
@@ -22,6 +22,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
+from benchmarks.common import pyplot  # noqa: E402
 
 QUESTION = "What is the common name for the focal species in the audio?"
 TASKS_TOML = f"""
@@ -147,12 +149,8 @@ def write_outputs(result: dict, out: Path) -> None:
               f"ONNX greedy answers equal to PyTorch: {result['greedy_equal']}/{result['greedy_total']}.",
               f"Held-out species (never trained on): {', '.join(result['split']['held_out'])}.", ""]
     (out / "distillation.md").write_text("\n".join(lines))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     roles = sorted(result["groups"])
     x = np.arange(len(roles))

@@ -1,6 +1,6 @@
 """Export-stage benchmark: fbank cost, and the official-size encoder's export time, peak memory, latency.
 
-Run: ``python benchmarks/export_stage.py [--out benchmarks/results/export-stage]``. Writes
+Run: ``python -m benchmarks.export_stage [--out benchmarks/results/export-stage]``. Writes
 ``export_stage.json``, ``export_stage.md`` and ``export_stage.png``. Everything runs on one thread, as on a
 field device's spare core. The official-size audio path (BEATs 12 x 768, Q-Former, projection to 4096) is
 built with random weights: latency and memory do not depend on the values.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -24,6 +23,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
+from benchmarks.common import pyplot  # noqa: E402
 
 REPEATS = 200
 ENCODER_RUNS = 10
@@ -110,22 +111,11 @@ def bench_onnx_latency(path: Path) -> dict:
 
 
 def machine() -> dict:
-    import onnxruntime
     import torch
 
-    return {"machine": platform.machine(), "processor": _cpu_model(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-            "numpy": np.__version__}
+    from benchmarks.common import machine as describe
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    return {**describe(), "torch": torch.__version__}
 
 
 def write_outputs(results: dict, out: Path) -> None:
@@ -148,12 +138,8 @@ def write_outputs(results: dict, out: Path) -> None:
         "",
     ]
     (out / "export_stage.md").write_text("\n".join(lines))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     axes[0].barh(["fbank p50", "fbank p95", "torchaudio"], [fb["p50_ms"], fb["p95_ms"], 4.2], color=["C0", "C0", "C7"])

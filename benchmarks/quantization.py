@@ -1,6 +1,6 @@
 """Quantization benchmark: the official-size encoder (random weights) in every precision, one thread.
 
-Run: ``python benchmarks/quantization.py [--out benchmarks/results/quantization]``. Calibrates on windows
+Run: ``python -m benchmarks.quantization [--out benchmarks/results/quantization]``. Calibrates on windows
 of held-out species from the shared recordings (``--held-out`` folders), then measures per format: size,
 latency per 10 s window on one thread (median), speed-up over fp32 ONNX, and audio-token cosine to fp32
 on held-out windows that were not used for calibration. Writes JSON, Markdown and PNG.
@@ -18,6 +18,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
+from benchmarks.common import pyplot  # noqa: E402
 
 RUNS = 7
 FORMATS = [
@@ -114,12 +116,8 @@ def write(results: dict, out: Path) -> None:
                      f"{r['speedup']:.2f}x | {r['cosine_mean']:.4f} / {r['cosine_p5']:.4f} / {r['cosine_min']:.4f} |")
     lines += ["", "Targets: int8 >= 2.5x faster than fp32, <= 0.27x size, cosine >= 0.99 on held-out windows.", ""]
     (out / "quantization.md").write_text("\n".join(lines))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     names = ["fp32"] + [r["format"] for r in results["formats"]]
     speeds = [1.0] + [r["speedup"] for r in results["formats"]]

@@ -21,6 +21,7 @@ import numpy as np
 from naturelm_edge.audio import DEFAULT_SETTINGS, WindowSpec
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.errors import EdgeError
+from naturelm_edge.hashing import sha256_file
 from naturelm_edge.progress import Progress
 from naturelm_edge.sample_data import list_audio
 
@@ -66,8 +67,6 @@ def digest(*parts: object) -> str:
 
 
 def file_digest(path: Path) -> str:
-    from naturelm_edge.bundle.manifest import sha256_file
-
     return sha256_file(path)[:24]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from naturelm_edge import __version__
 from naturelm_edge.errors import EdgeError
+from naturelm_edge.hashing import sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -28,14 +29,6 @@ MANIFEST = "manifest.json"
 
 class BundleError(EdgeError):
     """A bundle that is incomplete, altered, of an unknown schema, or not trusted."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def onnx_io(path: Path) -> tuple[list[dict], list[dict]]:

@@ -35,7 +35,8 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
         )
     large = max_exact + np.where(distance < max_exact, 0, scaled).astype(np.int64)
     large = np.minimum(large, half - 1)
-    return buckets + np.where(distance < max_exact, distance, large)
+    # int32: the index table is stored in the exported graph, and int64 would double it for nothing
+    return (buckets + np.where(distance < max_exact, distance, large)).astype(np.int32)
 
 
 class WeightNormConv1d(nn.Module):

@@ -14,7 +14,6 @@ checkpoint never materialises the language-model weights.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from naturelm_edge.errors import CheckpointError
+from naturelm_edge.hashing import sha256_file
 from naturelm_edge.models.config import NatureLMConfig, preset
 from naturelm_edge.models.naturelm import NatureLM
 
@@ -46,11 +46,7 @@ class CheckpointSource:
     root: Path  # where relative llama_path is resolved
 
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with self.weights.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return sha256_file(self.weights)
 
 
 @dataclass

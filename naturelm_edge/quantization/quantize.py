@@ -9,7 +9,6 @@ calibration data and method, so quantizing again for another target reuses them.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import onnx
 
 from naturelm_edge.errors import EdgeError
+from naturelm_edge.hashing import sha256_file
 from naturelm_edge.quantization.calibration import ArrayReader
 
 MODES = ("fp32", "fp16", "int8-static", "int8-dynamic", "int4")
@@ -41,14 +41,6 @@ class QuantSpec:
         if self.mode == "int8-static":
             return f"int8-static-{self.target}-{self.method}"
         return self.mode
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def activation_matmuls(model: onnx.ModelProto) -> list[str]:
@@ -91,7 +83,9 @@ def quantize(fp32: Path, out: Path, spec: QuantSpec, reader: ArrayReader | None 
             pre = work / "pre.onnx"
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            # shape inference only: the optimizer would fold table[buckets] into a (heads, 496, 496) float
+            # constant that int8 cannot shrink (11.8 MB of the official encoder); onnxruntime folds it in memory
+            quant_pre_process(str(fp32), str(pre), skip_optimization=True, skip_symbolic_shape=True)
             exclude = activation_matmuls(onnx.load(str(pre))) if spec.keep_attention_float else []
             info["kept_float"] = len(exclude)
             if spec.mode == "int8-dynamic":
@@ -120,7 +114,7 @@ def _static(pre: Path, out: Path, spec: QuantSpec, exclude: list[str], reader: A
     cache = None
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        cache = cache_dir / f"ranges-{file_sha256(pre)[:16]}-{digest}-{spec.method}.json"
+        cache = cache_dir / f"ranges-{sha256_file(pre)[:16]}-{digest}-{spec.method}.json"
     hit = cache is not None and cache.is_file()
     if reader is None and not hit:
         raise QuantizationError("static int8 needs calibration data and none was given.")

@@ -1,0 +1,35 @@
+"""What every benchmark script shares: the plotting backend and a description of the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def pyplot():  # noqa: ANN201 - matplotlib.pyplot, or None without the dev extra
+    """matplotlib's pyplot on the file-only Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def machine() -> dict:
+    import numpy as np
+    import onnxruntime
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "processor": cpu, "cores": os.cpu_count(),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
