@@ -426,6 +426,8 @@ def edge_run(
     inputs: Annotated[list[Path] | None, typer.Option("--input", help="Recordings or folders (recursive).")] = None,
     stdin: Annotated[bool, typer.Option("--stdin", help="Raw S16_LE PCM on stdin (arecord | edge-run --stdin).")] = False,
     mic: Annotated[bool, typer.Option("--mic", help="Capture from a microphone (PortAudio).")] = False,
+    watch: Annotated[Path | None, typer.Option(help="Folder a recorder drops files into; each is read once complete.")] = None,
+    idle_exit: Annotated[float | None, typer.Option(help="With --watch: exit after this many seconds without new files.")] = None,
     device: Annotated[str | None, typer.Option(help="Input device index or name substring (default: the first).")] = None,
     list_devices: Annotated[bool, typer.Option("--list-devices", help="List input devices and exit.")] = False,
     max_seconds: Annotated[float | None, typer.Option(help="Stop live capture after this much audio.")] = None,
@@ -442,9 +444,14 @@ def edge_run(
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
     trusted_keys: Annotated[Path | None, typer.Option(help="Only accept bundles signed by these keys.")] = None,
     self_test: Annotated[bool, typer.Option("--self-test", help="Check bundle, profile and providers; print a verdict.")] = False,
+    install_service: Annotated[bool, typer.Option("--install-service", help="Write a systemd unit running this command.")] = False,
+    service_path: Annotated[Path, typer.Option(help="Where --install-service writes the unit.")] = Path("/etc/systemd/system/naturelm-edge.service"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Stream audio through the gate and the on-device models; escalate when unsure; never lose an event."""
+    if install_service:
+        write_service(service_path)
+        return
     if list_devices:
         from naturelm_edge.edge_runtime.microphone import list_devices as devices
 
@@ -466,8 +473,8 @@ def edge_run(
     if self_test:
         run_self_test(loaded, chosen)
         return
-    if sum([bool(inputs), stdin, mic]) != 1:
-        raise EdgeError("give one of --input PATH (files or folders), --stdin or --mic.")
+    if sum([bool(inputs), stdin, mic, watch is not None]) != 1:
+        raise EdgeError("give one of --input PATH (files or folders), --watch DIR, --stdin or --mic.")
     mode = escalate or chosen.escalation.get("mode", "queue")
     token = token_file.read_text().strip() if token_file else None
     options = RunOptions(out, "off" if mode == "off" else mode, token,
@@ -487,6 +494,12 @@ def edge_run(
         sources = [mic_source(microphone, spec)]
     elif stdin:
         sources = [stdin_source(spec, rate, channels)]
+    elif watch is not None:
+        from naturelm_edge.edge_runtime.watch import FolderWatcher
+
+        if not watch.is_dir():
+            raise EdgeError(f"{watch}: no such folder to watch.")
+        sources = FolderWatcher(watch, spec, expansion, poll_s=1.0, idle_exit_s=idle_exit).sources()
     else:
         sources = file_sources(inputs or [], spec, expansion)
     if runner.summary.missing_providers:
@@ -503,6 +516,31 @@ def edge_run(
         stats = microphone.stats
         console.print(f"microphone {microphone.device.name if microphone.device else device}: {stats.seconds:.1f} s "
                       f"captured, {stats.overflows} overflows, {stats.reopens} reopens")
+
+
+def write_service(path: Path) -> None:
+    """A systemd unit that runs this very edge-run command line (without the service options)."""
+    import shlex
+    from importlib import resources
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--install-service" or arg.startswith("--service-path="):
+            continue
+        if arg == "--service-path":
+            skip = True
+            continue
+        args.append(str(Path(arg).resolve()) if Path(arg).exists() else arg)
+    executable = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "edge-run" else None
+    command = [str(executable)] if executable else [sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()"]
+    template = resources.files("naturelm_edge.edge_runtime").joinpath("naturelm-edge.service").read_text()
+    unit = template.format(exec_start=shlex.join(command + args), workdir=Path.cwd())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(unit)
+    console.print(f"wrote {path}; enable it with: sudo systemctl daemon-reload && sudo systemctl enable --now {path.stem}")
 
 
 def run_self_test(bundle, profile) -> None:  # noqa: ANN001 - Bundle, Profile

@@ -186,3 +186,46 @@ def test_readme_demo_runs_end_to_end(tmp_path):
 
     assert load_bundle(tmp_path / "demo" / "bundle").manifest["labels"] == sorted(
         ["Rising Chirper", "Falling Whistler", "Steady Trill", "Low Hooter"])
+
+
+def test_watched_folder_reads_files_once_complete_and_remembers(bundle, subset_audio, tmp_path):
+    import threading
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    source = subset_audio / "opensoundscape" / "great_plains_toad.wav"
+    data = source.read_bytes()
+    target = drop / "20240601_050000.WAV"
+
+    def recorder() -> None:  # writes the file slowly, as a recorder closing a WAV does
+        time.sleep(1.0)
+        with target.open("wb") as handle:
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            time.sleep(3.0)
+            handle.write(data[len(data) // 2 :])
+
+    thread = threading.Thread(target=recorder)
+    thread.start()
+    args = ["--bundle", str(bundle), "--watch", str(drop), "--idle-exit", "6", "--out", str(tmp_path / "out"),
+            "--profile", "x86-cpu", "--escalate", "off", "--no-gate", "-q"]
+    result = _run(*args)
+    thread.join()
+    assert result.returncode == 0, result.stderr
+    events = _events(tmp_path / "out")
+    whole = sf.info(str(source)).duration
+    assert len(events) == int((whole - 10) // 5) + 2  # every window of the whole file, none of a half file
+    assert events[0]["start_utc"].startswith("2024-06-01T05:00:00")  # AudioMoth name, UTC
+    again = _run(*args)
+    assert again.returncode == 0 and len(_events(tmp_path / "out")) == len(events)  # remembered across restarts
+
+
+def test_install_service_writes_a_unit(bundle, tmp_path):
+    unit = tmp_path / "naturelm-edge.service"
+    result = _run("--bundle", str(bundle), "--mic", "--device", "USB", "--out", str(tmp_path / "data"),
+                  "--install-service", "--service-path", str(unit))
+    assert result.returncode == 0, result.stderr
+    text = unit.read_text()
+    assert "Restart=always" in text and "KillSignal=SIGTERM" in text
+    exec_line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert "--mic" in exec_line and str(bundle.resolve()) in exec_line and "--install-service" not in exec_line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,7 +92,7 @@ class Runner:
         if self._source is not None and self._source.stop is not None:
             self._source.stop()
 
-    def run(self, sources: list[Source]) -> Summary:
+    def run(self, sources: Iterable[Source]) -> Summary:
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         self.sender.start()
         try:
