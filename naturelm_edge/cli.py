@@ -511,7 +511,8 @@ def edge_run(
     console.print(
         f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, answered {summary.answered}, "
         f"escalated {summary.escalated} (delivered {summary.delivered}, queued {summary.queue}), "
-        f"failed files {len(summary.failed)}, real-time factor {summary.real_time_factor:.3f} -> {out / 'events.db'}")
+        f"failed files {len(summary.failed)}, clips saved {summary.clips_saved} (skipped {summary.clips_skipped}), "
+        f"real-time factor {summary.real_time_factor:.3f} -> {out / 'events.db'}")
     if microphone is not None:
         stats = microphone.stats
         console.print(f"microphone {microphone.device.name if microphone.device else device}: {stats.seconds:.1f} s "

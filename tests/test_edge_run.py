@@ -114,7 +114,8 @@ def test_escalations_delivered_exactly_once_after_target_comes_up(bundle, subset
                  "--escalate", url, "--threshold", "1.01", "--no-gate", "-q")
     assert first.returncode == 0, first.stderr
     queued = [e for e in _events(tmp_path / "out") if e["escalation_status"] == "queued"]
-    assert queued and all(Path(e["clip_path"]).is_file() for e in queued)
+    audio = sqlite3.connect(tmp_path / "out" / "events.db").execute("SELECT audio_path FROM escalations").fetchall()
+    assert queued and len(audio) == len(queued) and all(Path(a).is_file() for (a,) in audio)
     server = EscalationServer(port, answer="Great Plains toad").start()
     try:
         again = _run("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "out"), "--profile",
@@ -229,3 +230,38 @@ def test_install_service_writes_a_unit(bundle, tmp_path):
     assert "Restart=always" in text and "KillSignal=SIGTERM" in text
     exec_line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
     assert "--mic" in exec_line and str(bundle.resolve()) in exec_line and "--install-service" not in exec_line
+
+
+def test_clips_saved_as_flac_and_disk_trouble_skips_clips_not_detections(bundle, subset_audio, tmp_path):
+    clip = subset_audio / "opensoundscape" / "great_plains_toad.wav"
+    result = _run("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "out"), "--profile", "x86-cpu",
+                  "--escalate", "off", "--no-gate", "-q")
+    assert result.returncode == 0, result.stderr
+    events = _events(tmp_path / "out")
+    saved = [e for e in events if e["clip_path"]]
+    assert saved and all(sf.info(e["clip_path"]).samplerate == 16000 for e in saved)
+    assert all(Path(e["clip_path"]).suffix == ".flac" for e in saved)
+    # clips that cannot be written (here the clips folder is a file, so even root cannot create clips in it;
+    # a full card behaves the same): detection goes on, clips are skipped and counted
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "clips").write_text("not a folder")
+    blocked = _run("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "ro"), "--profile",
+                   "x86-cpu", "--escalate", "off", "--no-gate", "-q")
+    assert blocked.returncode == 0, blocked.stderr
+    assert len(_events(tmp_path / "ro")) == len(events) and "clips saved 0 (skipped" in blocked.stdout
+
+
+def test_clip_retention_and_write_failures(tmp_path):
+    from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
+
+    writer = ClipWriter(tmp_path / "clips", 16000, RetentionPolicy(max_disk_share=1.0, max_age_days=1, keep_per_label=2))
+    audio = np.zeros(1600, np.float32)
+    paths = [writer.save("House Sparrow", "rec.wav", float(i), audio) for i in range(4)]
+    old = time.time() - 3 * 86400
+    for path in paths[:3]:
+        os.utime(path, (old, old))
+    writer.apply_retention()
+    remaining = sorted(p.name for p in (tmp_path / "clips" / "House-Sparrow").glob("*.flac"))
+    assert len(remaining) == 2 and Path(paths[3]).name in remaining  # old ones go, the newest two per label stay
+    full = ClipWriter(Path("/dev/full/clips"), 16000)  # nothing can be created there
+    assert full.save("x", "rec.wav", 0.0, audio) is None and full.skipped == 1

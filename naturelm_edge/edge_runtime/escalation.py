@@ -61,8 +61,8 @@ class EscalationPolicy:
 class ClipStore:
     """The folder holding the audio of escalated windows until the full model has answered them.
 
-    A clip is written before its event is committed and named in the event (``clip_path``), so a crash
-    between the two leaves at worst an orphan clip, never an escalation without audio.
+    The audio is written before its escalation is committed and named in the queue row, so a crash
+    between the two leaves at worst an orphan file, never an escalation without audio.
     """
 
     def __init__(self, root) -> None:  # noqa: ANN001 - Path
@@ -111,7 +111,8 @@ class Sender:
         sent = 0
         for event_id in self.store.due_escalations():
             event = self.store.event(event_id)
-            clip = Path(event.clip_path) if event.clip_path else None
+            stored = self.store.escalation_audio(event_id)
+            clip = Path(stored) if stored else None
             audio = np.load(clip) if clip and clip.is_file() else None
             if audio is None:
                 self.store.failed(event_id, "clip missing", self.max_backoff_s)

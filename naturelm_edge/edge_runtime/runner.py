@@ -21,6 +21,7 @@ from rich.console import Console
 from naturelm_edge.audio import WindowSpec
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
+from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
 from naturelm_edge.edge_runtime.engine import Engine
 from naturelm_edge.edge_runtime.escalation import ClipStore, EscalationPolicy, Sender
 from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
@@ -42,6 +43,8 @@ class RunOptions:
     formats: list[str] = field(default_factory=lambda: ["jsonl", "csv", "raven"])
     quiet: bool = False
     confidence_threshold: float | None = None
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    clips: bool = True
 
 
 @dataclass
@@ -54,6 +57,8 @@ class Summary:
     delivered: int = 0
     queue: int = 0
     failed: list[str] = field(default_factory=list)
+    clips_saved: int = 0
+    clips_skipped: int = 0
     audio_s: float = 0.0
     busy_s: float = 0.0
     providers: list[str] = field(default_factory=list)
@@ -81,6 +86,7 @@ class Runner:
             else escalation.get("confidence_threshold", 0.5),
             audit_rate=escalation.get("audit_rate", 0.01), hourly_budget=escalation.get("hourly_budget", 60))
         self.clips = ClipStore(options.out / "escalation-clips")
+        self.clip_writer = ClipWriter(options.out / "clips", self.spec.sample_rate, options.retention)
         url = options.escalate if options.escalate.startswith(("http://", "https://")) else None
         self.sender = Sender(self.store, self.clips, url, self.spec.sample_rate, self.engine.labels, options.token)
         self.summary = Summary(providers=self.engine.providers, missing_providers=self.engine.missing)
@@ -106,6 +112,7 @@ class Runner:
             self.sender.stop()  # the background thread first: two concurrent flushes could send twice
             self.sender.flush()
             self.summary.delivered = self.sender.delivered
+            self.summary.clips_saved, self.summary.clips_skipped = self.clip_writer.saved, self.clip_writer.skipped
             self.summary.queue = self.store.queue_length()
             self.store.close()
         return self.summary
@@ -134,7 +141,7 @@ class Runner:
         decision = self.gate(features)
         if not decision.passed:
             self.summary.gated += 1
-            self.store.record(source.id, offset_s, True, [], [])
+            self.store.record(source.id, offset_s, True, [], [])  # gated: done, nothing to report
             return
         result = self.engine.answer(self.engine.audio_tokens(features))
         answer, snapped = result.answer, result.snapped
@@ -145,12 +152,14 @@ class Runner:
         if reason:
             clip = self.clips.root / f"{uuid.uuid4().hex}.npy"
             np.save(clip, samples.astype(np.float32))
+        detection = self.options.clips and answer.text.strip().lower() != "none"
+        saved = self.clip_writer.save(label, source.id, offset_s, samples) if detection else None
         event = Event(source.id, absolute(source.start, offset_s), round(offset_s, 3), round(duration_s, 3),
                       result.question, answer.text, label, round(answer.confidence_mean, 4),
                       round(answer.confidence_min, 4), "on-device", "queued" if reason else "none", None,
-                      str(clip) if clip else None, self.bundle.id, self.profile.name,
+                      saved, self.bundle.id, self.profile.name,
                       datetime.now(timezone.utc).isoformat())
-        (event.id,) = self.store.record(source.id, offset_s, False, [event], [bool(reason)])
+        (event.id,) = self.store.record(source.id, offset_s, False, [event], [str(clip) if clip else None])
         self.summary.answered += 1
         self.summary.escalated += bool(reason)
         self.sinks.write(event)

@@ -44,6 +44,7 @@ MIGRATIONS = {
     CREATE TABLE escalations (
         event_id INTEGER PRIMARY KEY REFERENCES events(id),
         status TEXT NOT NULL,            -- queued | delivered
+        audio_path TEXT NOT NULL,        -- the window's audio, kept until delivery
         attempts INTEGER NOT NULL DEFAULT 0,
         next_try REAL NOT NULL DEFAULT 0,
         last_error TEXT
@@ -102,8 +103,9 @@ class EventStore:
         row = self.db.execute("SELECT 1 FROM windows WHERE source = ? AND offset_s = ?", (source, round(offset_s, 3)))
         return row.fetchone() is not None
 
-    def record(self, source: str, offset_s: float, gated: bool, events: list[Event], escalate: list[bool]) -> list[int]:
-        """Commit a window's events, its escalations and its 'done' mark in one transaction."""
+    def record(self, source: str, offset_s: float, gated: bool, events: list[Event],
+               escalate: list[str | None]) -> list[int]:
+        """Commit a window's events, its escalations (audio path or None) and its 'done' mark in one transaction."""
         ids = []
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
@@ -116,7 +118,8 @@ class EventStore:
                         list(data.values()))
                     ids.append(cursor.lastrowid)
                     if queue:
-                        self.db.execute("INSERT INTO escalations (event_id, status) VALUES (?, 'queued')", (cursor.lastrowid,))
+                        self.db.execute("INSERT INTO escalations (event_id, status, audio_path) VALUES (?, 'queued', ?)",
+                                        (cursor.lastrowid, queue))
                 self.db.execute("INSERT OR IGNORE INTO windows (source, offset_s, gated) VALUES (?, ?, ?)",
                                 (source, round(offset_s, 3), int(gated)))
                 self.db.execute("COMMIT")
@@ -139,6 +142,10 @@ class EventStore:
         rows = self.db.execute("SELECT event_id FROM escalations WHERE status = 'queued' AND next_try <= ? "
                                "ORDER BY event_id LIMIT ?", (time.time(), limit))
         return [r[0] for r in rows.fetchall()]
+
+    def escalation_audio(self, event_id: int) -> str | None:
+        row = self.db.execute("SELECT audio_path FROM escalations WHERE event_id = ?", (event_id,)).fetchone()
+        return row[0] if row else None
 
     def queue_length(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM escalations WHERE status = 'queued'").fetchone()[0]

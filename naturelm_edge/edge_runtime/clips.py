@@ -1,0 +1,74 @@
+"""Clips of detections as FLAC, under a retention policy; a full disk costs clips, never detections.
+
+Retention (applied after each saved clip, oldest first): clips older than ``max_age_days`` go; while clips
+take more than ``max_disk_share`` of their file system, the oldest go; but the newest ``keep_per_label``
+clips of every label always stay (BirdNET-Go's policy).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+@dataclass
+class RetentionPolicy:
+    max_disk_share: float = 0.8
+    max_age_days: float = 90.0
+    keep_per_label: int = 10
+
+
+class ClipWriter:
+    def __init__(self, root: Path, sample_rate: int, policy: RetentionPolicy | None = None) -> None:
+        self.root, self.sample_rate = Path(root), sample_rate
+        self.policy = policy or RetentionPolicy()
+        self.saved = 0
+        self.skipped = 0
+        self.deleted = 0
+
+    def save(self, label: str | None, source: str, offset_s: float, audio: np.ndarray) -> str | None:
+        """Write a clip; on any file-system error (disk full, read-only card) count it and return None."""
+        folder = self.root / _slug(label or "unknown")
+        path = folder / f"{_slug(Path(source).stem)}_{offset_s:09.3f}.flac"
+        tmp = path.with_suffix(".flac.tmp")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            sf.write(str(tmp), np.asarray(audio, np.float32), self.sample_rate, format="FLAC", subtype="PCM_16")
+            tmp.replace(path)
+        except (OSError, sf.LibsndfileError, RuntimeError):
+            tmp.unlink(missing_ok=True) if tmp.parent.exists() else None
+            self.skipped += 1
+            return None
+        self.saved += 1
+        self.apply_retention()
+        return str(path)
+
+    def apply_retention(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        clips = sorted(self.root.glob("*/*.flac"), key=lambda p: p.stat().st_mtime)
+        by_label: dict[str, list[Path]] = {}
+        for clip in clips:
+            by_label.setdefault(clip.parent.name, []).append(clip)
+        protected = {c for group in by_label.values() for c in group[-self.policy.keep_per_label :]}
+        for clip in clips:
+            if clip not in protected and now - clip.stat().st_mtime > self.policy.max_age_days * 86400:
+                clip.unlink(missing_ok=True)
+                self.deleted += 1
+        usage = shutil.disk_usage(self.root)
+        for clip in [c for c in clips if c.exists() and c not in protected]:
+            if (usage.used / usage.total) <= self.policy.max_disk_share:
+                break
+            size = clip.stat().st_size
+            clip.unlink(missing_ok=True)
+            self.deleted += 1
+            usage = usage._replace(used=usage.used - size)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:80] or "clip"
