@@ -440,7 +440,7 @@ def edge_run(
     token_file: Annotated[Path | None, typer.Option(help="Bearer token for --escalate URL.")] = None,
     time_expansion: Annotated[float | None, typer.Option(help="Slow ultrasonic audio N times (bats: 10).")] = None,
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Send every window to the models.")] = False,
-    gate_margin_db: Annotated[float, typer.Option(help="How far above the noise floor a window must reach.")] = 6.0,
+    gate_margin_db: Annotated[float, typer.Option(help="How far above the noise floor a window must reach.")] = 10.0,
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
     trusted_keys: Annotated[Path | None, typer.Option(help="Only accept bundles signed by these keys.")] = None,
     self_test: Annotated[bool, typer.Option("--self-test", help="Check bundle, profile and providers; print a verdict.")] = False,

@@ -21,10 +21,11 @@ DB_PER_NEPER = 10 / np.log(10)
 class GateSettings:
     low_hz: float = 500.0
     high_hz: float = 8000.0
-    margin_db: float = 6.0
-    loud_quantile: float = 0.95
+    margin_db: float = 10.0
+    loud_quantile: float = 0.995  # a 5 ms bat call, time-expanded, fills well under 1 % of a window
     quiet_quantile: float = 0.2
     rise: float = 0.05  # how fast the floor follows louder background
+    peak_bins: int = 3  # a frame's level: the mean of its loudest mel bins in the band (narrow calls stand out)
     enabled: bool = True
 
 
@@ -46,7 +47,8 @@ class EnergyGate:
 
     def __call__(self, features: np.ndarray) -> GateDecision:
         log_energy = features * (2 * self.fbank.norm_std) + self.fbank.norm_mean  # undo NatureLM's normalisation
-        frames_db = log_energy[:, self.band].mean(axis=1) * DB_PER_NEPER
+        band = np.sort(log_energy[:, self.band], axis=1)[:, -self.settings.peak_bins :]
+        frames_db = band.mean(axis=1) * DB_PER_NEPER
         loud = float(np.quantile(frames_db, self.settings.loud_quantile))
         quiet = float(np.quantile(frames_db, self.settings.quiet_quantile))
         if self.floor_db is None:

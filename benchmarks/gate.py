@@ -1,0 +1,93 @@
+"""Gate quality on hand-drawn annotations nobody here made, and on call-free audio.
+
+Run: ``python -m benchmarks.gate [--out benchmarks/results/gate]``. Recall: an annotated call reaches the
+models when some window that contains it passes the gate (whombat's 433 bat-call boxes, read with time
+expansion 10 as bat workers do; the opensoundscape LOCA clips, each with a flight call at 0.2-0.5 s).
+Skipped: the share of call-free windows the gate keeps from the models (birdvoxdetect's background and
+negative clips, AudioMoth digital silence). Targets: recall >= 95 %, skipped >= 60 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from benchmarks.common import pyplot
+
+BAT_EXPANSION = 10.0
+LOCA = [f"opensoundscape/LOCA_2021_09_24_652_{i}.wav" for i in range(3, 9)]
+CALL_FREE = [("birdvoxdetect/BirdVox-scaper_example_background.wav", 1.0),
+             ("birdvoxdetect/ff3d3feb-3371-44ad-a3b3-85969c2cd5ab.wav", 1.0),
+             ("batdetect2/AudiomothNoBatCalls.WAV", BAT_EXPANSION)]
+
+
+def _decisions(path: Path, expansion: float, settings) -> list[tuple[float, float, bool]]:  # noqa: ANN001
+    from naturelm_edge.audio import WindowSpec, window_features
+    from naturelm_edge.edge_runtime.gate import EnergyGate
+
+    gate = EnergyGate(settings)
+    spec = WindowSpec()
+    return [(w.start / spec.sample_rate / expansion, spec.window_s / expansion, gate(features).passed)
+            for w, features in window_features(path, spec, expansion)]
+
+
+def evaluate(audio: Path, settings=None) -> dict:  # noqa: ANN001 - GateSettings
+    from naturelm_edge.edge_runtime.gate import GateSettings
+
+    settings = settings or GateSettings()
+    calls: dict[str, list[tuple[float, float]]] = {}
+    for row in csv.DictReader((audio / "whombat" / "CALL_ANNOTATIONS.csv").open()):
+        calls.setdefault(row["file"], []).append((float(row["start_s"]), float(row["end_s"])))
+    bat_hits = bat_total = 0
+    for name, boxes in calls.items():
+        windows = _decisions(audio / name, BAT_EXPANSION, settings)
+        for start, end in boxes:
+            bat_total += 1
+            bat_hits += any(passed for offset, length, passed in windows if offset <= start and end <= offset + length)
+    loca_hits = sum(any(p for *_, p in _decisions(audio / name, 1.0, settings)) for name in LOCA)
+    free = [not p for name, expansion in CALL_FREE for *_, p in _decisions(audio / name, expansion, settings)]
+    return {
+        "whombat": {"calls": bat_total, "recall": bat_hits / bat_total},
+        "opensoundscape_loca": {"calls": len(LOCA), "recall": loca_hits / len(LOCA)},
+        "call_free": {"windows": len(free), "skipped": sum(free) / len(free)},
+        "settings": settings.__dict__,
+        "targets": {"recall": 0.95, "skipped": 0.60},
+    }
+
+
+def main() -> None:
+    from naturelm_edge.sample_data import shared_audio_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gate")
+    args = parser.parse_args()
+    audio = shared_audio_dir()
+    if audio is None:
+        raise SystemExit("no recordings: set NATURELM_EDGE_AUDIO")
+    result = evaluate(audio)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gate.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# Gate quality", "", "| dataset | measure | value | target |", "|---|---|---|---|",
+             f"| whombat bat calls ({result['whombat']['calls']}, time expansion 10) | recall | {result['whombat']['recall']:.1%} | >= 95 % |",
+             f"| opensoundscape LOCA flight calls ({result['opensoundscape_loca']['calls']}) | recall | {result['opensoundscape_loca']['recall']:.1%} | >= 95 % |",
+             f"| call-free windows ({result['call_free']['windows']}) | skipped | {result['call_free']['skipped']:.1%} | >= 60 % |", ""]
+    (args.out / "gate.md").write_text("\n".join(lines))
+    plt = pyplot()
+    if plt is not None:
+        fig, ax = plt.subplots(figsize=(6, 2.8))
+        names = ["bat calls recall", "LOCA calls recall", "call-free skipped"]
+        values = [result["whombat"]["recall"], result["opensoundscape_loca"]["recall"], result["call_free"]["skipped"]]
+        ax.barh(names, values, color=["C0", "C0", "C2"])
+        ax.axvline(0.95, color="C3", linestyle="--", label="recall target")
+        ax.axvline(0.60, color="C1", linestyle=":", label="skip target")
+        ax.set_xlim(0, 1.05)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.out / "gate.png", dpi=120)
+    print((args.out / "gate.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
