@@ -51,10 +51,10 @@ def test_prompt_embeddings_logits_and_merging(reference_model, reference_io, ref
 
 
 def test_prompt_token_ids(reference_model, reference_meta):
-    from naturelm_edge.models.llm import build_prompt
+    from naturelm_edge.prompt import prompt_parts
 
     llm = reference_model.llm
-    before, after = build_prompt(reference_model.model.config.prompt_template, reference_meta["query"])
+    before, after = prompt_parts(reference_model.model.config.prompt_template, reference_meta["query"])
     assert [before, after] == reference_meta["prompt_parts"]
     ids = [llm.tokenizer(part, add_special_tokens=False).input_ids for part in (before, after)]
     assert ids == reference_meta["prompt_part_token_ids"]

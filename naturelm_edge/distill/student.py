@@ -18,7 +18,6 @@ from naturelm_edge.errors import EdgeError
 
 STUDENT_CONFIG = "student.json"
 STUDENT_WEIGHTS = "model.safetensors"
-AUDIO_SLOT = "<AudioHere>"
 
 
 @dataclass
@@ -63,12 +62,6 @@ class StudentConfig:
             raise EdgeError(f"{directory}: not a student directory (no {STUDENT_CONFIG}).") from err
         except (json.JSONDecodeError, TypeError) as err:
             raise EdgeError(f"{path}: damaged student config ({err}).") from err
-
-
-def prompt_parts(template: str, question: str) -> tuple[str, str]:
-    """Text before and after the audio tokens, as NatureLM builds its prompt."""
-    before, after = template.format(f"<Audio>{AUDIO_SLOT}</Audio> {question}").split(AUDIO_SLOT)
-    return before, after
 
 
 def build_vocabulary(answer_ids: set[int], prompt_ids: set[int], specials: set[int]) -> list[int]:

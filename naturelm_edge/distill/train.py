@@ -19,10 +19,10 @@ from naturelm_edge.distill.student import (
     StudentConfig,
     build_student,
     build_vocabulary,
-    prompt_parts,
     save_student,
 )
 from naturelm_edge.errors import EdgeError
+from naturelm_edge.prompt import prompt_parts
 
 TRAIN_STATE = "train_state.pt"
 SPLIT_FILE = "split.json"

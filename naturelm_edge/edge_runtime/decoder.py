@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from naturelm_edge.errors import EdgeError
+from naturelm_edge.prompt import prompt_parts
 
 DECODER_FILE = "decoder.onnx"
 DECODER_META = "decoder.json"
 TABLES_FILE = "decoder_tables.npz"
 TOKENIZER_FILE = "tokenizer.json"
-AUDIO_SLOT = "<AudioHere>"
 
 
 class DecoderError(EdgeError):
@@ -95,8 +95,7 @@ class OnnxDecoder:
     @lru_cache(maxsize=64)  # noqa: B019 - one decoder per process; prompts repeat for every window
     def prompt_ids(self, question: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Student ids of [bos] + text before the audio, and of the text after it."""
-        text = self.meta["prompt_template"].format(f"<Audio>{AUDIO_SLOT}</Audio> {question}")
-        before, after = text.split(AUDIO_SLOT)
+        before, after = prompt_parts(self.meta["prompt_template"], question)
         ids = []
         for part, prefix in ((before, [self.meta["bos_id"]]), (after, [])):
             teacher = prefix + self.tokenizer.encode(part, add_special_tokens=False).ids

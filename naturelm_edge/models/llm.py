@@ -14,17 +14,10 @@ import torch
 from torch import nn
 
 from naturelm_edge.models.config import NatureLMConfig
+from naturelm_edge.prompt import prompt_parts
 
-AUDIO_SLOT = "<AudioHere>"
 LEGACY_STOP_IDS = (2,)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-
-def build_prompt(template: str, question: str) -> tuple[str, str]:
-    """The text before and after the audio tokens, as NatureLM's processor builds it."""
-    text = template.format(f"<Audio>{AUDIO_SLOT}</Audio> {question}")
-    before, after = text.split(AUDIO_SLOT)
-    return before, after
 
 
 @dataclass
@@ -84,7 +77,7 @@ class LanguageModel:
 
     def prompt_embeds(self, audio_tokens: torch.Tensor, question: str) -> torch.Tensor:
         """[bos] + prompt-before + audio tokens + prompt-after, as (batch, length, hidden) embeddings."""
-        before, after = build_prompt(self.config.prompt_template, question)
+        before, after = prompt_parts(self.config.prompt_template, question)
         device = audio_tokens.device
         ids = [
             torch.tensor([[self.bos_id]], device=device),
