@@ -197,7 +197,8 @@ def build(options: BuildOptions, progress: Progress | None = None) -> dict:
 
     # 8. bundle
     with progress.step("bundle"):
-        staging = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent if options.out.parent.exists() else None))
+        options.out.parent.mkdir(parents=True, exist_ok=True)  # staging beside OUT: the final rename stays atomic
+        staging = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))
         copies = {quant_dir / "encoder.onnx": ("encoder.onnx", "encoder", specs["encoder"].label()),
                   quant_dir / "decoder.onnx": ("decoder.onnx", "decoder", specs["decoder"].label()),
                   decoder_dir / "decoder_tables.npz": ("decoder_tables.npz", "decoder-tables", "fp32"),
