@@ -77,7 +77,7 @@ def audio_digest(files: list[Path]) -> str:
 def build(options: BuildOptions, progress: Progress | None = None) -> dict:
     """Run every stage; return a summary with the bundle path and the quantization report."""
     from naturelm_edge.bundle.manifest import file_entry, new_manifest, write_bundle
-    from naturelm_edge.distill.species import labels_for, split_species
+    from naturelm_edge.distill.species import labels_for, species_from_answers, split_species
     from naturelm_edge.distill.tasks import load_tasks, tasks_digest
     from naturelm_edge.models import resolve
 
@@ -134,7 +134,7 @@ def build(options: BuildOptions, progress: Progress | None = None) -> dict:
     split_path = work / "split.json"
 
     def split_stage() -> None:
-        species = set(labels.values()) or _species_from_answers(cache_dir)
+        species = set(labels.values()) or species_from_answers(cache_dir)
         split_species(species, options.held_out_fraction, options.seed,
                       source=str(options.labels_file or options.audio)).write(split_path)
 
@@ -239,12 +239,6 @@ def build(options: BuildOptions, progress: Progress | None = None) -> dict:
     summary["bundle"] = str(bundle)
     summary["bundle_id"] = manifest["bundle_id"]
     return summary
-
-
-def _species_from_answers(cache_dir: Path) -> set[str]:
-    from naturelm_edge.distill.cache import TeacherCache
-
-    return {r["text"] for r in TeacherCache(cache_dir).records() if r["text"] and r["text"] != "None"}
 
 
 def _quantize_and_report(options: BuildOptions, split, labels: dict, tasks, encoder_dir: Path, decoder_dir: Path,  # noqa: ANN001

@@ -170,8 +170,12 @@ def distill_split(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Split species into distillation and held-out sets (disjoint, seeded)."""
-    from naturelm_edge.distill.cache import TeacherCache
-    from naturelm_edge.distill.species import labels_from_csv, labels_from_folders, split_species
+    from naturelm_edge.distill.species import (
+        labels_from_csv,
+        labels_from_folders,
+        species_from_answers,
+        split_species,
+    )
     from naturelm_edge.errors import EdgeError
 
     if sum(x is not None for x in (labels, folders, cache)) != 1:
@@ -181,7 +185,7 @@ def distill_split(
     elif folders is not None:
         species, source = set(labels_from_folders(folders).values()), str(folders)
     else:
-        species = {r["text"] for r in TeacherCache(cache).records() if r["text"] and r["text"] != "None"}
+        species = species_from_answers(cache)
         source = str(cache)
     split = split_species(species, held_out, seed, source)
     split.write(out)

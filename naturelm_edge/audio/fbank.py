@@ -57,6 +57,13 @@ def _mel(freq: np.ndarray) -> np.ndarray:
     return 1127.0 * np.log1p(freq / 700.0)
 
 
+def mel_centres(settings: FbankSettings = DEFAULT_SETTINGS) -> np.ndarray:
+    """Centre frequency in Hz of every mel bin (for band selection on the features, as the gate does)."""
+    mel_low, mel_high = _mel(np.float64(settings.low_freq)), _mel(np.float64(0.5 * settings.sample_rate))
+    centres = mel_low + (np.arange(settings.num_mel_bins) + 1) * (mel_high - mel_low) / (settings.num_mel_bins + 1)
+    return 700.0 * np.expm1(centres / 1127.0)
+
+
 @lru_cache(maxsize=8)
 def _mel_matrix(settings: FbankSettings) -> np.ndarray:
     """Triangular mel filters (fft_size//2 + 1, mel_bins), as torchaudio builds them (float32).

@@ -37,6 +37,13 @@ def labels_from_folders(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): p.parent.name for p in list_audio(root) if p.parent != root}
 
 
+def species_from_answers(cache_dir: Path) -> set[str]:
+    """The species a teacher named in a cache (its answers), for a split when no labels exist."""
+    from naturelm_edge.distill.cache import TeacherCache
+
+    return {r["text"] for r in TeacherCache(cache_dir).records() if r["text"] and r["text"] != "None"}
+
+
 def labels_for(audio_root: Path, labels_file: Path | None = None) -> dict[str, str]:
     """Labels from ``labels_file``, else ``audio_root/LABELS.csv``, else none."""
     if labels_file is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from naturelm_edge.audio.fbank import DEFAULT_SETTINGS, FbankSettings
+from naturelm_edge.audio.fbank import DEFAULT_SETTINGS, FbankSettings, mel_centres
 
 DB_PER_NEPER = 10 / np.log(10)
 
@@ -40,7 +40,7 @@ class EnergyGate:
     def __init__(self, settings: GateSettings | None = None, fbank_settings: FbankSettings = DEFAULT_SETTINGS) -> None:
         self.settings = settings or GateSettings()
         self.fbank = fbank_settings
-        mel = _mel_centres(fbank_settings)
+        mel = mel_centres(fbank_settings)
         self.band = (mel >= self.settings.low_hz) & (mel <= self.settings.high_hz)
         self.floor_db: float | None = None
         self.silence_db = float(np.log(np.finfo(np.float32).eps) * DB_PER_NEPER)
@@ -62,11 +62,3 @@ class EnergyGate:
         silent = loud <= self.silence_db + 1.0
         return GateDecision(not silent and loud - self.floor_db >= self.settings.margin_db, loud, self.floor_db)
 
-
-def _mel_centres(settings: FbankSettings) -> np.ndarray:
-    def mel(f: np.ndarray | float) -> np.ndarray:
-        return 1127.0 * np.log1p(np.asarray(f) / 700.0)
-
-    low, high = mel(settings.low_freq), mel(settings.sample_rate / 2)
-    centres = low + (np.arange(settings.num_mel_bins) + 1) * (high - low) / (settings.num_mel_bins + 1)
-    return 700.0 * (np.exp(centres / 1127.0) - 1.0)

@@ -91,20 +91,20 @@ class Microphone:
         self.queue: queue.Queue[bytes] = queue.Queue(maxsize=queue_blocks)
         self.stats = MicStats()
         self.stopped = False
+        self._pa = _pyaudio()  # bound once: the audio callback must stay as cheap as possible
         self.device: Device | None = None
 
     def _callback(self, data: bytes, frames: int, info: dict, status: int):  # noqa: ANN202 - PortAudio signature
-        pyaudio = _pyaudio()
-        if status & pyaudio.paInputOverflow:
+        if status & self._pa.paInputOverflow:
             self.stats.overflows += 1
         try:
             self.queue.put_nowait(data)
         except queue.Full:
             self.stats.overflows += 1
-        return None, pyaudio.paContinue
+        return None, self._pa.paContinue
 
     def _open(self):  # noqa: ANN202 - (PyAudio, Stream)
-        pyaudio = _pyaudio()
+        pyaudio = self._pa
         device = find_device(self.wanted)
         channels = min(device.channels, 2)
         audio = pyaudio.PyAudio()

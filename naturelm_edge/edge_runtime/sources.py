@@ -11,11 +11,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from naturelm_edge.audio import Window, WindowSpec, window_features
+from naturelm_edge.audio import WindowSpec, window_features
 from naturelm_edge.audio.frontend import stream_features
 from naturelm_edge.audio.resample import StreamResampler
 from naturelm_edge.edge_runtime.timestamps import recording_start
-from naturelm_edge.errors import AudioError, EdgeError
+from naturelm_edge.errors import EdgeError
 from naturelm_edge.sample_data import list_audio
 
 
@@ -77,5 +77,3 @@ def stdin_source(spec: WindowSpec, rate: int, channels: int = 1, stream: BinaryI
 
     return Source(f"stdin:{started.isoformat()}", started, 1.0, lambda: stream_features(blocks(), spec))
 
-
-__all__ = ["AudioError", "Source", "Window", "file_sources", "stdin_source"]
