@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from naturelm_edge.bench.command import bench
+from naturelm_edge.cli_common import console, err_console, user_errors
+from naturelm_edge.cli_common import state as _state
 from naturelm_edge.errors import EdgeError
 
 app = typer.Typer(help="naturelm-edge: take NatureLM-audio to field recorders.", no_args_is_help=True,
@@ -28,29 +28,8 @@ profiles_app = typer.Typer(help="Device profiles: list, show, validate, detect."
 app.add_typer(distill_app, name="distill")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(profiles_app, name="profiles")
+app.command("bench", no_args_is_help=True)(bench)
 ProfilesDir = Annotated[Path | None, typer.Option("--profiles-dir", help="Folder of your own profile TOML files.")]
-
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
-_state = {"debug": False}
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(func: F) -> F:
-    """Turn :class:`EdgeError` into one line on stderr and a non-zero exit (traceback with ``--debug``)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except EdgeError as err:
-            if _state["debug"]:
-                raise
-            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(err.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
-
 
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for expected errors.")] = False) -> None:

@@ -106,3 +106,10 @@ def built_bundle(subset_audio: Path, taught_teacher: Path, tmp_path_factory: pyt
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
     return work, args, first.output, again.output
+
+
+@pytest.fixture(scope="session")
+def bundle(built_bundle) -> Path:
+    """The tiny bundle `edge build` made for the x86 profile."""
+    work, *_ = built_bundle
+    return work / "bundle"

@@ -20,15 +20,9 @@ from typer.testing import CliRunner
 from naturelm_edge.audio import fbank, load, prepare
 from naturelm_edge.cli import run_app
 from naturelm_edge.edge_runtime.gate import EnergyGate
-from tests.escalation_server import EscalationServer
+from naturelm_edge.serve.loopback import EscalationServer
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def bundle(built_bundle):
-    work, *_ = built_bundle
-    return work / "bundle"
 
 
 def _events(out: Path) -> list[dict]:

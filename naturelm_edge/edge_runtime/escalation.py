@@ -8,12 +8,10 @@ when the link is up, retried with exponential back-off when it is not, and marke
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from naturelm_edge.edge_runtime.store import EventStore
-from naturelm_edge.serve.schema import PATH, EscalationRequest
+from naturelm_edge.serve.client import post_escalation
+from naturelm_edge.serve.schema import EscalationRequest
 
 
 @dataclass
@@ -122,7 +121,7 @@ class Sender:
                 {"source": event.source, "start_utc": event.start_utc, "offset_s": event.offset_s,
                  "device_answer": event.answer, "device_confidence": event.confidence, "bundle_id": event.bundle_id})
             try:
-                reply = self._post(request)
+                reply = post_escalation(self.url, request, self.token, self.timeout_s)
             except (urllib.error.URLError, OSError, ValueError, TimeoutError) as err:
                 attempts = self._attempts(event_id)
                 self.store.failed(event_id, str(err), min(self.max_backoff_s, 0.5 * 2 ** attempts))
@@ -137,15 +136,3 @@ class Sender:
     def _attempts(self, event_id: int) -> int:
         row = self.store.db.execute("SELECT attempts FROM escalations WHERE event_id = ?", (event_id,)).fetchone()
         return int(row[0]) if row else 0
-
-    def _post(self, request: EscalationRequest) -> dict:
-        body = json.dumps(request.to_json()).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        req = urllib.request.Request(self.url.rstrip("/") + PATH, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.timeout_s) as response:  # noqa: S310 - the user's endpoint
-            reply = json.loads(response.read())
-        if reply.get("escalation_id") != request.escalation_id or "answer" not in reply:
-            raise ValueError("the server answered another escalation")
-        return reply

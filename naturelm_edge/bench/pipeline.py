@@ -1,0 +1,193 @@
+"""Measure a bundle the way ``edge-run`` uses it: decode -> fbank -> gate -> encoder -> decoder -> store.
+
+The stages are the runtime's own functions, timed one call at a time; nothing is re-implemented for the
+benchmark, so what it reports is what a device pays. The escalation round trip is measured separately
+against a loopback server that speaks the API (network and encoding cost, not the full model's).
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from naturelm_edge.audio import WindowSpec, fbank, iter_windows
+from naturelm_edge.audio.decode import probe, stream
+from naturelm_edge.bench.clock import StageClock
+from naturelm_edge.bundle.manifest import Bundle
+from naturelm_edge.device_profiles import Profile
+from naturelm_edge.edge_runtime.engine import Engine, session_options
+from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
+from naturelm_edge.edge_runtime.store import EventStore
+from naturelm_edge.errors import AudioError
+
+# Stages that run for every window (or every window the gate passes) and so make up the always-on cost.
+ALWAYS_ON = ("decode", "fbank", "gate", "encoder", "decoder", "store")
+# Parts of the decoder stage, reported for latency only (their time is already in "decoder").
+DECODER_PARTS = ("decoder_prefill", "decoder_token")
+
+
+@dataclass
+class BenchSettings:
+    quick: bool = False
+    time_expansion: float = 1.0
+    gate: GateSettings = field(default_factory=GateSettings)
+    escalation_rounds: int = 20
+    encoder: Path | None = None  # measure this encoder ONNX instead of the bundle's (e.g. the official size)
+
+    @property
+    def max_windows(self) -> int | None:
+        return 8 if self.quick else None
+
+
+def _status_mb(field_name: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    """Resident memory now (MB)."""
+    return _status_mb("VmRSS") or float("nan")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB).
+
+    VmHWM belongs to the address space, so it starts afresh at exec; getrusage's maxrss survives exec and
+    would report the memory of whatever process forked this one (a test runner holding torch).
+    """
+    return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed_blocks(blocks, clock: StageClock):  # noqa: ANN001, ANN202 - iterator of arrays
+    """Time each block's decode and resample as it is pulled."""
+    iterator = iter(blocks)
+    while True:
+        with clock("decode"):
+            block = next(iterator, None)
+        if block is None:
+            return
+        yield block
+
+
+def _timed_decoder_steps(engine: Engine, clock: StageClock) -> None:
+    """Split the decoder's time into prefill (the whole prompt) and per generated token."""
+    step = engine.decoder.step
+
+    def timed(embeds: np.ndarray, past: dict[str, np.ndarray]):  # noqa: ANN202
+        prefill = next(iter(past.values())).shape[2] == 0
+        with clock("decoder_prefill" if prefill else "decoder_token"):
+            return step(embeds, past)
+
+    engine.decoder.step = timed  # type: ignore[method-assign]
+
+
+class Measurement:
+    """Loads the bundle once, then measures every window of the given recordings."""
+
+    def __init__(self, bundle: Bundle, profile: Profile, settings: BenchSettings) -> None:
+        self.bundle, self.profile, self.settings = bundle, profile, settings
+        self.clock = StageClock()
+        audio = bundle.manifest["audio"]
+        self.spec = WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
+        self.rss_before_load = rss_mb()
+        started = time.perf_counter()
+        self.engine = Engine(bundle, profile)
+        self.encoder = self.engine.encoder
+        if settings.encoder is not None:
+            import onnxruntime as ort
+
+            self.encoder = ort.InferenceSession(str(settings.encoder), session_options(profile),
+                                                providers=self.engine.encoder.get_providers())
+        self.load_s = time.perf_counter() - started
+        self.model_rss_mb = rss_mb() - self.rss_before_load
+        self.own_tokens_fit = self._tokens_fit()
+        self.gate = EnergyGate(settings.gate)
+        self.windows = self.gated = self.answered = 0
+        self.audio_s = 0.0
+        self.files: list[tuple[str, float]] = []  # (recording, real seconds measured)
+        self.failed: list[str] = []
+
+    def _tokens_fit(self) -> bool:
+        width = self.encoder.get_outputs()[0].shape[-1]
+        return not isinstance(width, int) or width == self.engine.decoder.audio_proj_weight.shape[1]
+
+    def warm_up(self) -> None:
+        features = fbank(np.random.default_rng(0).normal(0, 0.1, self.spec.window).astype(np.float32))
+        tokens = self.encoder.run(None, {"fbank": features[None]})[0][0]
+        self.engine.answer(tokens if self.own_tokens_fit else self.engine.audio_tokens(features))
+
+    def run(self, paths: list[Path]) -> None:
+        self.warm_up()
+        _timed_decoder_steps(self.engine, self.clock)
+        with tempfile.TemporaryDirectory() as tmp:
+            store = EventStore(Path(tmp) / "events.db")
+            try:
+                for path in paths:
+                    if self.settings.max_windows is not None and self.windows >= self.settings.max_windows:
+                        break
+                    try:
+                        self._file(path, store)
+                    except AudioError as err:
+                        self.failed.append(str(err))
+            finally:
+                store.close()
+
+    def _file(self, path: Path, store: EventStore) -> None:
+        clock, expansion = self.clock, self.settings.time_expansion
+        probe(path)  # a broken file fails here, before it counts
+        blocks = _timed_blocks(stream(path, self.spec.sample_rate, time_expansion=expansion), clock)
+        covered = 0
+        for window in iter_windows(blocks, self.spec):
+            if self.settings.max_windows is not None and self.windows >= self.settings.max_windows:
+                break
+            covered = window.start + window.valid
+            self.windows += 1
+            started = time.perf_counter()
+            with clock("fbank"):
+                features = fbank(window.samples)
+            with clock("gate"):
+                passed = self.gate(features).passed
+            if passed:
+                with clock("encoder"):
+                    tokens = self.encoder.run(None, {"fbank": features[None].astype(np.float32)})[0][0]
+                if not self.own_tokens_fit:  # the override's tokens have another width: feed the bundle's
+                    tokens = self.engine.audio_tokens(features)
+                with clock("decoder"):
+                    self.engine.answer(tokens)
+                self.answered += 1
+            else:
+                self.gated += 1
+            with clock("store"):
+                store.record(str(path), window.start / self.spec.sample_rate / expansion, True, [], [])
+            if passed:
+                clock.add("window", time.perf_counter() - started)  # latency only: its CPU is in the stages
+        seconds = covered / self.spec.sample_rate / expansion  # real time, of the audio the windows covered
+        self.audio_s += seconds
+        self.files.append((str(path), seconds))
+
+    def escalation_round_trips(self, rounds: int) -> None:
+        """POST ``rounds`` 10 s windows to a loopback server speaking the API; time each round trip."""
+        from naturelm_edge.sample_data import synthetic_soundscape
+        from naturelm_edge.serve.client import post_escalation
+        from naturelm_edge.serve.loopback import EscalationServer
+        from naturelm_edge.serve.schema import EscalationRequest
+
+        server = EscalationServer().start()
+        try:
+            audio = synthetic_soundscape(self.spec.window_s, self.spec.sample_rate)
+            for i in range(rounds):
+                with self.clock("escalation"):
+                    request = EscalationRequest.build(f"bench:{i}", "What is this?", audio, self.spec.sample_rate, {})
+                    post_escalation(server.url, request)
+        finally:
+            server.stop()
