@@ -45,13 +45,25 @@ def latency(path: Path, features: np.ndarray) -> float:
     return 1000 * float(np.median(times))
 
 
-def main() -> None:
+def official_encoder(path: Path) -> Path:
+    """The official-size audio path (BEATs + Q-Former, 112 M parameters) with seeded random weights, as fp32 ONNX."""
     import torch
 
-    from naturelm_edge.audio import WindowSpec
-    from naturelm_edge.export.onnx_export import export_module
     from naturelm_edge.export.encoder import encoder_spec
+    from naturelm_edge.export.onnx_export import export_module
     from naturelm_edge.models import AudioEncoder, NatureLM, preset
+
+    torch.manual_seed(0)
+    model = NatureLM(preset("official"))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    model.beats.fold_weight_norm()
+    export_module(AudioEncoder(model.eval()), encoder_spec(model), path)
+    return path
+
+
+def main() -> None:
+    from naturelm_edge.audio import WindowSpec
     from naturelm_edge.quantization.calibration import ArrayReader, calibration_set, encoder_inputs
     from naturelm_edge.quantization.quantize import QuantSpec, quantize
     from naturelm_edge.quantization.report import run_encoder, session, token_cosines
@@ -72,14 +84,7 @@ def main() -> None:
                      "held_out_folders": args.held_out, "formats": []}
     with tempfile.TemporaryDirectory() as work_dir:
         work = Path(work_dir)
-        torch.manual_seed(0)
-        model = NatureLM(preset("official"))
-        for p in model.parameters():
-            torch.nn.init.normal_(p, std=0.02)
-        model.beats.fold_weight_norm()
-        fp32 = work / "encoder.onnx"
-        export_module(AudioEncoder(model.eval()), encoder_spec(model), fp32)
-        del model
+        fp32 = official_encoder(work / "encoder.onnx")
         reference, _ = run_encoder(session(fp32), evaluation.features)
         base_ms = latency(fp32, evaluation.features)
         results["fp32"] = {"bytes": fp32.stat().st_size, "ms_p50": base_ms}

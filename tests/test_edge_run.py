@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
@@ -21,21 +19,10 @@ from naturelm_edge.audio import fbank, load, prepare
 from naturelm_edge.cli import run_app
 from naturelm_edge.edge_runtime.gate import EnergyGate
 from naturelm_edge.serve.loopback import EscalationServer
+from tests.helpers import events as stored_events
+from tests.helpers import free_port, run_edge
 
 runner = CliRunner()
-
-
-def _events(out: Path) -> list[dict]:
-    db = sqlite3.connect(out / "events.db")
-    db.row_factory = sqlite3.Row
-    rows = [dict(r) for r in db.execute("SELECT * FROM events ORDER BY id")]
-    db.close()
-    return rows
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()", *args],
-                          capture_output=True, text=True, timeout=600)
 
 
 def test_files_and_folders_to_store_and_sinks(bundle, subset_audio, audio_dir, tmp_path):
@@ -45,11 +32,11 @@ def test_files_and_folders_to_store_and_sinks(bundle, subset_audio, audio_dir, t
         (folder / name).write_bytes((subset_audio / "opensoundscape" / name).read_bytes())
     (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt ")  # a recorder's broken file
     silence = audio_dir / "batdetect2" / "AudiomothNoBatCalls.WAV"
-    result = _run("--bundle", str(bundle), "--input", str(folder), "--input", str(silence), "--out", str(tmp_path / "out"),
+    result = run_edge("--bundle", str(bundle), "--input", str(folder), "--input", str(silence), "--out", str(tmp_path / "out"),
                   "--profile", "x86-cpu", "--escalate", "off", "-q")
     assert result.returncode == 0, result.stderr
     assert "corrupt.wav" in result.stderr  # reported by name, the rest processed
-    events = _events(tmp_path / "out")
+    events = stored_events(tmp_path / "out")
     toad = [e for e in events if e["source"].endswith("great_plains_toad.wav")]
     assert len(toad) >= 5 and all(e["bundle_id"] and e["profile"] == "x86-cpu" for e in events)
     assert not [e for e in events if "NoBatCalls" in e["source"]]  # digital silence never reaches the models
@@ -78,46 +65,40 @@ def test_kill_9_then_restart_loses_nothing_and_repeats_nothing(bundle, audio_dir
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert len(seen) >= 4
-    stored = {e["id"] for e in _events(out)}
+    stored = {e["id"] for e in stored_events(out)}
     assert set(seen) <= stored  # every event reported before the kill survived it
     queued_before = sqlite3.connect(out / "events.db").execute("SELECT COUNT(*) FROM escalations").fetchone()[0]
-    result = _run(*args[3:])
+    result = run_edge(*args[3:])
     assert result.returncode == 0, result.stderr
-    events = _events(out)
+    events = stored_events(out)
     keys = [(e["source"], e["offset_s"]) for e in events]
     assert len(keys) == len(set(keys))  # no window answered twice
-    full = _run("--bundle", str(bundle), "--input", str(source), "--out", str(tmp_path / "straight"),
+    full = run_edge("--bundle", str(bundle), "--input", str(source), "--out", str(tmp_path / "straight"),
                 "--profile", "x86-cpu", "--escalate", "queue", "--no-gate", "-q")
     assert full.returncode == 0
-    assert sorted(keys) == sorted((e["source"], e["offset_s"]) for e in _events(tmp_path / "straight"))
+    assert sorted(keys) == sorted((e["source"], e["offset_s"]) for e in stored_events(tmp_path / "straight"))
     assert sqlite3.connect(out / "events.db").execute("SELECT COUNT(*) FROM escalations").fetchone()[0] >= queued_before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_escalations_delivered_exactly_once_after_target_comes_up(bundle, subset_audio, tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     clip = subset_audio / "opensoundscape" / "great_plains_toad.wav"
     # target down for the whole run: everything waits in the queue
-    first = _run("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "out"), "--profile", "x86-cpu",
+    first = run_edge("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "out"), "--profile", "x86-cpu",
                  "--escalate", url, "--threshold", "1.01", "--no-gate", "-q")
     assert first.returncode == 0, first.stderr
-    queued = [e for e in _events(tmp_path / "out") if e["escalation_status"] == "queued"]
+    queued = [e for e in stored_events(tmp_path / "out") if e["escalation_status"] == "queued"]
     audio = sqlite3.connect(tmp_path / "out" / "events.db").execute("SELECT audio_path FROM escalations").fetchall()
     assert queued and len(audio) == len(queued) and all(Path(a).is_file() for (a,) in audio)
     server = EscalationServer(port, answer="Great Plains toad").start()
     try:
-        again = _run("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "out"), "--profile",
+        again = run_edge("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "out"), "--profile",
                      "x86-cpu", "--escalate", url, "--threshold", "1.01", "--no-gate", "-q")
         assert again.returncode == 0, again.stderr
     finally:
         server.stop()
-    events = {e["id"]: e for e in _events(tmp_path / "out")}
+    events = {e["id"]: e for e in stored_events(tmp_path / "out")}
     assert len(server.requests) == len(queued) and set(server.requests.values()) == {1}  # exactly once each
     for event in queued:
         updated = events[event["id"]]
@@ -135,7 +116,7 @@ def test_stdin_pcm(bundle, subset_audio, tmp_path):
                              str(bundle), "--stdin", "--rate", "48000", "--out", str(tmp_path / "out"), "--profile",
                              "x86-cpu", "--escalate", "off", "--no-gate", "-q"], input=pcm, capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    events = _events(tmp_path / "out")
+    events = stored_events(tmp_path / "out")
     assert len(events) == 4 and all(e["source"].startswith("stdin:") and e["start_utc"] for e in events)
 
 
@@ -145,7 +126,7 @@ def test_altered_bundle_is_refused_before_any_audio(bundle, tmp_path, subset_aud
     broken = shutil.copytree(bundle, tmp_path / "bundle")
     data = (broken / "encoder.onnx").read_bytes()
     (broken / "encoder.onnx").write_bytes(data[:-100])
-    result = _run("--bundle", str(broken), "--input", str(subset_audio), "--out", str(tmp_path / "out"))
+    result = run_edge("--bundle", str(broken), "--input", str(subset_audio), "--out", str(tmp_path / "out"))
     assert result.returncode != 0 and "encoder.onnx" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -176,7 +157,7 @@ def test_readme_demo_runs_end_to_end(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     assert "untrained" in result.output and "edge-run on" in result.output
-    assert _events(tmp_path / "demo" / "run")
+    assert stored_events(tmp_path / "demo" / "run")
     from naturelm_edge.bundle.manifest import load_bundle
 
     assert load_bundle(tmp_path / "demo" / "bundle").manifest["labels"] == sorted(
@@ -204,20 +185,20 @@ def test_watched_folder_reads_files_once_complete_and_remembers(bundle, subset_a
     thread.start()
     args = ["--bundle", str(bundle), "--watch", str(drop), "--idle-exit", "6", "--out", str(tmp_path / "out"),
             "--profile", "x86-cpu", "--escalate", "off", "--no-gate", "-q"]
-    result = _run(*args)
+    result = run_edge(*args)
     thread.join()
     assert result.returncode == 0, result.stderr
-    events = _events(tmp_path / "out")
+    events = stored_events(tmp_path / "out")
     whole = sf.info(str(source)).duration
     assert len(events) == int((whole - 10) // 5) + 2  # every window of the whole file, none of a half file
     assert events[0]["start_utc"].startswith("2024-06-01T05:00:00")  # AudioMoth name, UTC
-    again = _run(*args)
-    assert again.returncode == 0 and len(_events(tmp_path / "out")) == len(events)  # remembered across restarts
+    again = run_edge(*args)
+    assert again.returncode == 0 and len(stored_events(tmp_path / "out")) == len(events)  # remembered across restarts
 
 
 def test_install_service_writes_a_unit(bundle, tmp_path):
     unit = tmp_path / "naturelm-edge.service"
-    result = _run("--bundle", str(bundle), "--mic", "--device", "USB", "--out", str(tmp_path / "data"),
+    result = run_edge("--bundle", str(bundle), "--mic", "--device", "USB", "--out", str(tmp_path / "data"),
                   "--install-service", "--service-path", str(unit))
     assert result.returncode == 0, result.stderr
     text = unit.read_text()
@@ -228,10 +209,10 @@ def test_install_service_writes_a_unit(bundle, tmp_path):
 
 def test_clips_saved_as_flac_and_disk_trouble_skips_clips_not_detections(bundle, subset_audio, tmp_path):
     clip = subset_audio / "opensoundscape" / "great_plains_toad.wav"
-    result = _run("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "out"), "--profile", "x86-cpu",
+    result = run_edge("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "out"), "--profile", "x86-cpu",
                   "--escalate", "off", "--no-gate", "-q")
     assert result.returncode == 0, result.stderr
-    events = _events(tmp_path / "out")
+    events = stored_events(tmp_path / "out")
     saved = [e for e in events if e["clip_path"]]
     assert saved and all(sf.info(e["clip_path"]).samplerate == 16000 for e in saved)
     assert all(Path(e["clip_path"]).suffix == ".flac" for e in saved)
@@ -239,10 +220,10 @@ def test_clips_saved_as_flac_and_disk_trouble_skips_clips_not_detections(bundle,
     # a full card behaves the same): detection goes on, clips are skipped and counted
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro" / "clips").write_text("not a folder")
-    blocked = _run("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "ro"), "--profile",
+    blocked = run_edge("--bundle", str(bundle), "--input", str(clip), "--out", str(tmp_path / "ro"), "--profile",
                    "x86-cpu", "--escalate", "off", "--no-gate", "-q")
     assert blocked.returncode == 0, blocked.stderr
-    assert len(_events(tmp_path / "ro")) == len(events) and "clips saved 0 (skipped" in blocked.stdout
+    assert len(stored_events(tmp_path / "ro")) == len(events) and "clips saved 0 (skipped" in blocked.stdout
 
 
 def test_clip_retention_and_write_failures(tmp_path):

@@ -32,7 +32,7 @@ def default_audio(scratch: Path) -> list[Path]:
 
 def run_bench(bundle_path: Path, profile_name: str | None, audio: list[Path] | None, quick: bool, out: Path,
               encoder: Path | None = None, birdnet: bool = True, time_expansion: float | None = None,
-              profiles_dir: Path | None = None) -> tuple[dict, list[Path]]:
+              profiles_dir: Path | None = None, name: str = "bench") -> tuple[dict, list[Path]]:
     from naturelm_edge.bench.birdnet import run_beside
     from naturelm_edge.bench.clock import cost_per_call
     from naturelm_edge.bench.pipeline import BenchSettings, Measurement
@@ -71,7 +71,7 @@ def run_bench(bundle_path: Path, profile_name: str | None, audio: list[Path] | N
                               "no side-by-side", highlight=False)
         tegra = summarise(power.samples, power.stopped - power.started, measurement.audio_s) if power.available else None
         report = build_report(measurement, profile, facts, cost_per_call(), side, tegra)
-    return report, write(report, output_dir(out, report))
+    return report, write(report, output_dir(out, report), name)
 
 
 def show(report: dict) -> None:
@@ -107,6 +107,7 @@ def bench(
     encoder: Annotated[Path | None, typer.Option(help="Measure this encoder ONNX instead of the bundle's.")] = None,
     birdnet: Annotated[bool, typer.Option("--birdnet/--no-birdnet", help="Run BirdNET beside it when installed.")] = True,
     time_expansion: Annotated[float | None, typer.Option(help="Slow ultrasonic audio N times.")] = None,
+    name: Annotated[str, typer.Option(help="File name of the results (NAME.json, .md, .png).")] = "bench",
 ) -> None:
     """Per-stage latency, real-time factor, CPU cost per audio hour, memory and a verdict per profile."""
     if args[0] == "compare":
@@ -115,6 +116,7 @@ def bench(
     if len(args) != 1:
         raise EdgeError("give one bundle (or: edge bench compare A.json B.json ...).")
     started = time.perf_counter()
-    report, files = run_bench(Path(args[0]), profile, audio, quick, out, encoder, birdnet, time_expansion, profiles_dir)
+    report, files = run_bench(Path(args[0]), profile, audio, quick, out, encoder, birdnet, time_expansion,
+                              profiles_dir, name)
     show(report)
     console.print(f"wrote {', '.join(map(str, files))} in {time.perf_counter() - started:.1f} s", highlight=False)

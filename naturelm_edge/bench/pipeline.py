@@ -110,20 +110,17 @@ class Measurement:
                                                 providers=self.engine.encoder.get_providers())
         self.load_s = time.perf_counter() - started
         self.model_rss_mb = rss_mb() - self.rss_before_load
-        self.own_tokens_fit = self._tokens_fit()
+        self.own_tokens_fit = True  # settled by warm_up: do the measured encoder's tokens fit the decoder?
         self.gate = EnergyGate(settings.gate)
         self.windows = self.gated = self.answered = 0
         self.audio_s = 0.0
         self.files: list[tuple[str, float]] = []  # (recording, real seconds measured)
         self.failed: list[str] = []
 
-    def _tokens_fit(self) -> bool:
-        width = self.encoder.get_outputs()[0].shape[-1]
-        return not isinstance(width, int) or width == self.engine.decoder.audio_proj_weight.shape[1]
-
     def warm_up(self) -> None:
         features = fbank(np.random.default_rng(0).normal(0, 0.1, self.spec.window).astype(np.float32))
         tokens = self.encoder.run(None, {"fbank": features[None]})[0][0]
+        self.own_tokens_fit = tokens.shape[-1] == self.engine.decoder.audio_proj_weight.shape[1]
         self.engine.answer(tokens if self.own_tokens_fit else self.engine.audio_tokens(features))
 
     def run(self, paths: list[Path]) -> None:

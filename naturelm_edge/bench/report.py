@@ -107,13 +107,13 @@ def output_dir(root: Path, report: dict) -> Path:
     return root / report["device"]["name"] / report["profile"]
 
 
-def write(report: dict, folder: Path) -> list[Path]:
-    """bench.json, bench.md and (with matplotlib) bench.png in ``folder``."""
+def write(report: dict, folder: Path, name: str = "bench") -> list[Path]:
+    """NAME.json, NAME.md and (with matplotlib) NAME.png in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "bench.json", folder / "bench.md"]
+    paths = [folder / f"{name}.json", folder / f"{name}.md"]
     paths[0].write_text(json.dumps(report, indent=2) + "\n")
     paths[1].write_text(markdown(report))
-    png = plot(report, folder / "bench.png")
+    png = plot(report, folder / f"{name}.png")
     return paths + ([png] if png else [])
 
 

@@ -11,7 +11,7 @@ from naturelm_edge.serve.schema import PATH, EscalationRequest
 def post_escalation(url: str, request: EscalationRequest, token: str | None = None, timeout_s: float = 10.0) -> dict:
     """Send one escalation to ``url`` and return the server's answer (raises on any transport error)."""
     body = json.dumps(request.to_json()).encode()
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", "Idempotency-Key": request.escalation_id}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url.rstrip("/") + PATH, data=body, headers=headers, method="POST")

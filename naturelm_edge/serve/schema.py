@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -22,6 +23,15 @@ import soundfile as sf
 SCHEMA = 1
 PATH = "/v1/escalations"
 MAX_AUDIO_BYTES = 4 * 1024 * 1024
+
+
+def read_tokens(path: str | Path) -> list[str]:
+    """Bearer tokens from a file, one per line; blank lines and ``#`` comments are skipped.
+
+    The server accepts any of them; a device sends the first.
+    """
+    lines = Path(path).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 @dataclass

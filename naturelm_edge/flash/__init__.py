@@ -1,0 +1,1 @@
+"""``edge flash``: put a bundle on devices safely (transfer, verify, atomic switch, health check, rollback)."""

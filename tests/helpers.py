@@ -1,0 +1,29 @@
+"""Small helpers several test modules share: a free port, edge-run in its own process, the stored events."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_edge(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``edge-run ARGS`` in a fresh interpreter, as a device runs it."""
+    return subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def events(out: Path) -> list[dict]:
+    db = sqlite3.connect(out / "events.db")
+    db.row_factory = sqlite3.Row
+    rows = [dict(r) for r in db.execute("SELECT * FROM events ORDER BY id")]
+    db.close()
+    return rows
