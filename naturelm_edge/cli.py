@@ -517,15 +517,16 @@ def edge_run(
 
     audio = loaded.manifest["audio"]
     spec = WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
-    expansion = time_expansion or audio.get("time_expansion", 1.0)
+    # the flag, else the device profile (a bat station), else the bundle's default
+    expansion = time_expansion or chosen.audio.get("time_expansion") or audio.get("time_expansion") or 1.0
     microphone = None
     if mic:
         from naturelm_edge.edge_runtime.microphone import Microphone, mic_source
 
-        microphone = Microphone(device, spec.sample_rate, max_seconds=max_seconds)
+        microphone = Microphone(device, spec.sample_rate, max_seconds=max_seconds, time_expansion=expansion)
         sources = [mic_source(microphone, spec)]
     elif stdin:
-        sources = [stdin_source(spec, rate, channels)]
+        sources = [stdin_source(spec, rate, channels, time_expansion=expansion)]
     elif watch is not None:
         from naturelm_edge.edge_runtime.watch import FolderWatcher
 

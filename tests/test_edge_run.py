@@ -240,3 +240,47 @@ def test_clip_retention_and_write_failures(tmp_path):
     assert len(remaining) == 2 and Path(paths[3]).name in remaining  # old ones go, the newest two per label stay
     full = ClipWriter(Path("/dev/full/clips"), 16000)  # nothing can be created there
     assert full.save("x", "rec.wav", 0.0, audio) is None and full.skipped == 1
+
+
+def test_profile_time_expansion_keeps_real_time_offsets(bundle, tmp_path):
+    """A user's bat-station profile slows a 192 kHz stream 10x; offsets and durations stay in real seconds."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    from naturelm_edge.device_profiles import get
+
+    x86 = get("x86-cpu").source
+    text = Path(x86).read_text().replace('name = "x86-cpu"', 'name = "bat-station"').replace("hop_s = 5.0", "hop_s = 5.0\ntime_expansion = 10")
+    (profiles / "bat-station.toml").write_text(text)
+    rate = 192_000
+    t = np.arange(int(3.0 * rate)) / rate
+    calls = 0.3 * np.sin(2 * np.pi * 45_000 * t) * ((t % 0.5) < 0.01)  # 10 ms calls at 45 kHz every 0.5 s
+    pcm = (np.clip(calls + np.random.default_rng(0).normal(0, 0.01, t.size), -1, 1) * 32767).astype("<i2").tobytes()
+    result = subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()", "--bundle",
+                             str(bundle), "--stdin", "--rate", str(rate), "--out", str(tmp_path / "out"), "--profile",
+                             "bat-station", "--profiles-dir", str(profiles), "--escalate", "off", "--no-gate", "-q"],
+                            input=pcm, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    offsets = sorted(e["offset_s"] for e in stored_events(tmp_path / "out"))
+    # 3 real seconds -> 30 model seconds -> windows every 5 model seconds = every 0.5 real seconds
+    assert offsets[:3] == [0.0, 0.5, 1.0] and offsets[-1] < 3.0
+    assert all(e["duration_s"] <= 1.0 for e in stored_events(tmp_path / "out"))
+
+
+def test_live_view_on_a_terminal_and_lines_in_a_log():
+    import io
+
+    from rich.console import Console
+
+    from naturelm_edge.edge_runtime.live_view import LiveView
+    from naturelm_edge.edge_runtime.runner import Summary
+
+    summary = Summary(windows=12, gated=5, answered=7, escalated=2, overflows=3, audio_s=60.0, busy_s=1.5)
+    screen = io.StringIO()
+    with LiveView(Console(file=screen, force_terminal=True, width=100), summary) as view:
+        view.answer("dawn.wav     5.0s  'Great Plains toad' (0.91)")
+    drawn = screen.getvalue()
+    assert "Great Plains toad" in drawn and "overflows" in drawn and "0.025" in drawn  # real-time factor 1.5/60
+    log = io.StringIO()
+    with LiveView(Console(file=log, force_terminal=False), summary) as view:
+        view.answer("dawn.wav     5.0s  'House Sparrow' (0.80)")
+    assert log.getvalue().strip() == "dawn.wav     5.0s  'House Sparrow' (0.80)"  # no redraw codes in a log

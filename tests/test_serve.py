@@ -6,7 +6,6 @@ import concurrent.futures
 import datetime
 import http.client
 import json
-import os
 import signal
 import ssl
 import subprocess
@@ -16,7 +15,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from naturelm_edge.sample_data import synthetic_soundscape

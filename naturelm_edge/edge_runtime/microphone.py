@@ -85,8 +85,10 @@ class Microphone:
     """Blocks of model-rate mono audio from a PortAudio input, surviving device loss."""
 
     def __init__(self, wanted: str | None, sample_rate: int, block_s: float = 0.1, max_seconds: float | None = None,
-                 stall_s: float = 2.0, max_backoff_s: float = 30.0, queue_blocks: int = 200) -> None:
+                 stall_s: float = 2.0, max_backoff_s: float = 30.0, queue_blocks: int = 200,
+                 time_expansion: float = 1.0) -> None:
         self.wanted, self.sample_rate, self.block_s = wanted, sample_rate, block_s
+        self.time_expansion = time_expansion  # an ultrasonic mic slowed N times, as bat detectors do
         self.max_seconds, self.stall_s, self.max_backoff_s = max_seconds, stall_s, max_backoff_s
         self.queue: queue.Queue[bytes] = queue.Queue(maxsize=queue_blocks)
         self.stats = MicStats()
@@ -130,7 +132,7 @@ class Microphone:
                 backoff = min(self.max_backoff_s, backoff * 2)
                 continue
             backoff = 1.0
-            resampler = StreamResampler(self.device.rate, self.sample_rate)
+            resampler = StreamResampler(self.device.rate / self.time_expansion, self.sample_rate)
             try:
                 yield from self._read(stream, resampler)
             finally:
@@ -169,4 +171,5 @@ def mic_source(mic: Microphone, spec: WindowSpec) -> Source:
     def stop() -> None:
         mic.stopped = True
 
-    return Source(f"mic:{name}:{started.isoformat()}", started, 1.0, lambda: stream_features(mic.blocks(), spec), stop)
+    return Source(f"mic:{name}:{started.isoformat()}", started, mic.time_expansion,
+                  lambda: stream_features(mic.blocks(), spec), stop, lambda: mic.stats.overflows)

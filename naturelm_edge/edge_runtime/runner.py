@@ -25,6 +25,7 @@ from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
 from naturelm_edge.edge_runtime.engine import Engine
 from naturelm_edge.edge_runtime.escalation import ClipStore, EscalationPolicy, Sender
 from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
+from naturelm_edge.edge_runtime.live_view import LiveView
 from naturelm_edge.edge_runtime.sinks import Sinks
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.edge_runtime.store import Event, EventStore
@@ -63,6 +64,7 @@ class Summary:
     busy_s: float = 0.0
     providers: list[str] = field(default_factory=list)
     missing_providers: list[str] = field(default_factory=list)
+    overflows: int = 0  # live input: blocks PortAudio dropped (set by the microphone source)
 
     @property
     def real_time_factor(self) -> float:
@@ -90,6 +92,7 @@ class Runner:
         url = options.escalate if options.escalate.startswith(("http://", "https://")) else None
         self.sender = Sender(self.store, self.clips, url, self.spec.sample_rate, self.engine.labels, options.token)
         self.summary = Summary(providers=self.engine.providers, missing_providers=self.engine.missing)
+        self.view = LiveView(self.console, self.summary)
         self._stop = False
         self._source: Source | None = None
 
@@ -102,10 +105,8 @@ class Runner:
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         self.sender.start()
         try:
-            for source in sources:
-                if self._stop:
-                    break
-                self._run_source(source)
+            with self.view:
+                self._run_sources(sources)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -117,6 +118,12 @@ class Runner:
             self.store.close()
         return self.summary
 
+    def _run_sources(self, sources: Iterable[Source]) -> None:
+        for source in sources:
+            if self._stop:
+                break
+            self._run_source(source)
+
     def _run_source(self, source: Source) -> None:
         self._source = source
         try:
@@ -127,6 +134,8 @@ class Runner:
                     self.summary.resumed += 1
                     continue
                 self.summary.windows += 1
+                if source.overflows is not None:
+                    self.summary.overflows = source.overflows()
                 self.summary.audio_s += min(duration_s, self.spec.hop_s / source.time_expansion)
                 started = time.perf_counter()
                 self._window(source, offset_s, duration_s, window.samples, features)
@@ -165,5 +174,5 @@ class Runner:
         self.sinks.write(event)
         if not self.options.quiet:
             flag = f" [magenta]-> full model ({reason})[/magenta]" if reason else ""
-            self.console.print(f"{Path(source.id).name} {offset_s:7.1f}s  {answer.text!r} "
-                               f"({answer.confidence_mean:.2f}){flag}", highlight=False)
+            self.view.answer(f"{Path(source.id).name} {offset_s:7.1f}s  {answer.text!r} "
+                             f"({answer.confidence_mean:.2f}){flag}")

@@ -28,6 +28,7 @@ class Source:
     time_expansion: float
     windows: object  # () -> Iterator[tuple[Window, np.ndarray]]
     stop: object = None  # () -> None: ask a live source to finish its current block
+    overflows: object = None  # () -> int: blocks a live source has dropped so far
 
 
 def file_sources(paths: list[Path], spec: WindowSpec, time_expansion: float = 1.0) -> list[Source]:
@@ -48,7 +49,7 @@ def file_sources(paths: list[Path], spec: WindowSpec, time_expansion: float = 1.
 
 
 def stdin_source(spec: WindowSpec, rate: int, channels: int = 1, stream: BinaryIO | None = None,
-                 block_seconds: float = 0.5) -> Source:
+                 block_seconds: float = 0.5, time_expansion: float = 1.0) -> Source:
     """Raw signed 16-bit little-endian PCM (``arecord -f S16_LE``) at ``rate`` Hz; the wall clock dates it."""
     if rate <= 0 or channels <= 0:
         raise EdgeError(f"stdin: --rate and --channels must be positive (got {rate}, {channels}).")
@@ -56,7 +57,7 @@ def stdin_source(spec: WindowSpec, rate: int, channels: int = 1, stream: BinaryI
     started = datetime.now(timezone.utc)
 
     def blocks() -> Iterator[np.ndarray]:
-        resampler = StreamResampler(rate, spec.sample_rate)
+        resampler = StreamResampler(rate / time_expansion, spec.sample_rate)
         frame = 2 * channels
         size = int(rate * block_seconds) * frame
         leftover = b""
@@ -75,5 +76,5 @@ def stdin_source(spec: WindowSpec, rate: int, channels: int = 1, stream: BinaryI
         if tail.size:
             yield tail
 
-    return Source(f"stdin:{started.isoformat()}", started, 1.0, lambda: stream_features(blocks(), spec))
+    return Source(f"stdin:{started.isoformat()}", started, time_expansion, lambda: stream_features(blocks(), spec))
 
