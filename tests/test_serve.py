@@ -6,6 +6,8 @@ import concurrent.futures
 import datetime
 import http.client
 import json
+import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -269,3 +271,40 @@ def test_serve_refuses_half_a_tls_pair(taught_teacher, tmp_path):
     result = subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run; run()", "serve", str(taught_teacher),
                              "--tls-cert", str(tmp_path / "cert.pem")], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "--tls-key" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None and os.environ.get("CI") != "true",
+                    reason="nginx is not installed (CI installs nginx-light)")
+def test_two_machines_behind_nginx_answer_each_escalation_once(taught_teacher, tmp_path):
+    """deploy/nginx.conf in front of two servers that share nothing: retries reach the one that answered."""
+    servers = [Server(taught_teacher, tmp_path / f"machine-{i}").start() for i in range(2)]
+    port = free_port()
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    conf = (Path(__file__).parents[1] / "deploy" / "nginx.conf").read_text()
+    conf = (conf.replace("@LISTEN@", f"127.0.0.1:{port}").replace("@PREFIX@", str(prefix))
+            .replace("@SERVERS@", " ".join(f"server 127.0.0.1:{s.port};" for s in servers)))
+    (prefix / "nginx.conf").write_text(conf)
+    balancer = subprocess.Popen([shutil.which("nginx") or "nginx", "-c", str(prefix / "nginx.conf"), "-p", str(prefix),
+                                 "-g", "daemon off;"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=2)
+                break
+            except (urllib.error.URLError, OSError):
+                assert balancer.poll() is None, balancer.communicate()[1]
+                time.sleep(0.2)
+        ids = [f"fleet:{i}" for i in range(8)]
+        first = {i: post_escalation(url, request(i, seed=n), None, 60) for n, i in enumerate(ids)}
+        retries = {i: post_escalation(url, request(i, seed=n), None, 60) for n, i in enumerate(ids)}  # lost responses
+        assert retries == first
+        per_machine = [s.metric("escalation_inferences_total") for s in servers]
+        assert sum(per_machine) == len(ids)  # one inference per escalation across the fleet
+    finally:
+        balancer.terminate()
+        balancer.wait(timeout=10)
+        for s in servers:
+            s.stop()
