@@ -186,3 +186,44 @@ def test_bad_targets_are_named(bundle, record, tmp_path):
     (damaged / "encoder.onnx").write_bytes((damaged / "encoder.onnx").read_bytes()[:1000])  # cut off in transfer
     cut = edge("flash", str(damaged), str(tmp_path / "device"))
     assert cut.returncode != 0 and "encoder.onnx" in cut.stderr and not (tmp_path / "device").exists()
+
+
+def test_sftp_when_rsync_is_not_there(bundle, sshd, record, tmp_path):
+    """The SFTP path (asyncssh): fresh install, resume of a cut upload, update moving one file, repair."""
+    big = variant(bundle, tmp_path / "big", {"extra.bin": np.random.default_rng(1).bytes(8 * 2**20)})
+    device = tmp_path / "device"
+    bundle_id = read_manifest(big)["bundle_id"]
+    partial = device / "bundles" / f".{bundle_id}.partial"
+    partial.mkdir(parents=True)
+    half = (big / "extra.bin").read_bytes()[: 4 * 2**20]
+    (partial / "extra.bin.part").write_bytes(half)  # what a cut connection left behind
+    sftp = [*ssh_args(sshd), "--transfer", "sftp"]
+    first = edge("flash", str(big), sshd.url(device), *sftp)
+    assert first.returncode == 0, first.stdout + first.stderr
+    total = sum(f.stat().st_size for f in big.rglob("*") if f.is_file())
+    sent = json.loads(record.read_text().splitlines()[-1])["bytes_sent"]
+    assert total - 4 * 2**20 - 1024 <= sent <= total - 4 * 2**20 + 1024  # the first half was not sent again
+    assert (device / "current" / "extra.bin").read_bytes() == (big / "extra.bin").read_bytes()
+
+    changed = variant(big, tmp_path / "v2", {"labels.txt": b"Great Plains toad\n"})
+    update = edge("flash", str(changed), sshd.url(device), *sftp)
+    assert update.returncode == 0, update.stdout + update.stderr
+    entry = json.loads(record.read_text().splitlines()[-1])
+    assert entry["result"].startswith("updated from") and entry["bytes_sent"] < 100_000  # unchanged files copied there
+
+    (device / "current" / "extra.bin").write_bytes(b"damaged")
+    repaired = edge("flash", str(changed), sshd.url(device), *sftp)
+    assert repaired.returncode == 0 and "repaired" in repaired.stdout
+    assert (device / "current" / "extra.bin").read_bytes() == (big / "extra.bin").read_bytes()
+
+
+def test_sftp_refuses_an_unknown_host_key(bundle, sshd, record, tmp_path):
+    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.flash.sftp import sftp_sync
+    from naturelm_edge.flash.target import FlashError, SshOptions, Target
+
+    sshd.known_hosts.write_text("")
+    target = Target.parse(sshd.url(tmp_path / "device"), SshOptions(sshd.user_key, sshd.known_hosts, transfer="sftp"))
+    with pytest.raises(FlashError, match="SFTP transfer failed"):
+        sftp_sync(target, load_bundle(bundle).root, str(tmp_path / "device" / "x"), None)
+    assert not (tmp_path / "device" / "x").exists()

@@ -24,6 +24,7 @@ def flash_cmd(
     accept_new_host_key: Annotated[bool, typer.Option("--accept-new-host-key",
                                                       help="Trust a host seen for the first time (a changed key is still refused).")] = False,
     bwlimit: Annotated[int | None, typer.Option(help="Transfer at most this many KB/s (rsync --bwlimit).")] = None,
+    transfer: Annotated[str, typer.Option(help="auto (rsync when both ends have it, else SFTP), rsync or sftp.")] = "auto",
     python: Annotated[str, typer.Option(help="Python on the target that has naturelm-edge and onnxruntime.")] = "python3",
     health_check: Annotated[bool, typer.Option("--health-check/--no-health-check", help="Run edge-run --self-test after switching.")] = True,
     restart_service: Annotated[str | None, typer.Option(help="systemd unit to restart after a healthy switch.")] = None,
@@ -34,7 +35,9 @@ def flash_cmd(
     from naturelm_edge.flash.flash import FlashOptions, flash, record, rollback as roll_back
     from naturelm_edge.flash.target import SshOptions, Target
 
-    ssh = SshOptions(identity, known_hosts, accept_new_host_key, bwlimit_kbps=bwlimit)
+    if transfer not in ("auto", "rsync", "sftp"):
+        raise EdgeError(f"--transfer {transfer}: use auto, rsync or sftp.")
+    ssh = SshOptions(identity, known_hosts, accept_new_host_key, bwlimit_kbps=bwlimit, transfer=transfer)
     options = FlashOptions(python, health_check, restart_service)
     if rollback:
         targets = [Target.parse(a, ssh) for a in args]

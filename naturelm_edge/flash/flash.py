@@ -41,6 +41,7 @@ current = os.path.join(root, "current")
 info["current"] = os.path.basename(os.readlink(current)) if os.path.islink(current) else None
 keys = os.path.join(root, "trusted-keys")
 info["trusted_keys"] = os.path.isdir(keys) and any(n.endswith(".pub") for n in os.listdir(keys))
+info["rsync"] = shutil.which("rsync") is not None
 print(json.dumps(info))
 """
 
@@ -163,13 +164,13 @@ def flash(bundle: Bundle, target: Target, options: FlashOptions) -> FlashResult:
                 verify_remote(target, final, bundle, info, options)
                 outcome = "already there, verified"
             except FlashError:  # damaged on the target: rsync --checksum replaces what differs
-                sent = target.sync(bundle.root, final, None)
+                sent = target.sync(bundle.root, final, None, info["rsync"])
                 verify_remote(target, final, bundle, info, options)
                 outcome = "repaired"
         else:
             partial = f"{target.root}/bundles/.{bundle.id}.partial"
             basis = f"../{info['current']}" if info["current"] else None
-            sent = target.sync(bundle.root, partial, basis)
+            sent = target.sync(bundle.root, partial, basis, info["rsync"])
             verify_remote(target, partial, bundle, info, options)
             target.check(f"mv -T {shlex.quote(partial)} {shlex.quote(final)} && sync", "rename into place")
             outcome = "installed" if not info["current"] else f"updated from {info['current']}"

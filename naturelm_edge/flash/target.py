@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ class SshOptions:
     accept_new_host_key: bool = False
     connect_timeout_s: int = 10
     bwlimit_kbps: int | None = None  # rsync --bwlimit: leave room on a shared field link
+    transfer: str = "auto"  # auto (rsync when both ends have it, else SFTP) | rsync | sftp
 
     def args(self, port: int | None) -> list[str]:
         args = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout_s}",
@@ -88,8 +90,19 @@ class Target:
             raise FlashError(f"{self.spec}: {step} failed ({detail[-1] if detail else f'exit {result.returncode}'}).")
         return result.stdout
 
-    def sync(self, source: Path, dest: str, basis: str | None, timeout_s: float = 3600) -> int:
-        """rsync ``source/`` into ``dest`` on the target; return the bytes sent over the wire."""
+    def sync(self, source: Path, dest: str, basis: str | None, rsync_there: bool = True, timeout_s: float = 3600) -> int:
+        """Copy ``source/`` into ``dest`` on the target; return the bytes sent over the wire.
+
+        rsync when both ends have it (or when asked), else SFTP for ssh targets (see ``flash.sftp``).
+        """
+        have_rsync = shutil.which("rsync") is not None and rsync_there
+        method = self.ssh.transfer if self.ssh.transfer != "auto" else ("rsync" if have_rsync else "sftp")
+        if method == "sftp":
+            if not self.remote:
+                raise FlashError(f"{self.spec}: SFTP is for ssh targets; install rsync to flash local paths.")
+            from naturelm_edge.flash.sftp import sftp_sync
+
+            return sftp_sync(self, source, dest, basis)
         command = ["rsync", "-a", "--checksum", "--partial", "--delete", "--stats"]
         if basis:
             command.append(f"--copy-dest={basis}")
