@@ -152,4 +152,16 @@ def test_tegrastats_summary_gives_energy_per_audio_hour():
     assert summary["power_mean_w"] == pytest.approx((4.820 + 6.180) / 2)
     assert summary["energy_wh_per_audio_hour"] == pytest.approx(5.5 * 36 / 3600)
     assert summary["ram_peak_mb"] == 2671 and summary["gpu_load_mean"] == pytest.approx(20.5)
+    assert summary["max_temperature_c"]["cpu"] == 46.5 and summary["max_temperature_c"]["tj"] == 46.5
+    agx = tegrastats.parse((DATA / "agx-orin-jetpack6.txt").read_text().splitlines()[0])
+    assert "gpu" not in agx.temperatures_c and agx.temperatures_c["tboard"] == 32.0  # -256 C: sensor off
     assert tegrastats.parse("not a tegrastats line") is None
+
+
+def test_report_shows_jetson_power_when_sampled(quick_report):
+    from naturelm_edge.bench.report import markdown
+
+    report, *_ = quick_report
+    samples = [tegrastats.parse(line) for line in (DATA / "orin-nano-jetpack6.txt").read_text().splitlines()]
+    text = markdown(dict(report, tegrastats=tegrastats.summarise(samples, 10.0, report["audio"]["seconds"])))
+    assert "5.50 W mean" in text and "hottest sensor 46.5 C" in text

@@ -156,7 +156,8 @@ def markdown(report: dict) -> str:
     g = report.get("tegrastats")
     if g and g.get("power_mean_w") is not None:
         lines.append(f"- tegrastats: {g['power_mean_w']:.2f} W mean, {g['energy_wh_per_audio_hour']:.3f} Wh per audio hour, "
-                     f"RAM peak {g['ram_peak_mb']} MB")
+                     f"RAM peak {g['ram_peak_mb']} MB, hottest sensor "
+                     f"{max(g['max_temperature_c'].values(), default=float('nan')):.1f} C")
     lines += ["", "## Verdict", "", f"**{'meets' if v['ok'] else 'misses'} {report['profile']}'s budgets**", ""]
     for name, check in v["checks"].items():
         lines.append(f"- {name}: {'ok' if check['ok'] else ('n/a' if check['ok'] is None else 'MISSED')} "

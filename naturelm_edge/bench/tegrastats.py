@@ -1,4 +1,4 @@
-"""Power, memory and load on Jetsons, from NVIDIA's ``tegrastats`` (sampled while the benchmark runs).
+"""Power, temperatures, memory and load on Jetsons, from NVIDIA's ``tegrastats`` (sampled while the benchmark runs).
 
 Lines differ by JetPack release: Orin prints ``VDD_IN 4820mW/4820mW`` with a date in front, Xavier
 ``VDD_IN 4302/4302``, the Nano ``POM_5V_IN 2093/2093``. Each rail is ``NAME current/average``; the board's
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 RAM = re.compile(r"RAM (\d+)/(\d+)MB")
 CPU = re.compile(r"CPU \[([^\]]*)\]")
 GPU = re.compile(r"GR3D_FREQ (\d+)%")
+TEMPERATURE = re.compile(r"\b([A-Za-z][A-Za-z0-9_]*)@(-?\d+(?:\.\d+)?)C\b")
 RAIL = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)(?:mW)?/(\d+)(?:mW)?\b")
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
 
@@ -28,6 +29,7 @@ class Sample:
     cpu_load: list[float]  # per online core, percent
     gpu_load: float | None
     rails_mw: dict[str, int] = field(default_factory=dict)
+    temperatures_c: dict[str, float] = field(default_factory=dict)
 
     @property
     def power_mw(self) -> int | None:
@@ -46,7 +48,9 @@ def parse(line: str) -> Sample | None:
     loads = [float(c.split("%")[0]) for c in cpu.group(1).split(",") if "%" in c] if cpu else []
     gpu = GPU.search(line)
     rails = {name: int(current) for name, current, _ in RAIL.findall(line[ram.end():]) if name not in ("RAM", "SWAP")}
-    return Sample(int(ram.group(1)), int(ram.group(2)), loads, float(gpu.group(1)) if gpu else None, rails)
+    # -256 C is how tegrastats shows a sensor that is powered off (AGX Orin's CV and GPU when idle)
+    temperatures = {name.lower(): float(t) for name, t in TEMPERATURE.findall(line) if float(t) > -200}
+    return Sample(int(ram.group(1)), int(ram.group(2)), loads, float(gpu.group(1)) if gpu else None, rails, temperatures)
 
 
 def summarise(samples: list[Sample], seconds: float, audio_s: float) -> dict:
@@ -61,6 +65,8 @@ def summarise(samples: list[Sample], seconds: float, audio_s: float) -> dict:
         "power_mean_w": mean_mw / 1000 if mean_mw is not None else None,
         "energy_wh_per_audio_hour": (mean_mw / 1000 * seconds / 3600) / (audio_s / 3600) if mean_mw and audio_s else None,
         "rails": sorted({name for s in samples for name in s.rails_mw}),
+        "max_temperature_c": {name: max(s.temperatures_c[name] for s in samples if name in s.temperatures_c)
+                              for name in sorted({n for s in samples for n in s.temperatures_c})},
     }
 
 
