@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from naturelm_edge.audio import WindowSpec, iter_windows, load, prepare, probe, read_blocks, stream
+from naturelm_edge.audio import WindowSpec, fbank, iter_windows, load, prepare, probe, read_blocks, stream
 from naturelm_edge.errors import AudioError
 
 
@@ -120,3 +120,15 @@ def test_windows_cover_everything_once():
     assert np.allclose(windows[-1].samples[:7], signal[20:]) and not windows[-1].samples[7:].any()
     short = list(iter_windows([signal[:3]], spec))
     assert len(short) == 1 and short[0].valid == 3
+
+
+def test_overlapping_windows_share_fbank_frames_exactly(audio_dir):
+    """Reusing the previous window's frames gives exactly the fbank of each window computed whole."""
+    from naturelm_edge.audio.frontend import window_features
+
+    recording = audio_dir / "opensoundscape" / "1min.wav"
+    for spec in (WindowSpec(10.0, 5.0), WindowSpec(10.0, 3.3), WindowSpec(10.0, 5.005)):  # the last: no reuse
+        windows = list(window_features(recording, spec))
+        assert len(windows) >= 10
+        for window, features in windows:
+            assert np.array_equal(features, fbank(window.samples)), (spec, window.start)

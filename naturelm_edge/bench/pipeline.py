@@ -17,6 +17,7 @@ import numpy as np
 
 from naturelm_edge.audio import WindowSpec, fbank, iter_windows
 from naturelm_edge.audio.decode import probe, stream
+from naturelm_edge.audio.frontend import WindowFeatures
 from naturelm_edge.bench.clock import StageClock
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
@@ -144,6 +145,7 @@ class Measurement:
         probe(path)  # a broken file fails here, before it counts
         blocks = _timed_blocks(stream(path, self.spec.sample_rate, time_expansion=expansion), clock)
         covered = 0
+        features_of = WindowFeatures(self.spec)  # the runtime's front end, frames shared across the hop
         for window in iter_windows(blocks, self.spec):
             if self.settings.max_windows is not None and self.windows >= self.settings.max_windows:
                 break
@@ -151,7 +153,7 @@ class Measurement:
             self.windows += 1
             started = time.perf_counter()
             with clock("fbank"):
-                features = fbank(window.samples)
+                features = features_of(window)
             with clock("gate"):
                 passed = self.gate(features).passed
             if passed:
