@@ -144,6 +144,9 @@ def test_oversized_and_non_audio_uploads(server):
     junk = request("junk:1").to_json() | {"audio_flac_b64": "bm90IGF1ZGlvIGF0IGFsbA=="}  # "not audio at all"
     status, reply = post_raw(server.url, json.dumps(junk).encode(), auth)
     assert status == 415 and "no FLAC or WAV audio" in reply["error"]
+    bad_rate = request("rate:1").to_json() | {"sample_rate": 0}
+    status, reply = post_raw(server.url, json.dumps(bad_rate).encode(), auth)
+    assert status == 422 and "sample_rate 0" in reply["error"]
     status, reply = post_raw(server.url, b"RIFF....", {**auth, "Content-Type": "audio/wav"})
     assert status == 415 and "application/json" in reply["error"]
 

@@ -176,6 +176,10 @@ def create_app(settings: ServeSettings, model=None) -> FastAPI:  # noqa: ANN001 
             return refuse(422, f"not an escalation request: {err}")
         if escalation.schema != SCHEMA:
             return refuse(422, f"schema {escalation.schema} is not supported (this server speaks {SCHEMA})")
+        if not isinstance(escalation.sample_rate, int) or not 1_000 <= escalation.sample_rate <= 1_000_000:
+            return refuse(422, f"sample_rate {escalation.sample_rate!r} is not a rate in Hz between 1000 and 1000000")
+        if not isinstance(escalation.question, str) or not escalation.question.strip():
+            return refuse(422, "the question is empty")
         stored = store.get(escalation.escalation_id)
         if stored is not None:
             requests_total.labels("200").inc()
