@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,6 +15,7 @@ from naturelm_edge.errors import EdgeError
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 state = {"debug": False}
+ProfilesDir = Annotated[Path | None, typer.Option("--profiles-dir", help="Folder of your own profile TOML files.")]
 F = TypeVar("F", bound=Callable[..., Any])
 
 

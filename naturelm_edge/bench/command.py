@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from naturelm_edge.cli_common import console, err_console, user_errors
+from naturelm_edge.cli_common import ProfilesDir, console, err_console, user_errors
 from naturelm_edge.errors import EdgeError
 
 DEFAULT_OUT = Path("benchmarks/results")
@@ -100,7 +100,7 @@ def compare(paths: list[Path]) -> None:
 def bench(
     args: Annotated[list[str], typer.Argument(help="BUNDLE, or: compare A.json B.json ...", show_default=False)],
     profile: Annotated[str | None, typer.Option(help="Device profile; default: the detected device.")] = None,
-    profiles_dir: Annotated[Path | None, typer.Option("--profiles-dir", help="Folder of your own profile TOML files.")] = None,
+    profiles_dir: ProfilesDir = None,
     audio: Annotated[list[Path] | None, typer.Option("--audio", help="Recordings (default: the shared set).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A few windows only: checks, not figures.")] = False,
     out: Annotated[Path, typer.Option("--out", help="Results root; files go to OUT/<device>/<profile>/.")] = DEFAULT_OUT,

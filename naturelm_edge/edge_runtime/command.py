@@ -1,0 +1,175 @@
+"""``edge-run``: the field command (files, folders, a watched folder, stdin or a microphone)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from naturelm_edge.cli_common import ProfilesDir, console, err_console, user_errors
+
+
+run_app = typer.Typer(help="Run on-device detection on recordings or a live stream.", add_completion=False,
+                      pretty_exceptions_enable=False)
+
+
+@run_app.command()
+@user_errors
+def edge_run(
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="Bundle directory or .tar (verified before any audio).")] = None,
+    inputs: Annotated[list[Path] | None, typer.Option("--input", help="Recordings or folders (recursive).")] = None,
+    stdin: Annotated[bool, typer.Option("--stdin", help="Raw S16_LE PCM on stdin (arecord | edge-run --stdin).")] = False,
+    mic: Annotated[bool, typer.Option("--mic", help="Capture from a microphone (PortAudio).")] = False,
+    watch: Annotated[Path | None, typer.Option(help="Folder a recorder drops files into; each is read once complete.")] = None,
+    idle_exit: Annotated[float | None, typer.Option(help="With --watch: exit after this many seconds without new files.")] = None,
+    device: Annotated[str | None, typer.Option(help="Input device index or name substring (default: the first).")] = None,
+    list_devices: Annotated[bool, typer.Option("--list-devices", help="List input devices and exit.")] = False,
+    max_seconds: Annotated[float | None, typer.Option(help="Stop live capture after this much audio.")] = None,
+    rate: Annotated[int, typer.Option(help="Sample rate of --stdin.")] = 48000,
+    channels: Annotated[int, typer.Option(help="Channels of --stdin.")] = 1,
+    profile: Annotated[str | None, typer.Option(help="Device profile; default: the detected device.")] = None,
+    profiles_dir: ProfilesDir = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (events.db, JSONL, CSV, Raven).")] = Path("edge-run-out"),
+    escalate: Annotated[str | None, typer.Option(help="URL of the full model, 'queue' or 'off'; default: the profile's.")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="Bearer token for --escalate URL.")] = None,
+    time_expansion: Annotated[float | None, typer.Option(help="Slow ultrasonic audio N times (bats: 10).")] = None,
+    no_gate: Annotated[bool, typer.Option("--no-gate", help="Send every window to the models.")] = False,
+    gate_margin_db: Annotated[float, typer.Option(help="How far above the noise floor a window must reach.")] = 10.0,
+    threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
+    trusted_keys: Annotated[Path | None, typer.Option(help="Only accept bundles signed by these keys.")] = None,
+    self_test: Annotated[bool, typer.Option("--self-test", help="Check bundle, profile and providers; print a verdict.")] = False,
+    install_service: Annotated[bool, typer.Option("--install-service", help="Write a systemd unit running this command.")] = False,
+    service_path: Annotated[Path, typer.Option(help="Where --install-service writes the unit.")] = Path("/etc/systemd/system/naturelm-edge.service"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Stream audio through the gate and the on-device models; escalate when unsure; never lose an event."""
+    if install_service:
+        write_service(service_path)
+        return
+    if list_devices:
+        from naturelm_edge.edge_runtime.microphone import list_devices as devices
+
+        for d in devices():
+            console.print(f"{d.index:3d}  {d.name}  ({d.channels} channels, {d.rate} Hz)", highlight=False)
+        return
+    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.device_profiles import detect, get
+    from naturelm_edge.edge_runtime.gate import GateSettings
+    from naturelm_edge.errors import EdgeError
+
+    if bundle is None:
+        raise EdgeError("give --bundle DIR (a bundle from `edge build`).")
+    from naturelm_edge.edge_runtime.runner import RunOptions, Runner
+    from naturelm_edge.edge_runtime.sources import file_sources, stdin_source
+
+    loaded = load_bundle(bundle, trusted_keys)
+    chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
+    if self_test:
+        run_self_test(loaded, chosen)
+        return
+    if sum([bool(inputs), stdin, mic, watch is not None]) != 1:
+        raise EdgeError("give one of --input PATH (files or folders), --watch DIR, --stdin or --mic.")
+    mode = escalate or chosen.escalation.get("mode", "queue")
+    token = None
+    if token_file is not None:
+        from naturelm_edge.serve.schema import read_tokens
+
+        tokens = read_tokens(token_file) if token_file.is_file() else []
+        if not tokens:
+            raise EdgeError(f"{token_file}: no bearer token in it (one per line; # starts a comment).")
+        token = tokens[0]
+    options = RunOptions(out, "off" if mode == "off" else mode, token,
+                         GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
+                         confidence_threshold=threshold)
+    runner = Runner(loaded, chosen, options, err_console)
+    from naturelm_edge.audio import WindowSpec
+
+    audio = loaded.manifest["audio"]
+    spec = WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
+    # the flag, else the device profile (a bat station), else the bundle's default
+    expansion = time_expansion or chosen.audio.get("time_expansion") or audio.get("time_expansion") or 1.0
+    microphone = None
+    if mic:
+        from naturelm_edge.edge_runtime.microphone import Microphone, mic_source
+
+        microphone = Microphone(device, spec.sample_rate, max_seconds=max_seconds, time_expansion=expansion)
+        sources = [mic_source(microphone, spec)]
+    elif stdin:
+        sources = [stdin_source(spec, rate, channels, time_expansion=expansion)]
+    elif watch is not None:
+        from naturelm_edge.edge_runtime.watch import FolderWatcher
+
+        if not watch.is_dir():
+            raise EdgeError(f"{watch}: no such folder to watch.")
+        sources = FolderWatcher(watch, spec, expansion, poll_s=1.0, idle_exit_s=idle_exit).sources()
+    else:
+        sources = file_sources(inputs or [], spec, expansion)
+    if runner.summary.missing_providers:
+        err_console.print(f"[yellow]note:[/yellow] {', '.join(runner.summary.missing_providers)} not available here; "
+                          f"running on {', '.join(runner.summary.providers)}", highlight=False)
+    if "tiny" in str(loaded.manifest.get("source_checkpoint", {}).get("id", "")):
+        err_console.print("[yellow]note: this bundle comes from a tiny checkpoint; its answers mean little[/yellow]")
+    summary = runner.run(sources)
+    console.print(
+        f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, answered {summary.answered}, "
+        f"escalated {summary.escalated} (delivered {summary.delivered}, queued {summary.queue}), "
+        f"failed files {len(summary.failed)}, clips saved {summary.clips_saved} (skipped {summary.clips_skipped}), "
+        f"real-time factor {summary.real_time_factor:.3f} -> {out / 'events.db'}")
+    if microphone is not None:
+        stats = microphone.stats
+        console.print(f"microphone {microphone.device.name if microphone.device else device}: {stats.seconds:.1f} s "
+                      f"captured, {stats.overflows} overflows, {stats.reopens} reopens")
+
+
+def write_service(path: Path) -> None:
+    """A systemd unit that runs this very edge-run command line (without the service options)."""
+    import shlex
+    from importlib import resources
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--install-service" or arg.startswith("--service-path="):
+            continue
+        if arg == "--service-path":
+            skip = True
+            continue
+        args.append(str(Path(arg).resolve()) if Path(arg).exists() else arg)
+    executable = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "edge-run" else None
+    command = [str(executable)] if executable else [sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()"]
+    template = resources.files("naturelm_edge.edge_runtime").joinpath("naturelm-edge.service").read_text()
+    unit = template.format(exec_start=shlex.join(command + args), workdir=Path.cwd())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(unit)
+    console.print(f"wrote {path}; enable it with: sudo systemctl daemon-reload && sudo systemctl enable --now {path.stem}")
+
+
+def run_self_test(bundle, profile) -> None:  # noqa: ANN001 - Bundle, Profile
+    """Bundle verified (done by the caller), profile loaded, providers present, one window answered."""
+    import numpy as np
+
+    from naturelm_edge.audio import fbank
+    from naturelm_edge.edge_runtime.engine import Engine
+    from naturelm_edge.errors import EdgeError
+    from naturelm_edge.sample_data import synthetic_soundscape
+
+    engine = Engine(bundle, profile)
+    started = time.perf_counter()
+    result = engine.answer(engine.audio_tokens(fbank(synthetic_soundscape(10.0))))
+    elapsed = time.perf_counter() - started
+    checks = [("bundle", True, f"{bundle.id}, {len(bundle.manifest['files'])} files verified"),
+              ("profile", True, profile.name),
+              ("providers", not engine.missing or len(engine.providers) > 0,
+               f"running on {', '.join(engine.providers)}" + (f"; missing {', '.join(engine.missing)}" if engine.missing else "")),
+              ("inference", bool(np.isfinite(result.answer.confidence_mean)),
+               f"one window in {elapsed * 1000:.0f} ms, answer {result.answer.text!r}")]
+    for name, ok, detail in checks:
+        console.print(f"{'[green]ok[/green]' if ok else '[red]FAIL[/red]'}  {name}: {detail}", highlight=False)
+    if not all(ok for _, ok, _ in checks):
+        raise EdgeError("self-test failed.")
+    console.print("self-test passed")
