@@ -97,6 +97,11 @@ def test_fresh_install_then_update_moves_only_the_changed_file(bundle, sshd, rec
     assert back.returncode == 0, back.stdout + back.stderr
     assert current(device) == f"bundles/{bundle_id}" and os.readlink(device / "previous") == f"bundles/{new_id}"
 
+    third = variant(bundle, tmp_path / "v3", {"labels.txt": b"House Sparrow\n"})
+    assert edge("flash", str(third), sshd.url(device), *ssh_args(sshd), "--no-health-check").returncode == 0
+    kept = sorted(p.name for p in (device / "bundles").iterdir())
+    assert kept == sorted([bundle_id, read_manifest(third)["bundle_id"]])  # current and previous; v2 removed
+
 
 def test_host_keys_unknown_refused_unless_accepted_changed_always_refused(bundle, sshd, record, tmp_path):
     sshd.known_hosts.write_text("")

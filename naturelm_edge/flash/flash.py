@@ -131,6 +131,21 @@ echo "$prev"
 """
 
 
+PRUNE = """cd {root}
+cur=$(basename "$(readlink current 2>/dev/null)" 2>/dev/null)
+prev=$(basename "$(readlink previous 2>/dev/null)" 2>/dev/null)
+cd bundles
+for d in * .*.partial; do
+  case "$d" in "$cur"|"$prev"|"."|"..") ;; *) if [ -d "$d" ]; then rm -rf -- "$d"; fi ;; esac
+done
+"""
+
+
+def prune(target: Target) -> None:
+    """Keep only the bundles ``current`` and ``previous`` point at (a rollback needs no more); field cards are small."""
+    target.check(PRUNE.format(root=shlex.quote(target.root)), "removal of old bundles")
+
+
 def switch(target: Target, bundle_id: str) -> str | None:
     """Point ``current`` at the bundle (``previous`` at what was current); return the old target."""
     out = target.check(SWITCH.format(root=shlex.quote(target.root), new=shlex.quote(f"bundles/{bundle_id}")), "switch")
@@ -184,6 +199,7 @@ def flash(bundle: Bundle, target: Target, options: FlashOptions) -> FlashResult:
                 raise FlashError(f"{err} Switched back to {old or 'nothing (fresh install)'}.") from None
         if options.restart_service:
             target.check(_q("systemctl", "restart", options.restart_service), "service restart")
+        prune(target)
         return FlashResult(target.spec, True, outcome, time.perf_counter() - started, sent, bundle.id)
     except FlashError as err:
         return FlashResult(target.spec, False, str(err), time.perf_counter() - started, sent, bundle.id)
