@@ -143,6 +143,7 @@ class Measurement:
     def _file(self, path: Path, store: EventStore) -> None:
         clock, expansion = self.clock, self.settings.time_expansion
         probe(path)  # a broken file fails here, before it counts
+        self.gate.reset()  # as edge-run does for each recording
         blocks = _timed_blocks(stream(path, self.spec.sample_rate, time_expansion=expansion), clock)
         covered = 0
         features_of = WindowFeatures(self.spec)  # the runtime's front end, frames shared across the hop

@@ -3,7 +3,8 @@
 It reuses the features the encoder needs anyway (no second transform): the log-mel energies of the band
 where calls live, per frame. A window passes when its loud frames stand ``margin_db`` above the noise floor;
 the floor follows the quietest windows (it rises slowly and falls fast), so steady wind or rain does not
-open the gate and a quiet night does not close it. Digital silence never passes.
+open the gate and a quiet night does not close it. Digital silence never passes and never moves the floor
+(one muted second would otherwise open the gate for minutes), and each recording starts a floor of its own.
 """
 
 from __future__ import annotations
@@ -51,14 +52,19 @@ class EnergyGate:
         frames_db = band.mean(axis=1) * DB_PER_NEPER
         loud = float(np.quantile(frames_db, self.settings.loud_quantile))
         quiet = float(np.quantile(frames_db, self.settings.quiet_quantile))
-        if self.floor_db is None:
-            self.floor_db = quiet
-        elif quiet < self.floor_db:
+        silent = loud <= self.silence_db + 1.0
+        if silent:
+            pass  # digital silence (a muted input, a recorder's gap) says nothing about the noise floor
+        elif self.floor_db is None or quiet < self.floor_db:
             self.floor_db = quiet
         else:
             self.floor_db += self.settings.rise * (quiet - self.floor_db)
+        floor = self.floor_db if self.floor_db is not None else quiet
         if not self.settings.enabled:
-            return GateDecision(True, loud, self.floor_db)
-        silent = loud <= self.silence_db + 1.0
-        return GateDecision(not silent and loud - self.floor_db >= self.settings.margin_db, loud, self.floor_db)
+            return GateDecision(True, loud, floor)
+        return GateDecision(not silent and loud - floor >= self.settings.margin_db, loud, floor)
+
+    def reset(self) -> None:
+        """Forget the noise floor: a new recording may come from another recorder, gain or place."""
+        self.floor_db = None
 

@@ -126,6 +126,7 @@ class Runner:
 
     def _run_source(self, source: Source) -> None:
         self._source = source
+        self.gate.reset()
         try:
             for window, features in source.windows():
                 offset_s = window.start / self.spec.sample_rate / source.time_expansion
