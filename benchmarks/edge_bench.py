@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.quantization import official_encoder
+from benchmarks.quantization import HELD_OUT, official_encoder
 
 EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
 
@@ -32,7 +32,7 @@ def int8_encoder(work: Path) -> Path:
     audio = shared_audio_dir()
     if audio is None:
         raise SystemExit("no recordings: set NATURELM_EDGE_AUDIO")
-    held_out = [f for folder in ("whombat", "Rthoptera", "librosa-data") for f in list_audio(audio / folder)]
+    held_out = [f for folder in HELD_OUT for f in list_audio(audio / folder)]
     calib = calibration_set(held_out[::2], WindowSpec(), 8)
     fp32 = official_encoder(work / "official-encoder-fp32.onnx")
     quantize(fp32, out, QuantSpec("int8-static", "x86", "minmax", keep_attention_float=True),

@@ -40,13 +40,14 @@ def run_bench(bundle_path: Path, profile_name: str | None, audio: list[Path] | N
     from naturelm_edge.bench.tegrastats import TegraStats, summarise
     from naturelm_edge.bundle.manifest import load_bundle
     from naturelm_edge.device_profiles import DeviceFacts, detect, get
+    from naturelm_edge.edge_runtime.sources import resolve_time_expansion
 
     bundle = load_bundle(bundle_path)
     facts = DeviceFacts.read()
     profile = get(profile_name, profiles_dir) if profile_name else detect(facts, profiles_dir)
     if encoder is not None and not encoder.is_file():
         raise EdgeError(f"{encoder}: no such encoder ONNX file.")
-    expansion = time_expansion or bundle.manifest["audio"].get("time_expansion", 1.0)
+    expansion = resolve_time_expansion(time_expansion, profile, bundle)  # as edge-run resolves it
     settings = BenchSettings(quick=quick, time_expansion=expansion, encoder=encoder,
                              escalation_rounds=5 if quick else 20)
     with tempfile.TemporaryDirectory() as scratch:

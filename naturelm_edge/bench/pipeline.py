@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from naturelm_edge.audio import WindowSpec, fbank, iter_windows
+from naturelm_edge.audio import fbank, iter_windows
 from naturelm_edge.audio.decode import probe, stream
 from naturelm_edge.audio.frontend import WindowFeatures
 from naturelm_edge.bench.clock import StageClock
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
-from naturelm_edge.edge_runtime.engine import Engine, session_options
+from naturelm_edge.edge_runtime.engine import Engine, encode, session_options
 from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
 from naturelm_edge.edge_runtime.store import EventStore
 from naturelm_edge.errors import AudioError
@@ -98,8 +98,7 @@ class Measurement:
     def __init__(self, bundle: Bundle, profile: Profile, settings: BenchSettings) -> None:
         self.bundle, self.profile, self.settings = bundle, profile, settings
         self.clock = StageClock()
-        audio = bundle.manifest["audio"]
-        self.spec = WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
+        self.spec = bundle.window_spec
         self.rss_before_load = rss_mb()
         started = time.perf_counter()
         self.engine = Engine(bundle, profile)
@@ -120,7 +119,7 @@ class Measurement:
 
     def warm_up(self) -> None:
         features = fbank(np.random.default_rng(0).normal(0, 0.1, self.spec.window).astype(np.float32))
-        tokens = self.encoder.run(None, {"fbank": features[None]})[0][0]
+        tokens = encode(self.encoder, features)
         self.own_tokens_fit = tokens.shape[-1] == self.engine.decoder.audio_proj_weight.shape[1]
         self.engine.answer(tokens if self.own_tokens_fit else self.engine.audio_tokens(features))
 
@@ -159,7 +158,7 @@ class Measurement:
                 passed = self.gate(features).passed
             if passed:
                 with clock("encoder"):
-                    tokens = self.encoder.run(None, {"fbank": features[None].astype(np.float32)})[0][0]
+                    tokens = encode(self.encoder, features)
                 if not self.own_tokens_fit:  # the override's tokens have another width: feed the bundle's
                     tokens = self.engine.audio_tokens(features)
                 with clock("decoder"):

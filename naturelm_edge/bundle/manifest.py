@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from naturelm_edge import __version__
+from naturelm_edge.audio import WindowSpec
 from naturelm_edge.errors import EdgeError
 from naturelm_edge.hashing import sha256_file
 
@@ -111,6 +112,12 @@ class Bundle:
     @property
     def id(self) -> str:
         return self.manifest["bundle_id"]
+
+    @property
+    def window_spec(self) -> WindowSpec:
+        """Window, hop and sample rate the bundle was built for (never constants on the device)."""
+        audio = self.manifest["audio"]
+        return WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
 
     def file(self, role: str) -> Path:
         for entry in self.manifest["files"]:

@@ -63,7 +63,7 @@ def edge_run(
     if bundle is None:
         raise EdgeError("give --bundle DIR (a bundle from `edge build`).")
     from naturelm_edge.edge_runtime.runner import RunOptions, Runner
-    from naturelm_edge.edge_runtime.sources import file_sources, stdin_source
+    from naturelm_edge.edge_runtime.sources import file_sources, resolve_time_expansion, stdin_source
 
     loaded = load_bundle(bundle, trusted_keys)
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
@@ -85,12 +85,8 @@ def edge_run(
                          GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
                          confidence_threshold=threshold)
     runner = Runner(loaded, chosen, options, err_console)
-    from naturelm_edge.audio import WindowSpec
-
-    audio = loaded.manifest["audio"]
-    spec = WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
-    # the flag, else the device profile (a bat station), else the bundle's default
-    expansion = time_expansion or chosen.audio.get("time_expansion") or audio.get("time_expansion") or 1.0
+    spec = runner.spec
+    expansion = resolve_time_expansion(time_expansion, chosen, loaded)
     microphone = None
     if mic:
         from naturelm_edge.edge_runtime.microphone import Microphone, mic_source

@@ -46,6 +46,11 @@ def session_options(profile: Profile):  # noqa: ANN201 - onnxruntime.SessionOpti
     return options
 
 
+def encode(session, features: np.ndarray) -> np.ndarray:  # noqa: ANN001 - onnxruntime.InferenceSession
+    """Audio tokens (tokens, dim) of one window's fbank (frames, 128) through an encoder session."""
+    return session.run(None, {"fbank": features[None].astype(np.float32)})[0][0]
+
+
 @dataclass
 class WindowAnswer:
     question: str
@@ -72,7 +77,7 @@ class Engine:
         self.questions = [t["question"] for t in bundle.manifest["prompts"]["tasks"]]
 
     def audio_tokens(self, features: np.ndarray) -> np.ndarray:
-        return self.encoder.run(None, {"fbank": features[None].astype(np.float32)})[0][0]
+        return encode(self.encoder, features)
 
     def answer(self, tokens: np.ndarray, question: str | None = None) -> WindowAnswer:
         question = question or self.questions[0]

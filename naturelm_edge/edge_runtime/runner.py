@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from naturelm_edge.audio import WindowSpec
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
@@ -77,8 +76,7 @@ class Runner:
         self.console = console or Console(stderr=True, soft_wrap=True)
         options.out.mkdir(parents=True, exist_ok=True)
         self.engine = Engine(bundle, profile)
-        audio = bundle.manifest["audio"]
-        self.spec = WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
+        self.spec = bundle.window_spec
         self.store = EventStore(options.out / "events.db")
         self.sinks = Sinks(options.out, options.formats)
         self.gate = EnergyGate(options.gate)

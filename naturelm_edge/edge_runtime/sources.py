@@ -14,6 +14,8 @@ import numpy as np
 from naturelm_edge.audio import WindowSpec, window_features
 from naturelm_edge.audio.frontend import stream_features
 from naturelm_edge.audio.resample import StreamResampler
+from naturelm_edge.bundle.manifest import Bundle
+from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.timestamps import recording_start
 from naturelm_edge.errors import EdgeError
 from naturelm_edge.sample_data import list_audio
@@ -29,6 +31,11 @@ class Source:
     windows: object  # () -> Iterator[tuple[Window, np.ndarray]]
     stop: object = None  # () -> None: ask a live source to finish its current block
     overflows: object = None  # () -> int: blocks a live source has dropped so far
+
+
+def resolve_time_expansion(requested: float | None, profile: Profile, bundle: Bundle) -> float:
+    """The flag, else the device profile's (a bat station), else the bundle's default, else 1."""
+    return requested or profile.audio.get("time_expansion") or bundle.manifest["audio"].get("time_expansion") or 1.0
 
 
 def file_sources(paths: list[Path], spec: WindowSpec, time_expansion: float = 1.0) -> list[Source]:

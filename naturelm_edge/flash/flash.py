@@ -111,21 +111,29 @@ def _manifest_entry(bundle: Bundle) -> dict:
     return {"path": "manifest.json", "sha256": sha256_file(bundle.root / "manifest.json")}
 
 
-SWITCH = """set -e
-cd {root}
+def point(link: str, to: str) -> str:
+    """Shell that points symlink ``link`` at ``to`` atomically: a new link, renamed over the old one.
+
+    ``to`` is a shell word (quoted, or a quoted variable expansion).
+    """
+    return f"ln -sfn {to} .{link}.new && mv -T .{link}.new {link}"
+
+
+SWITCH = f"""set -e
+cd {{root}}
 old=$(readlink current 2>/dev/null || true)
-if [ -n "$old" ] && [ "$old" != {new} ]; then ln -sfn "$old" .previous.new && mv -T .previous.new previous; fi
-ln -sfn {new} .current.new && mv -T .current.new current
+if [ -n "$old" ] && [ "$old" != {{new}} ]; then {point("previous", '"$old"')}; fi
+{point("current", "{new}")}
 sync
 echo "$old"
 """
 
-ROLLBACK = """set -e
-cd {root}
+ROLLBACK = f"""set -e
+cd {{root}}
 cur=$(readlink current)
 prev=$(readlink previous)
-ln -sfn "$prev" .current.new && mv -T .current.new current
-ln -sfn "$cur" .previous.new && mv -T .previous.new previous
+{point("current", '"$prev"')}
+{point("previous", '"$cur"')}
 sync
 echo "$prev"
 """
@@ -155,7 +163,7 @@ def switch(target: Target, bundle_id: str) -> str | None:
 def switch_back(target: Target, old: str | None) -> None:
     root = shlex.quote(target.root)
     if old:
-        target.check(f"cd {root} && ln -sfn {shlex.quote(old)} .current.new && mv -T .current.new current && sync", "rollback")
+        target.check(f"cd {root} && {point('current', shlex.quote(old))} && sync", "rollback")
     else:  # a fresh install that failed: no current is better than a broken one
         target.check(f"cd {root} && rm -f current && sync", "rollback")
 

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,6 @@ class ServeSettings:
     max_body_bytes: int = MAX_BODY_BYTES
     rate_per_minute: float = 600.0  # per token (or client address without tokens)
     burst: int = 60
-    extra: dict = field(default_factory=dict)
 
     def tokens(self) -> list[bytes]:
         return [t.encode() for t in read_tokens(self.token_file)] if self.token_file else []
