@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import subprocess
@@ -19,6 +20,12 @@ def run_edge(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """``edge-run ARGS`` in a fresh interpreter, as a device runs it."""
     return subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()", *args],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``edge ARGS`` in a fresh interpreter (its own peak memory, its own exit code)."""
+    return subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run; run()", *args],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def events(out: Path) -> list[dict]:

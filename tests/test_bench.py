@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from typer.testing import CliRunner
 from naturelm_edge.bench import tegrastats
 from naturelm_edge.bench.birdnet import model_path
 from naturelm_edge.cli import app
+from tests.helpers import run_cli
 
 runner = CliRunner()
 DATA = Path(__file__).parent / "data" / "tegrastats"
@@ -27,8 +26,7 @@ def quick_report(bundle, audio_dir, tmp_path_factory):
     for path in recordings:
         args += ["--audio", str(path)]
     # its own process, as users run it: peak RSS is then the benchmark's, not pytest's
-    result = subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run; run()", *args],
-                            capture_output=True, text=True, timeout=600)
+    result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     files = sorted(out.rglob("bench.*"))
     return json.loads(next(f for f in files if f.suffix == ".json").read_text()), files, result.stdout

@@ -16,17 +16,13 @@ import pytest
 
 from naturelm_edge.bundle.manifest import file_entry, new_manifest, read_manifest
 from naturelm_edge.hashing import sha256_file
+from tests.helpers import run_cli
 from tests.sshd import Sshd
 
 pytestmark = pytest.mark.skipif(shutil.which("rsync") is None or not Path("/usr/sbin/sshd").exists(),
                                 reason="needs rsync and OpenSSH's sshd (apt install rsync openssh-server)")
 if os.environ.get("CI") == "true":
     pytestmark = []  # CI installs both: there a missing one must fail, not skip
-
-
-def edge(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run; run()", *args],
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture()
@@ -71,7 +67,7 @@ def current(root: Path) -> str:
 def test_fresh_install_then_update_moves_only_the_changed_file(bundle, sshd, record, tmp_path):
     device = tmp_path / "device"
     local = tmp_path / "sdcard"
-    first = edge("flash", str(bundle), sshd.url(device), str(local), *ssh_args(sshd))
+    first = run_cli("flash", str(bundle), sshd.url(device), str(local), *ssh_args(sshd))
     assert first.returncode == 0, first.stdout + first.stderr
     bundle_id = read_manifest(bundle)["bundle_id"]
     for root in (device, local):
@@ -83,22 +79,22 @@ def test_fresh_install_then_update_moves_only_the_changed_file(bundle, sshd, rec
     assert all(r["bytes_sent"] >= 0.9 * total for r in lines)  # everything moved the first time
 
     changed = variant(bundle, tmp_path / "v2", {"labels.txt": b"Great Plains toad\nHouse Sparrow\n"})
-    second = edge("flash", str(changed), sshd.url(device), *ssh_args(sshd))
+    second = run_cli("flash", str(changed), sshd.url(device), *ssh_args(sshd))
     assert second.returncode == 0, second.stdout + second.stderr
     new_id = read_manifest(changed)["bundle_id"]
     assert current(device) == f"bundles/{new_id}" and os.readlink(device / "previous") == f"bundles/{bundle_id}"
     update = json.loads(record.read_text().splitlines()[-1])
     assert update["result"].startswith("updated from") and update["bytes_sent"] < 0.05 * total  # one small file moved
 
-    again = edge("flash", str(changed), sshd.url(device), *ssh_args(sshd))
+    again = run_cli("flash", str(changed), sshd.url(device), *ssh_args(sshd))
     assert again.returncode == 0 and "already there, verified" in again.stdout
 
-    back = edge("flash", "--rollback", sshd.url(device), *ssh_args(sshd))
+    back = run_cli("flash", "--rollback", sshd.url(device), *ssh_args(sshd))
     assert back.returncode == 0, back.stdout + back.stderr
     assert current(device) == f"bundles/{bundle_id}" and os.readlink(device / "previous") == f"bundles/{new_id}"
 
     third = variant(bundle, tmp_path / "v3", {"labels.txt": b"House Sparrow\n"})
-    assert edge("flash", str(third), sshd.url(device), *ssh_args(sshd), "--no-health-check").returncode == 0
+    assert run_cli("flash", str(third), sshd.url(device), *ssh_args(sshd), "--no-health-check").returncode == 0
     kept = sorted(p.name for p in (device / "bundles").iterdir())
     assert kept == sorted([bundle_id, read_manifest(third)["bundle_id"]])  # current and previous; v2 removed
 
@@ -106,17 +102,17 @@ def test_fresh_install_then_update_moves_only_the_changed_file(bundle, sshd, rec
 def test_host_keys_unknown_refused_unless_accepted_changed_always_refused(bundle, sshd, record, tmp_path):
     sshd.known_hosts.write_text("")
     device = tmp_path / "device"
-    unknown = edge("flash", str(bundle), sshd.url(device), *ssh_args(sshd))
+    unknown = run_cli("flash", str(bundle), sshd.url(device), *ssh_args(sshd))
     assert unknown.returncode != 0 and "preflight failed" in unknown.stderr + unknown.stdout
     assert not (device / "current").exists()
-    accepted = edge("flash", str(bundle), sshd.url(device), *ssh_args(sshd), "--accept-new-host-key", "--no-health-check")
+    accepted = run_cli("flash", str(bundle), sshd.url(device), *ssh_args(sshd), "--accept-new-host-key", "--no-health-check")
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert Path(f"{sshd.host_key}.pub").read_text().split()[1] in sshd.known_hosts.read_text()  # now remembered
     other = tmp_path / "other_host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     kind, key = Path(f"{other}.pub").read_text().split()[:2]
     sshd.known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {kind} {key}\n")  # the device's key "changed"
-    changed = edge("flash", str(bundle), sshd.url(device), *ssh_args(sshd), "--accept-new-host-key")
+    changed = run_cli("flash", str(bundle), sshd.url(device), *ssh_args(sshd), "--accept-new-host-key")
     assert changed.returncode != 0 and "preflight failed" in changed.stdout + changed.stderr
 
 
@@ -135,7 +131,7 @@ def test_resume_after_the_connection_is_cut(bundle, sshd, record, tmp_path):
     cut.wait()
     time.sleep(1.0)
     assert not (device / "current").exists()  # nothing half-received was switched to
-    resumed = edge("flash", str(big), sshd.url(device), *ssh_args(sshd))
+    resumed = run_cli("flash", str(big), sshd.url(device), *ssh_args(sshd))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     sent = json.loads(record.read_text().splitlines()[-1])["bytes_sent"]
     assert sent < 0.9 * 24 * 2**20  # what arrived before the cut was not sent again
@@ -144,12 +140,12 @@ def test_resume_after_the_connection_is_cut(bundle, sshd, record, tmp_path):
 
 def test_corrupted_file_on_the_target_is_repaired(bundle, sshd, record, tmp_path):
     device = tmp_path / "device"
-    assert edge("flash", str(bundle), sshd.url(device), *ssh_args(sshd), "--no-health-check").returncode == 0
+    assert run_cli("flash", str(bundle), sshd.url(device), *ssh_args(sshd), "--no-health-check").returncode == 0
     encoder = device / "current" / "encoder.onnx"
     data = bytearray(encoder.read_bytes())
     data[len(data) // 2] ^= 0xFF
     encoder.write_bytes(bytes(data))
-    repaired = edge("flash", str(bundle), sshd.url(device), *ssh_args(sshd))
+    repaired = run_cli("flash", str(bundle), sshd.url(device), *ssh_args(sshd))
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert "repaired" in repaired.stdout
     assert encoder.read_bytes() == (bundle / "encoder.onnx").read_bytes()
@@ -157,10 +153,10 @@ def test_corrupted_file_on_the_target_is_repaired(bundle, sshd, record, tmp_path
 
 def test_failed_health_check_switches_back(bundle, record, tmp_path):
     device = tmp_path / "device"
-    assert edge("flash", str(bundle), str(device), "--python", sys.executable).returncode == 0
+    assert run_cli("flash", str(bundle), str(device), "--python", sys.executable).returncode == 0
     good = current(device)
     broken = variant(bundle, tmp_path / "broken", {"decoder.onnx": b"not an onnx graph, but the hashes match"})
-    result = edge("flash", str(broken), str(device), "--python", sys.executable)
+    result = run_cli("flash", str(broken), str(device), "--python", sys.executable)
     assert result.returncode != 0
     assert "health check" in result.stderr and "Switched back" in result.stderr
     assert current(device) == good  # the device still runs the bundle that worked
@@ -170,26 +166,26 @@ def test_failed_health_check_switches_back(bundle, record, tmp_path):
 def test_unsigned_bundle_refused_by_a_device_that_demands_signatures(bundle, sshd, record, tmp_path):
     device = tmp_path / "device"
     keys = tmp_path / "keys"
-    assert edge("bundle", "keygen", str(keys / "fleet")).returncode == 0
+    assert run_cli("bundle", "keygen", str(keys / "fleet")).returncode == 0
     (device / "trusted-keys").mkdir(parents=True)
     shutil.copy(keys / "fleet.pub", device / "trusted-keys" / "fleet.pub")
-    refused = edge("flash", str(bundle), sshd.url(device), *ssh_args(sshd))
+    refused = run_cli("flash", str(bundle), sshd.url(device), *ssh_args(sshd))
     assert refused.returncode != 0 and "signature verification" in refused.stderr
     assert not (device / "current").exists()
     signed = tmp_path / "signed"
     shutil.copytree(bundle, signed)
-    assert edge("bundle", "sign", str(signed), "--key", str(keys / "fleet.key")).returncode == 0
-    accepted = edge("flash", str(signed), sshd.url(device), *ssh_args(sshd))
+    assert run_cli("bundle", "sign", str(signed), "--key", str(keys / "fleet.key")).returncode == 0
+    accepted = run_cli("flash", str(signed), sshd.url(device), *ssh_args(sshd))
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
 
 
 def test_bad_targets_are_named(bundle, record, tmp_path):
-    result = edge("flash", str(bundle), "ftp://device/path")
+    result = run_cli("flash", str(bundle), "ftp://device/path")
     assert result.returncode != 0 and "ftp://device/path" in result.stderr
     damaged = tmp_path / "damaged"
     shutil.copytree(bundle, damaged)
     (damaged / "encoder.onnx").write_bytes((damaged / "encoder.onnx").read_bytes()[:1000])  # cut off in transfer
-    cut = edge("flash", str(damaged), str(tmp_path / "device"))
+    cut = run_cli("flash", str(damaged), str(tmp_path / "device"))
     assert cut.returncode != 0 and "encoder.onnx" in cut.stderr and not (tmp_path / "device").exists()
 
 
@@ -203,7 +199,7 @@ def test_sftp_when_rsync_is_not_there(bundle, sshd, record, tmp_path):
     half = (big / "extra.bin").read_bytes()[: 4 * 2**20]
     (partial / "extra.bin.part").write_bytes(half)  # what a cut connection left behind
     sftp = [*ssh_args(sshd), "--transfer", "sftp"]
-    first = edge("flash", str(big), sshd.url(device), *sftp)
+    first = run_cli("flash", str(big), sshd.url(device), *sftp)
     assert first.returncode == 0, first.stdout + first.stderr
     total = sum(f.stat().st_size for f in big.rglob("*") if f.is_file())
     sent = json.loads(record.read_text().splitlines()[-1])["bytes_sent"]
@@ -211,13 +207,13 @@ def test_sftp_when_rsync_is_not_there(bundle, sshd, record, tmp_path):
     assert (device / "current" / "extra.bin").read_bytes() == (big / "extra.bin").read_bytes()
 
     changed = variant(big, tmp_path / "v2", {"labels.txt": b"Great Plains toad\n"})
-    update = edge("flash", str(changed), sshd.url(device), *sftp)
+    update = run_cli("flash", str(changed), sshd.url(device), *sftp)
     assert update.returncode == 0, update.stdout + update.stderr
     entry = json.loads(record.read_text().splitlines()[-1])
     assert entry["result"].startswith("updated from") and entry["bytes_sent"] < 100_000  # unchanged files copied there
 
     (device / "current" / "extra.bin").write_bytes(b"damaged")
-    repaired = edge("flash", str(changed), sshd.url(device), *sftp)
+    repaired = run_cli("flash", str(changed), sshd.url(device), *sftp)
     assert repaired.returncode == 0 and "repaired" in repaired.stdout
     assert (device / "current" / "extra.bin").read_bytes() == (big / "extra.bin").read_bytes()
 

@@ -22,7 +22,7 @@ import pytest
 from naturelm_edge.sample_data import synthetic_soundscape
 from naturelm_edge.serve.client import post_escalation
 from naturelm_edge.serve.schema import PATH, EscalationRequest
-from tests.helpers import events, free_port, run_edge
+from tests.helpers import events, free_port, run_cli, run_edge
 
 TOKEN = "field-team-7f3a"
 
@@ -268,8 +268,7 @@ def test_tls(taught_teacher, tmp_path):
 
 
 def test_serve_refuses_half_a_tls_pair(taught_teacher, tmp_path):
-    result = subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run; run()", "serve", str(taught_teacher),
-                             "--tls-cert", str(tmp_path / "cert.pem")], capture_output=True, text=True, timeout=120)
+    result = run_cli("serve", str(taught_teacher), "--tls-cert", str(tmp_path / "cert.pem"), timeout=120)
     assert result.returncode != 0 and "--tls-key" in result.stderr
 
 
