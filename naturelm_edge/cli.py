@@ -203,6 +203,34 @@ def distill_train(
                   f"{summary['vocab']} tokens, final cross-entropy {summary['final_ce']:.3f} -> {out}")
 
 
+@distill_app.command("detector")
+@user_errors
+def distill_detector(
+    bundle: Annotated[Path, typer.Argument(help="Bundle to add the detection stage to.")],
+    audio: Annotated[Path, typer.Option("--audio", help="Labelled recordings (LABELS.csv: focal = calls, background = none).")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle to write (may be BUNDLE itself: replaced atomically).")],
+    labels: Annotated[Path | None, typer.Option(help="LABELS.csv; default: AUDIO/LABELS.csv.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Folder of AUDIO to keep out of training (repeatable).")] = None,
+    recall: Annotated[float, typer.Option(help="Share of held-back call windows the threshold must pass.")] = 0.98,
+    epochs: Annotated[int, typer.Option()] = 16,
+    seed: Annotated[int, typer.Option()] = 0,
+    sign: Annotated[Path | None, typer.Option(help="ed25519 private key to sign the new bundle with.")] = None,
+) -> None:
+    """Train the cascade's detection stage (a small CNN on the fbank) and add it to a bundle."""
+    from naturelm_edge.distill.detector import DetectorConfig, add_detector
+
+    if not 0 < recall <= 1:
+        raise EdgeError(f"--recall {recall}: give a share between 0 and 1.")
+    with err_console.status("detector ...") as status:
+        result = add_detector(bundle, audio, out, DetectorConfig(epochs=epochs, recall=recall, seed=seed), labels,
+                              tuple(exclude or ()), sign, status.update)
+    v = result["validation"]
+    free = "n/a" if v["call_free_skipped"] is None else f"{v['call_free_skipped']:.0%}"
+    console.print(f"detector: threshold {result['threshold']:.3f} for recall {recall:.0%} on {v['calls']} held-back call "
+                  f"windows (got {v['recall']:.0%}; call-free skipped {free}); trained on "
+                  f"{result['training']['windows']} windows -> bundle {result['bundle_id']} at {result['bundle']}")
+
+
 @export_app.command("decoder")
 @user_errors
 def export_decoder_cmd(

@@ -42,14 +42,14 @@ def test_report_files_and_structure(quick_report):
     for stage in ("decode", "fbank", "gate", "encoder", "decoder", "decoder_prefill", "decoder_token", "store", "window", "escalation"):
         assert stage in report["stages"]
     assert report["bundle"]["sizes_bytes"]["encoder"] > 0 and report["versions"]["onnxruntime"]
-    assert "always-on cost" in output and "Verdict" in output
+    assert "CPU-s per audio hour" in output and "screening every window" in output and "Verdict" in output
 
 
 def test_figures_are_internally_consistent(quick_report):
     report, *_ = quick_report
     audio, stages, totals = report["audio"], report["stages"], report["totals"]
     assert 0 < audio["windows"] <= 8  # quick mode
-    assert audio["gated"] + audio["answered"] == audio["windows"]
+    assert audio["gated"] + audio["not_calls"] + audio["answered"] == audio["windows"]
     assert audio["gated_share"] == pytest.approx(audio["gated"] / audio["windows"])
     always_on = ("decode", "fbank", "gate", "encoder", "decoder", "store")
     assert totals["wall_s"] == pytest.approx(sum(stages[s]["wall_s"] for s in always_on))
@@ -126,6 +126,16 @@ def test_compare_prints_one_row_per_report(quick_report, tmp_path):
 def test_bench_refuses_a_missing_recording(bundle, tmp_path):
     result = runner.invoke(app, ["bench", str(bundle), "--quick", "--audio", str(tmp_path / "nope.wav"), "--out", str(tmp_path)])
     assert result.exit_code != 0 and "nope.wav: no such recording" in result.output
+
+
+def test_bench_says_when_nothing_in_a_folder_could_be_measured(bundle, tmp_path):
+    card = tmp_path / "card"
+    card.mkdir()
+    (card / "0001.WAV").write_bytes(b"")  # a recorder that lost power as it opened the file
+    result = runner.invoke(app, ["bench", str(bundle), "--quick", "--no-birdnet", "--audio", str(card), "--out", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "no audio could be measured" in result.output and "0001.WAV: the file is empty" in result.output
+    assert not list(tmp_path.rglob("bench.json"))  # no report of nothing
 
 
 @pytest.mark.parametrize("sample, rail, cores", [("orin-nano-jetpack6.txt", "VDD_IN", 4),

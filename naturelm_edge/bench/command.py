@@ -41,6 +41,7 @@ def run_bench(bundle_path: Path, profile_name: str | None, audio: list[Path] | N
     from naturelm_edge.bundle.manifest import load_bundle
     from naturelm_edge.device_profiles import DeviceFacts, detect, get
     from naturelm_edge.edge_runtime.sources import resolve_time_expansion
+    from naturelm_edge.sample_data import list_audio
 
     bundle = load_bundle(bundle_path)
     facts = DeviceFacts.read()
@@ -51,10 +52,10 @@ def run_bench(bundle_path: Path, profile_name: str | None, audio: list[Path] | N
     settings = BenchSettings(quick=quick, time_expansion=expansion, encoder=encoder,
                              escalation_rounds=5 if quick else 20)
     with tempfile.TemporaryDirectory() as scratch:
-        paths = audio or default_audio(Path(scratch))
-        missing = [p for p in paths if not p.exists()]
+        missing = [p for p in audio or [] if not p.exists()]
         if missing:
             raise EdgeError(f"{missing[0]}: no such recording.")
+        paths = [f for p in audio for f in (list_audio(p) if p.is_dir() else [p])] if audio else default_audio(Path(scratch))
         measurement = Measurement(bundle, profile, settings)
         if measurement.engine.missing:
             err_console.print(f"[yellow]note:[/yellow] {', '.join(measurement.engine.missing)} not available here; "
@@ -64,6 +65,8 @@ def run_bench(bundle_path: Path, profile_name: str | None, audio: list[Path] | N
                           + (" (quick)" if quick else ""), highlight=False)
         with TegraStats() as power:
             measurement.run(paths)
+        if not measurement.windows:
+            raise EdgeError(f"no audio could be measured: {'; '.join(measurement.failed) or 'no recordings given'}")
         measurement.escalation_round_trips(settings.escalation_rounds)
         used = measurement.files
         side = run_beside(used, profile.intra_op_threads, expansion) if birdnet and used else None
@@ -102,7 +105,7 @@ def bench(
     args: Annotated[list[str], typer.Argument(help="BUNDLE, or: compare A.json B.json ...", show_default=False)],
     profile: Annotated[str | None, typer.Option(help="Device profile; default: the detected device.")] = None,
     profiles_dir: ProfilesDir = None,
-    audio: Annotated[list[Path] | None, typer.Option("--audio", help="Recordings (default: the shared set).")] = None,
+    audio: Annotated[list[Path] | None, typer.Option("--audio", help="Recordings or folders (default: the shared set).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A few windows only: checks, not figures.")] = False,
     out: Annotated[Path, typer.Option("--out", help="Results root; files go to OUT/<device>/<profile>/.")] = DEFAULT_OUT,
     encoder: Annotated[Path | None, typer.Option(help="Measure this encoder ONNX instead of the bundle's.")] = None,

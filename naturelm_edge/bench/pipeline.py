@@ -1,4 +1,4 @@
-"""Measure a bundle the way ``edge-run`` uses it: decode -> fbank -> gate -> encoder -> decoder -> store.
+"""Measure a bundle the way ``edge-run`` uses it: decode -> fbank -> gate -> detector -> encoder -> decoder -> store.
 
 The stages are the runtime's own functions, timed one call at a time; nothing is re-implemented for the
 benchmark, so what it reports is what a device pays. The escalation round trip is measured separately
@@ -26,8 +26,12 @@ from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
 from naturelm_edge.edge_runtime.store import EventStore
 from naturelm_edge.errors import AudioError
 
-# Stages that run for every window (or every window the gate passes) and so make up the always-on cost.
-ALWAYS_ON = ("decode", "fbank", "gate", "encoder", "decoder", "store")
+# Stages that every window pays for: the screening that decides whether the models run.
+SCREENING = ("decode", "fbank", "gate", "detector", "store")
+# Stages paid only by windows that reach the models (the answer in words).
+ANSWERING = ("encoder", "decoder")
+# Everything edge-run spends on the audio: its cost per hour.
+ALWAYS_ON = (*SCREENING, *ANSWERING)
 # Parts of the decoder stage, reported for latency only (their time is already in "decoder").
 DECODER_PARTS = ("decoder_prefill", "decoder_token")
 
@@ -112,7 +116,7 @@ class Measurement:
         self.model_rss_mb = rss_mb() - self.rss_before_load
         self.own_tokens_fit = True  # settled by warm_up: do the measured encoder's tokens fit the decoder?
         self.gate = EnergyGate(settings.gate)
-        self.windows = self.gated = self.answered = 0
+        self.windows = self.gated = self.not_calls = self.answered = 0
         self.audio_s = 0.0
         self.files: list[tuple[str, float]] = []  # (recording, real seconds measured)
         self.failed: list[str] = []
@@ -156,6 +160,11 @@ class Measurement:
                 features = features_of(window)
             with clock("gate"):
                 passed = self.gate(features).passed
+            self.gated += not passed
+            if passed and self.engine.detector is not None:
+                with clock("detector"):
+                    passed = self.engine.detector(features, window.valid).passed
+                self.not_calls += not passed
             if passed:
                 with clock("encoder"):
                     tokens = encode(self.encoder, features)
@@ -164,8 +173,6 @@ class Measurement:
                 with clock("decoder"):
                     self.engine.answer(tokens)
                 self.answered += 1
-            else:
-                self.gated += 1
             with clock("store"):
                 store.record(str(path), window.start / self.spec.sample_rate / expansion, True, [], [])
             if passed:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from naturelm_edge.bench.clock import StageClock
-from naturelm_edge.bench.pipeline import ALWAYS_ON, DECODER_PARTS, Measurement, peak_rss_mb
+from naturelm_edge.bench.pipeline import ALWAYS_ON, DECODER_PARTS, SCREENING, Measurement, peak_rss_mb
 from naturelm_edge.device_profiles import DeviceFacts, Profile
 from naturelm_edge.errors import EdgeError
 
@@ -46,6 +46,7 @@ def build_report(m: Measurement, profile: Profile, facts: DeviceFacts, overhead_
     hour = 3600 / m.audio_s if m.audio_s else None
     totals = {"wall_s": wall, "cpu_s": cpu, "real_time_factor": wall / m.audio_s if m.audio_s else None,
               "cpu_s_per_audio_hour": cpu * hour if hour else None,
+              "screening_cpu_s_per_audio_hour": sum(stages[s]["cpu_s"] for s in SCREENING) * hour if hour else None,
               "throughput_windows_per_s": m.windows / wall if wall else None}
     harness_calls = sum(stages[s]["calls"] for s in (*ALWAYS_ON, *DECODER_PARTS))
     report = {
@@ -63,7 +64,9 @@ def build_report(m: Measurement, profile: Profile, facts: DeviceFacts, overhead_
                    "decoder_fed_by": "measured encoder" if m.own_tokens_fit else "bundle encoder (untimed; widths differ)"},
         "threads": profile.intra_op_threads,
         "audio": {"files": len(m.files), "recordings": [f for f, _ in m.files], "failed": m.failed, "seconds": m.audio_s, "windows": m.windows,
-                  "gated": m.gated, "answered": m.answered, "gated_share": m.gated / m.windows if m.windows else None,
+                  "gated": m.gated, "not_calls": m.not_calls, "answered": m.answered,
+                  "gated_share": m.gated / m.windows if m.windows else None,
+                  "detector": m.engine.detector is not None,
                   "time_expansion": m.settings.time_expansion},
         "load_s": m.load_s,
         "model_rss_mb": m.model_rss_mb,
@@ -131,14 +134,16 @@ def markdown(report: dict) -> str:
     if report["bundle"]["encoder_override"]:
         lines += [f"Encoder measured: `{report['bundle']['encoder_override']}`; decoder fed by "
                   f"{report['bundle']['decoder_fed_by']}.", ""]
+    refused = f", {a['not_calls']} refused by the detector" if a.get("detector") else ", no detector in the bundle"
     lines += [f"Audio: {a['files']} files, {a['seconds']:.1f} s, {a['windows']} windows, {a['gated']} gated "
-              f"({100 * (a['gated_share'] or 0):.1f} %), {a['answered']} answered.", "",
+              f"({100 * (a['gated_share'] or 0):.1f} %){refused}, {a['answered']} answered.", "",
               "| stage | calls | p50 ms | p95 ms | p99 ms | CPU-s per audio hour |", "|---|---:|---:|---:|---:|---:|"]
     for name, s in report["stages"].items():
         per_hour = s.get("cpu_s_per_audio_hour")
         lines.append(f"| {name} | {s['calls']} | {_ms(s['p50_ms'])} | {_ms(s['p95_ms'])} | {_ms(s['p99_ms'])} | "
                      f"{'' if per_hour is None else f'{per_hour:.2f}'} |")
-    lines += ["", f"- always-on cost: **{t['cpu_s_per_audio_hour']:.1f} CPU-s per audio hour**, real-time factor "
+    lines += ["", f"- cost: **{t['cpu_s_per_audio_hour']:.1f} CPU-s per audio hour**, of which screening every window "
+                  f"(decode, fbank, gate, detector, store) {t['screening_cpu_s_per_audio_hour']:.1f}; real-time factor "
                   f"{t['real_time_factor']:.4f}, {t['throughput_windows_per_s']:.1f} windows/s",
               f"- model load {report['load_s']:.2f} s, models' RSS {report['model_rss_mb']:.0f} MB, "
               f"peak RSS {report['peak_rss_mb']:.0f} MB",

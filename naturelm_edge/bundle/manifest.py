@@ -119,6 +119,9 @@ class Bundle:
         audio = self.manifest["audio"]
         return WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
 
+    def has(self, role: str) -> bool:
+        return any(entry["role"] == role for entry in self.manifest["files"])
+
     def file(self, role: str) -> Path:
         for entry in self.manifest["files"]:
             if entry["role"] == role:
@@ -162,6 +165,30 @@ def write_bundle(staging: Path, out: Path, manifest: dict, tar: bool = False) ->
     if tar:
         pack(out, out.with_suffix(".tar"))
     return out
+
+
+def extend_bundle(bundle: Bundle, out: Path, additions: dict[Path, tuple[str, str, str | None]], **fields: Any) -> Path:
+    """A new bundle at ``out``: ``bundle``'s files plus ``additions`` {source: (relative path, role, precision)}.
+
+    The manifest gains ``fields`` and a new bundle id (the files changed); a role already present is
+    replaced. The signature is dropped: the caller signs again.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    roles = {role for _, role, _ in additions.values()}
+    entries = [e for e in bundle.manifest["files"] if e["role"] not in roles]
+    for entry in entries:
+        (staging / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(bundle.root / entry["path"], staging / entry["path"])
+    for source, (relative, role, precision) in additions.items():
+        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, staging / relative)
+        entries.append(file_entry(staging, relative, role, precision))
+    body = {k: v for k, v in bundle.manifest.items() if k not in ("files", "bundle_id", "signature", "schema_version",
+                                                                  "toolkit_version")}
+    name = bundle.id.rsplit("-", 1)[0]
+    return write_bundle(staging, out, new_manifest(name, entries, **{**body, **fields}))
 
 
 def pack(bundle: Path, tar_path: Path) -> Path:

@@ -38,6 +38,9 @@ def edge_run(
     time_expansion: Annotated[float | None, typer.Option(help="Slow ultrasonic audio N times (bats: 10).")] = None,
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Send every window to the models.")] = False,
     gate_margin_db: Annotated[float, typer.Option(help="How far above the noise floor a window must reach.")] = 10.0,
+    no_detector: Annotated[bool, typer.Option("--no-detector", help="Skip the bundle's detection stage.")] = False,
+    detector_threshold: Annotated[float | None, typer.Option(
+        help="Detector score a window needs to reach the encoder; default: the bundle's (set for its recall target).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
     trusted_keys: Annotated[Path | None, typer.Option(help="Only accept bundles signed by these keys.")] = None,
     self_test: Annotated[bool, typer.Option("--self-test", help="Check bundle, profile and providers; print a verdict.")] = False,
@@ -83,7 +86,8 @@ def edge_run(
         token = tokens[0]
     options = RunOptions(out, "off" if mode == "off" else mode, token,
                          GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
-                         confidence_threshold=threshold)
+                         confidence_threshold=threshold, detector=not no_detector,
+                         detector_threshold=detector_threshold)
     runner = Runner(loaded, chosen, options, err_console)
     spec = runner.spec
     expansion = resolve_time_expansion(time_expansion, chosen, loaded)
@@ -110,7 +114,8 @@ def edge_run(
         err_console.print("[yellow]note: this bundle comes from a tiny checkpoint; its answers mean little[/yellow]")
     summary = runner.run(sources)
     console.print(
-        f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, answered {summary.answered}, "
+        f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, "
+        f"not calls {summary.not_calls}, answered {summary.answered}, "
         f"escalated {summary.escalated} (delivered {summary.delivered}, queued {summary.queue}), "
         f"failed files {len(summary.failed)}, clips saved {summary.clips_saved} (skipped {summary.clips_skipped}), "
         f"real-time factor {summary.real_time_factor:.3f} -> {out / 'events.db'}")

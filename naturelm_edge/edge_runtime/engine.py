@@ -11,6 +11,7 @@ import numpy as np
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.decoder import Answer, OnnxDecoder
+from naturelm_edge.edge_runtime.detector import Detector
 from naturelm_edge.edge_runtime.labels import Snapped, snap
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,14 @@ class WindowAnswer:
 
 
 class Engine:
-    """Encoder + decoder sessions of one bundle; ``missing`` names profile providers this machine lacks."""
+    """Encoder + decoder (+ detector) sessions of one bundle; ``missing`` names profile providers this machine lacks.
 
-    def __init__(self, bundle: Bundle, profile: Profile) -> None:
+    ``detector``: use the bundle's detection stage when it has one; ``detector_threshold`` overrides the
+    threshold the bundle was built with (lower keeps more calls and runs the encoder more often).
+    """
+
+    def __init__(self, bundle: Bundle, profile: Profile, detector: bool = True,
+                 detector_threshold: float | None = None) -> None:
         import onnxruntime as ort
 
         self.bundle, self.profile = bundle, profile
@@ -72,6 +78,12 @@ class Engine:
         self.encoder = ort.InferenceSession(str(bundle.file("encoder")), session_options(profile), providers=providers)
         self.decoder = OnnxDecoder(bundle.root, providers=providers, session_options=session_options(profile),
                                    model_file=bundle.file("decoder"))
+        self.detector: Detector | None = None
+        if detector and bundle.has("detector"):
+            threshold = bundle.manifest.get("detector", {}).get("threshold", 0.0)
+            self.detector = Detector(ort.InferenceSession(str(bundle.file("detector")), session_options(profile),
+                                                          providers=providers),
+                                     threshold if detector_threshold is None else detector_threshold)
         self.providers = self.encoder.get_providers()
         self.labels: list[str] = list(bundle.manifest.get("labels") or [])
         self.questions = [t["question"] for t in bundle.manifest["prompts"]["tasks"]]

@@ -1,4 +1,4 @@
-"""``edge-run``: sources -> windows -> gate -> encoder -> decoder -> escalation policy -> store and sinks.
+"""``edge-run``: sources -> windows -> gate -> detector -> encoder -> decoder -> escalation policy -> store and sinks.
 
 Every window's outcome is committed to ``OUT/events.db`` before the next window is read; on restart,
 windows already recorded for a source are skipped, so nothing is answered twice and nothing reported is
@@ -45,6 +45,8 @@ class RunOptions:
     confidence_threshold: float | None = None
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     clips: bool = True
+    detector: bool = True  # the bundle's detection stage, when it has one
+    detector_threshold: float | None = None
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Summary:
     windows: int = 0
     resumed: int = 0
     gated: int = 0
+    not_calls: int = 0  # passed the gate, refused by the detector
     answered: int = 0
     escalated: int = 0
     delivered: int = 0
@@ -75,7 +78,7 @@ class Runner:
         self.bundle, self.profile, self.options = bundle, profile, options
         self.console = console or Console(stderr=True, soft_wrap=True)
         options.out.mkdir(parents=True, exist_ok=True)
-        self.engine = Engine(bundle, profile)
+        self.engine = Engine(bundle, profile, options.detector, options.detector_threshold)
         self.spec = bundle.window_spec
         self.store = EventStore(options.out / "events.db")
         self.sinks = Sinks(options.out, options.formats)
@@ -137,7 +140,7 @@ class Runner:
                     self.summary.overflows = source.overflows()
                 self.summary.audio_s += min(duration_s, self.spec.hop_s / source.time_expansion)
                 started = time.perf_counter()
-                self._window(source, offset_s, duration_s, window.samples, features)
+                self._window(source, offset_s, duration_s, window.samples, window.valid, features)
                 self.summary.busy_s += time.perf_counter() - started
                 if self._stop:
                     return
@@ -145,11 +148,15 @@ class Runner:
             self.summary.failed.append(str(err))
             self.console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False)
 
-    def _window(self, source: Source, offset_s: float, duration_s: float, samples: np.ndarray, features: np.ndarray) -> None:
-        decision = self.gate(features)
-        if not decision.passed:
+    def _window(self, source: Source, offset_s: float, duration_s: float, samples: np.ndarray, valid: int,
+                features: np.ndarray) -> None:
+        if not self.gate(features).passed:
             self.summary.gated += 1
             self.store.record(source.id, offset_s, True, [], [])  # gated: done, nothing to report
+            return
+        if self.engine.detector is not None and not self.engine.detector(features, valid).passed:
+            self.summary.not_calls += 1
+            self.store.record(source.id, offset_s, True, [], [])  # kept from the models like a gated window
             return
         result = self.engine.answer(self.engine.audio_tokens(features))
         answer, snapped = result.answer, result.snapped

@@ -1,0 +1,338 @@
+"""Train the cascade's detection stage: a small CNN on the window's fbank that says "a call is here".
+
+The official-size encoder costs about half a CPU-second per 10 s window on one core, several times
+BirdNET's whole budget, so it cannot run on every window that the energy gate passes. The detector reads
+the fbank the encoder would read (no second transform), costs about a millisecond, and passes a window to
+the encoder only when some 80 ms segment of it looks like a call: wind, rain, engine hum and other steady
+or broadband noise that opens an energy gate is what it learns to refuse.
+
+Labels are what a trained model would answer, taken from what is known about the audio: windows of
+focal recordings (a labelled species calls in them) are calls; background recordings, digital silence,
+coloured noise at many levels and gusts, and each call window with its phase randomised (same spectrum,
+the call smeared into steady noise) are not. Labels are per window (a focal clip says *that* a call is
+in the window, not *where*), so the network scores every segment and the window takes the
+log-sum-exp of its segments: training finds the segment that makes the window a call (multiple-instance
+learning). The threshold is set on held-back call windows for a recall target, so the detector is tuned
+to lose as few calls as asked, and everything it costs in extra encoder runs is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from naturelm_edge.audio import WindowSpec, fbank, probe, window_features
+from naturelm_edge.edge_runtime.detector import floor_padded
+from naturelm_edge.errors import AudioError, EdgeError
+
+ULTRASONIC_HZ = 96_000  # above this a recording is of bats or insects: read it slowed down, as bat workers do
+BAT_TIME_EXPANSION = 10.0
+POOL_SHARPNESS = 4.0  # log-sum-exp pooling: 1 is a soft mean of segments, large values approach the max
+
+
+class DetectorError(EdgeError):
+    """Training data that cannot teach a detector (one class only, no readable audio)."""
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    channels: int = 16
+    epochs: int = 16
+    batch: int = 16
+    lr: float = 3e-3
+    recall: float = 0.98  # share of held-back call windows the chosen threshold must pass
+    noise_windows: int = 160  # synthetic call-free windows (coloured noise, gusts, silence)
+    call_windows: int = 200  # synthetic call windows (sweeps, whistles, pulse trains over noise)
+    augment: int = 1  # noisy copies of each call window
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LabelledRecording:
+    path: Path
+    call: bool
+    time_expansion: float = 1.0
+
+
+def expansion_for(path: Path) -> float:
+    """Ultrasonic recordings are read slowed down ``BAT_TIME_EXPANSION`` times; audible ones as they are."""
+    return BAT_TIME_EXPANSION if probe(path).sample_rate > ULTRASONIC_HZ else 1.0
+
+
+def recordings_from_labels(audio_root: Path, rows: Iterable[dict]) -> list[LabelledRecording]:
+    """Calls from ``focal`` rows and call-free audio from ``background`` rows of a LABELS.csv.
+
+    Unlabelled soundscapes say nothing per window and are left out.
+    """
+    out = []
+    for row in rows:
+        if row.get("kind") not in ("focal", "background"):
+            continue
+        path = audio_root / row["path"]
+        if path.is_file():
+            out.append(LabelledRecording(path, row["kind"] == "focal", expansion_for(path)))
+    return out
+
+
+def synthetic_noise(rng: np.random.Generator, samples: int, sample_rate: int) -> np.ndarray:
+    """One call-free window: coloured noise of random tilt and level, sometimes in gusts, or digital silence."""
+    if rng.random() < 0.08:
+        return np.zeros(samples, np.float32)
+    spectrum = np.fft.rfft(rng.standard_normal(samples))
+    freqs = np.fft.rfftfreq(samples, 1 / sample_rate)
+    tilt = rng.uniform(-2.0, 0.5)  # 0 white, -1 pink, -2 brown (wind, rain on leaves, distant traffic)
+    spectrum *= np.maximum(freqs, 20.0) ** (tilt / 2)
+    if rng.random() < 0.3:  # a band of steady hum or insect chorus: not a call the model is for
+        centre = rng.uniform(200, 6000)
+        spectrum *= 1 + 20 * np.exp(-((freqs - centre) / rng.uniform(50, 800)) ** 2)
+    wave = np.fft.irfft(spectrum, samples)
+    if rng.random() < 0.4:  # gusts: slow amplitude modulation
+        t = np.arange(samples) / sample_rate
+        wave *= 1 + 0.8 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * t + rng.uniform(0, 2 * np.pi))
+    level = 10 ** (rng.uniform(-70, -15) / 20)
+    return (wave / (np.sqrt(np.mean(wave**2)) + 1e-12) * level).astype(np.float32)
+
+
+def synthetic_calls(rng: np.random.Generator, samples: int, sample_rate: int) -> np.ndarray:
+    """A few generic calls (FM sweeps as time-expanded bats make, whistles, pulse trains) over background.
+
+    Real call windows of a few taxa teach what those taxa sound like; these teach the shape every call
+    shares (a narrow band that moves or pulses above the floor), so a taxon not in the labels still passes.
+    """
+    wave = synthetic_noise(rng, samples, sample_rate)
+    noise_rms = float(np.sqrt(np.mean(wave**2))) or 10 ** (rng.uniform(-70, -40) / 20)
+    nyquist = sample_rate / 2
+    for _ in range(rng.integers(1, 8)):
+        length = rng.uniform(0.01, 0.8)
+        t = np.arange(int(length * sample_rate)) / sample_rate
+        f0, f1 = rng.uniform(300, nyquist * 0.9, 2)
+        freq = f0 + (f1 - f0) * (t / length) ** rng.uniform(0.3, 3)
+        call = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate) * np.hanning(t.size)
+        if rng.random() < 0.3:  # a trill or pulse train
+            call *= np.sin(2 * np.pi * rng.uniform(5, 80) * t) > 0
+        if rng.random() < 0.3:  # harmonics
+            call += 0.5 * np.sin(2 * np.pi * 2 * np.cumsum(np.minimum(freq, nyquist / 2.01)) / sample_rate) * np.hanning(t.size)
+        begin = int(rng.integers(0, samples - t.size))
+        snr_db = rng.uniform(6, 40)
+        wave[begin:begin + t.size] += (call * noise_rms * 10 ** (snr_db / 20) * np.sqrt(2)).astype(np.float32)
+    return np.clip(wave, -1, 1).astype(np.float32)
+
+
+def phase_randomised(wave: np.ndarray, valid: int, rng: np.random.Generator) -> np.ndarray:
+    """The same long-term spectrum with every event smeared out in time: the hardest call-free example.
+
+    Only the real audio is randomised; the zero padding of a short recording stays where it was, so
+    "padding" never tells calls from call-free windows.
+    """
+    spectrum = np.fft.rfft(wave[:valid])
+    phases = np.exp(1j * rng.uniform(0, 2 * np.pi, spectrum.shape))
+    out = np.zeros_like(wave, dtype=np.float32)
+    out[:valid] = np.fft.irfft(np.abs(spectrum) * phases, valid)
+    return out
+
+
+
+
+def with_noise(wave: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """A call window under extra background noise (10-30 dB below it) and a random gain."""
+    rms = float(np.sqrt(np.mean(wave**2))) + 1e-9
+    noise = synthetic_noise(rng, wave.shape[0], sample_rate)
+    noise *= rms * 10 ** (-rng.uniform(10, 30) / 20) / (float(np.sqrt(np.mean(noise**2))) + 1e-12)
+    return np.clip((wave + noise) * 10 ** (rng.uniform(-20, 6) / 20), -1, 1).astype(np.float32)
+
+
+@dataclass
+class DetectorData:
+    features: np.ndarray  # (windows, frames, 128) normalised fbank
+    labels: np.ndarray  # (windows,) 1 = call
+    origin: list[str]  # where each window came from: "file", "file (how it was altered)" or "synthetic ..."
+    skipped: list[str]
+
+
+def build_data(recordings: list[LabelledRecording], spec: WindowSpec, config: DetectorConfig,
+               progress: Callable[[str], None] | None = None) -> DetectorData:
+    """Windows of the labelled recordings plus synthetic and phase-randomised call-free windows."""
+    rng = np.random.default_rng(config.seed)
+    features, labels, origin, skipped = [], [], [], []
+
+    def add(wave: np.ndarray, label: int, where: str, valid: int | None = None) -> None:
+        features.append(floor_padded(fbank(wave), valid or wave.shape[0]).astype(np.float32))
+        labels.append(label)
+        origin.append(where)
+
+    for i, rec in enumerate(recordings):
+        if progress and i % 10 == 0:
+            progress(f"detector data: {i}/{len(recordings)} recordings")
+        try:
+            for window, feats in window_features(rec.path, spec, rec.time_expansion):
+                features.append(floor_padded(feats, window.valid).astype(np.float32))
+                labels.append(int(rec.call))
+                origin.append(str(rec.path))
+                if rec.call:
+                    add(phase_randomised(window.samples, window.valid, rng), 0, f"{rec.path} (phase-randomised)",
+                        window.valid)
+                    for _ in range(config.augment):
+                        add(with_noise(window.samples, rng, spec.sample_rate), 1, f"{rec.path} (noisy)", window.valid)
+        except AudioError as err:
+            skipped.append(str(err))
+    for i in range(config.noise_windows):
+        add(synthetic_noise(rng, spec.window, spec.sample_rate), 0, f"synthetic noise {i}")
+    for i in range(config.call_windows):
+        add(synthetic_calls(rng, spec.window, spec.sample_rate), 1, f"synthetic call {i}")
+    label_array = np.asarray(labels, np.float32)
+    if not features or label_array.min() == label_array.max():
+        raise DetectorError("the detector needs windows with calls and windows without; the labelled audio "
+                            f"gave {int(label_array.sum())} call and {int((1 - label_array).sum())} call-free windows.")
+    return DetectorData(np.stack(features), label_array, origin, skipped)
+
+
+def detector_net(channels: int = 16):  # noqa: ANN201 - torch.nn.Module
+    """fbank (batch, frames, 128) -> (window score logit (batch,), segment logits (batch, frames / 8))."""
+    import torch
+    from torch import nn
+
+    class DetectorNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            c = channels
+            layers: list[nn.Module] = []
+            for c_in, c_out, stride in ((1, c // 2, 2), (c // 2, c, 2), (c, c * 2, 2), (c * 2, c * 2, (1, 2))):
+                # batch norm folds into the convolution at export: free on the device
+                layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+            self.convs = nn.Sequential(*layers)
+            self.segment = nn.Conv1d(c * 2, 1, 3, padding=1)
+
+        def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # subtract each mel bin's mean over the window: steady background (the floor) is not a call
+            x = (features - features.mean(dim=1, keepdim=True)).unsqueeze(1)
+            x = self.convs(x).amax(dim=3)  # a call anywhere in the band counts: max over frequency
+            segments = self.segment(x).squeeze(1)
+            window = torch.logsumexp(segments * POOL_SHARPNESS, dim=1) / POOL_SHARPNESS
+            return window, segments
+
+    return DetectorNet()
+
+
+@dataclass
+class TrainedDetector:
+    net: object  # torch.nn.Module
+    threshold: float
+    validation: dict
+    config: DetectorConfig
+
+
+def train_detector(data: DetectorData, config: DetectorConfig,
+                   progress: Callable[[str], None] | None = None) -> TrainedDetector:
+    """Fit the detector on most recordings; hold back every fifth recording to set the threshold.
+
+    Synthetic windows are held back too: their faint and very short calls are what real calls of taxa
+    missing from the labels look like to the detector, and the threshold must keep them.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(config.seed)
+    sources = sorted({o.split(" (")[0] for o in data.origin})
+    held = {s for i, s in enumerate(sources) if i % 5 == 2}
+    is_val = np.array([o.split(" (")[0] in held for o in data.origin])
+    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    if not data.labels[val_idx].any():  # too few recordings to hold any back: calibrate on the training set
+        val_idx = train_idx
+    net = detector_net(config.channels)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    x_all, y_all = torch.from_numpy(data.features), torch.from_numpy(data.labels)
+    positives = max(1.0, float(data.labels[train_idx].sum()))
+    pos_weight = torch.tensor((len(train_idx) - positives) / positives)
+    rng = np.random.default_rng(config.seed)
+    steps = config.epochs * math.ceil(len(train_idx) / config.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=steps)
+    net.train()
+    for epoch in range(config.epochs):
+        order = rng.permutation(train_idx)
+        total = 0.0
+        for start in range(0, len(order), config.batch):
+            batch = torch.from_numpy(order[start:start + config.batch])
+            logits, _ = net(x_all[batch])
+            loss = F.binary_cross_entropy_with_logits(logits, y_all[batch], pos_weight=pos_weight)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += float(loss.detach()) * len(batch)
+        if progress:
+            progress(f"detector epoch {epoch + 1}/{config.epochs}: loss {total / len(order):.3f}")
+    net.eval()
+    scores = score_windows(net, data.features[val_idx])
+    labels = data.labels[val_idx]
+    threshold = float(np.quantile(scores[labels == 1], 1 - config.recall, method="lower"))
+    validation = {"windows": int(len(val_idx)), "calls": int(labels.sum()), "recordings_held_back": len(held),
+                  "recall": float((scores[labels == 1] >= threshold).mean()),
+                  "call_free_skipped": float((scores[labels == 0] < threshold).mean()) if (labels == 0).any() else None}
+    return TrainedDetector(net, threshold, validation, config)
+
+
+def score_windows(net, features: np.ndarray) -> np.ndarray:  # noqa: ANN001 - torch.nn.Module
+    """Window logits of a torch detector, in batches (for threshold setting and tests)."""
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([net(torch.from_numpy(features[i:i + 32]))[0].numpy()
+                               for i in range(0, len(features), 32)])
+
+
+def export_detector(trained: TrainedDetector, path: Path, spec: WindowSpec) -> dict:
+    """Write the detector as ONNX; return the manifest's ``detector`` section (threshold and how it was set)."""
+    import torch
+
+    from naturelm_edge.audio import DEFAULT_SETTINGS
+    from naturelm_edge.export.onnx_export import ExportSpec, export_module
+
+    frames = DEFAULT_SETTINGS.num_frames(spec.window)
+    export_module(trained.net, ExportSpec(
+        role="detector", input_names=["fbank"], output_names=["score", "segments"],
+        dynamic_axes={"fbank": {0: "batch"}, "score": {0: "batch"}, "segments": {0: "batch"}},
+        example_inputs=lambda: (torch.zeros(1, frames, DEFAULT_SETTINGS.num_mel_bins),)), path)
+    return {"threshold": trained.threshold, "recall_target": trained.config.recall,
+            "validation": trained.validation, "config": asdict(trained.config),
+            "segment_s": spec.window_s / (trained.net(torch.zeros(1, frames, DEFAULT_SETTINGS.num_mel_bins))[1].shape[1])}
+
+
+def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: DetectorConfig,
+                 labels_file: Path | None = None, exclude: tuple[str, ...] = (), sign_key: Path | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict:
+    """Train a detector on ``audio_root``'s labelled recordings and write ``bundle_path`` plus it to ``out``.
+
+    ``exclude``: folder prefixes (relative to ``audio_root``) kept out of training, e.g. held-out species
+    the detector will be judged on.
+    """
+    import csv
+    import tempfile
+
+    from naturelm_edge.bundle.manifest import extend_bundle, load_bundle
+
+    bundle = load_bundle(bundle_path)
+    labels_path = labels_file or audio_root / "LABELS.csv"
+    try:
+        with Path(labels_path).open(newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if not r.get("path", "").startswith(tuple(exclude) or ("\0",))]
+    except OSError as err:
+        raise DetectorError(f"{labels_path}: cannot read the labels ({err.strerror}).") from err
+    recordings = recordings_from_labels(audio_root, rows)
+    data = build_data(recordings, bundle.window_spec, config, progress)
+    trained = train_detector(data, config, progress)
+    with tempfile.TemporaryDirectory(prefix="nle-detector-") as tmp:
+        onnx_path = Path(tmp) / "detector.onnx"
+        section = export_detector(trained, onnx_path, bundle.window_spec)
+        section["training"] = {"labels": str(labels_path), "recordings": len(recordings), "windows": int(len(data.labels)),
+                               "call_windows": int(data.labels.sum()), "excluded": list(exclude),
+                               "skipped": data.skipped}
+        written = extend_bundle(bundle, out, {onnx_path: ("detector.onnx", "detector", "fp32")}, detector=section)
+    if sign_key is not None:
+        from naturelm_edge.bundle.signing import sign_bundle
+
+        sign_bundle(written, sign_key)
+    return {"bundle": str(written), "bundle_id": load_bundle(written).id, **section}

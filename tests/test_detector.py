@@ -1,0 +1,140 @@
+"""The cascade's detection stage: trained on real recordings, judged on annotations and audio it never saw."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.gate import CALL_FREE, annotated_outcomes, measures
+from benchmarks.quantization import HELD_OUT
+from tests.helpers import run_cli, run_edge
+
+EXCLUDED = [*HELD_OUT, *(name for name, _ in CALL_FREE)]
+
+
+@pytest.fixture(scope="session")
+def detector_bundle(bundle: Path, audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`edge distill detector` on the shared recordings, held-out species and judged call-free files excluded."""
+    out = tmp_path_factory.mktemp("detector") / "bundle"
+    result = run_cli("distill", "detector", str(bundle), "--audio", str(audio_dir), "--out", str(out),
+                     *(arg for name in EXCLUDED for arg in ("--exclude", name)))
+    assert result.returncode == 0, result.stderr
+    assert "threshold" in result.stdout and str(out) in result.stdout
+    return out
+
+
+@pytest.fixture(scope="session")
+def detector(detector_bundle: Path):
+    import onnxruntime as ort
+
+    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.edge_runtime.detector import Detector
+
+    loaded = load_bundle(detector_bundle)
+    return Detector(ort.InferenceSession(str(loaded.file("detector")), providers=["CPUExecutionProvider"]),
+                    loaded.manifest["detector"]["threshold"])
+
+
+def test_the_new_bundle_keeps_every_file_and_lists_the_detector(bundle: Path, detector_bundle: Path):
+    from naturelm_edge.bundle.manifest import load_bundle
+
+    old, new = load_bundle(bundle), load_bundle(detector_bundle)  # every hash verified
+    assert new.id != old.id and new.has("detector") and not old.has("detector")
+    assert {e["path"]: e["sha256"] for e in old.manifest["files"]}.items() <= {e["path"]: e["sha256"] for e in new.manifest["files"]}.items()
+    section = new.manifest["detector"]
+    assert section["validation"]["recall"] >= section["recall_target"]
+    assert set(section["training"]["excluded"]) == set(EXCLUDED)
+
+
+def test_cascade_keeps_annotated_calls_it_never_saw_and_skips_call_free_audio(detector, audio_dir: Path):
+    """Whombat's bat calls are held out; so are the call-free clips. (The faint LOCA flight calls are lost at
+    the bundle's threshold: measured and reported by the benchmark, not hidden by a test.)"""
+    from naturelm_edge.edge_runtime.gate import GateSettings
+
+    outcomes = annotated_outcomes(audio_dir, GateSettings(), detector)
+    cascade = measures(outcomes, lambda gate, score: gate and score >= detector.threshold)
+    assert cascade["whombat"]["calls"] == 433
+    assert cascade["whombat"]["recall"] >= 0.85  # measured 89 %: below the gate's 97 % (see benchmarks/detector.py)
+    assert cascade["call_free"]["skipped"] == 1.0
+    closed = measures(outcomes, lambda gate, score: gate and score >= detector.threshold + 50)
+    assert closed["whombat"]["recall"] < 0.85  # the bound above can fail
+
+
+def test_detector_refuses_held_out_calls_smeared_into_noise(detector, audio_dir: Path):
+    """Held-out crickets, katydids, robin, whale and dog: their windows pass, the same audio phase-randomised does not."""
+    import csv
+
+    from naturelm_edge.audio import WindowSpec, fbank, window_features
+    from naturelm_edge.distill.detector import expansion_for, phase_randomised
+
+    rng = np.random.default_rng(7)
+    calls, smeared = [], []
+    for row in csv.DictReader((audio_dir / "LABELS.csv").open()):
+        if row["kind"] == "focal" and row["path"].startswith(("Rthoptera", "librosa-data")):
+            path = audio_dir / row["path"]
+            for window, features in window_features(path, WindowSpec(), expansion_for(path)):
+                calls.append(detector(features, window.valid).passed)
+                smeared.append(detector(fbank(phase_randomised(window.samples, window.valid, rng)), window.valid).passed)
+    assert len(calls) >= 14
+    assert np.mean(calls) >= 0.75
+    assert np.mean(smeared) <= 0.5
+
+
+def test_edge_run_sends_only_detected_windows_to_the_models(detector_bundle: Path, audio_dir: Path, tmp_path: Path):
+    inputs = ["--input", str(audio_dir / "birdvoxdetect"), "--input", str(audio_dir / "opensoundscape" / "1min.wav")]
+    common = ["--bundle", str(detector_bundle), "--profile", "x86-cpu", "--escalate", "off", "--quiet", *inputs]
+    shut = run_edge(*common, "--out", str(tmp_path / "shut"), "--detector-threshold", "1e9")
+    assert shut.returncode == 0, shut.stderr
+    assert "answered 0" in shut.stdout and "not calls 0" not in shut.stdout
+    with sqlite3.connect(tmp_path / "shut" / "events.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+        windows = db.execute("SELECT COUNT(*), SUM(gated) FROM windows").fetchone()
+    assert windows[0] > 10 and windows[0] == windows[1]  # every window recorded as done, none answered
+    bypass = run_edge(*common, "--out", str(tmp_path / "bypass"), "--no-detector")
+    assert bypass.returncode == 0, bypass.stderr
+    assert "not calls 0" in bypass.stdout and "answered 0" not in bypass.stdout
+    default = run_edge(*common, "--out", str(tmp_path / "default"))
+    windows, gated, not_calls, answered = map(int, re.search(
+        r"windows (\d+) .*gated (\d+), not calls (\d+), answered (\d+)", default.stdout).groups())
+    assert windows == gated + not_calls + answered and answered > 0
+
+
+def test_edge_bench_times_the_detector(detector_bundle: Path, audio_dir: Path, tmp_path: Path):
+    result = run_cli("bench", str(detector_bundle), "--quick", "--profile", "x86-cpu", "--no-birdnet",
+                     "--audio", str(audio_dir / "birdvoxdetect"), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(next(tmp_path.rglob("bench.json")).read_text())
+    audio, stages = report["audio"], report["stages"]
+    assert audio["detector"] and stages["detector"]["calls"] == audio["windows"] - audio["gated"]
+    assert audio["gated"] + audio["not_calls"] + audio["answered"] == audio["windows"]
+    assert stages["encoder"]["calls"] == audio["answered"]
+    assert 0 < report["totals"]["screening_cpu_s_per_audio_hour"] < report["totals"]["cpu_s_per_audio_hour"]
+
+
+def test_short_clips_are_padded_with_their_own_noise_floor():
+    from naturelm_edge.edge_runtime.detector import floor_padded
+
+    rng = np.random.default_rng(0)
+    features = np.full((998, 128), -1.27, np.float32)  # zero padding in NatureLM's normalised fbank
+    features[:98] = rng.normal(0.0, 0.1, (98, 128))  # one second of real background
+    features[40:45] += 2.0  # a call in it
+    out = floor_padded(features, 16_000)
+    assert out.shape == features.shape and np.array_equal(out[:98], features[:98])
+    floor = np.quantile(features[:98], 0.2, axis=0)
+    assert np.allclose(out[98:], floor) and out[98:].min() > -0.5  # the background's level, not digital silence
+    assert (out[42] - out[500]).mean() > 1.5  # the call still stands above what fills the window
+    assert floor_padded(features, 160_000) is features  # a full window is scored as it is
+
+
+def test_training_needs_calls_and_call_free_windows(audio_dir: Path):
+    from naturelm_edge.audio import WindowSpec
+    from naturelm_edge.distill.detector import DetectorConfig, DetectorError, LabelledRecording, build_data
+
+    background = [LabelledRecording(audio_dir / "birdvoxdetect" / "BirdVox-scaper_example_background.wav", False)]
+    with pytest.raises(DetectorError, match="gave 0 call and 1 call-free windows"):
+        build_data(background, WindowSpec(), DetectorConfig(noise_windows=0, call_windows=0))
