@@ -211,7 +211,8 @@ def distill_detector(
     out: Annotated[Path, typer.Option("--out", help="Bundle to write (may be BUNDLE itself: replaced atomically).")],
     labels: Annotated[Path | None, typer.Option(help="LABELS.csv; default: AUDIO/LABELS.csv.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Folder of AUDIO to keep out of training (repeatable).")] = None,
-    recall: Annotated[float, typer.Option(help="Share of held-back call windows the threshold must pass.")] = 0.98,
+    recall: Annotated[float, typer.Option(help="Share of held-back call windows of every kind the threshold must pass.")] = 0.98,
+    skip: Annotated[float, typer.Option(help="Share of held-back call-free windows it must still refuse (recall wins).")] = 0.98,
     epochs: Annotated[int, typer.Option()] = 16,
     seed: Annotated[int, typer.Option()] = 0,
     sign: Annotated[Path | None, typer.Option(help="ed25519 private key to sign the new bundle with.")] = None,
@@ -219,15 +220,17 @@ def distill_detector(
     """Train the cascade's detection stage (a small CNN on the fbank) and add it to a bundle."""
     from naturelm_edge.distill.detector import DetectorConfig, add_detector
 
-    if not 0 < recall <= 1:
-        raise EdgeError(f"--recall {recall}: give a share between 0 and 1.")
+    for name, share in (("--recall", recall), ("--skip", skip)):
+        if not 0 < share <= 1:
+            raise EdgeError(f"{name} {share}: give a share between 0 and 1.")
     with err_console.status("detector ...") as status:
-        result = add_detector(bundle, audio, out, DetectorConfig(epochs=epochs, recall=recall, seed=seed), labels,
+        result = add_detector(bundle, audio, out, DetectorConfig(epochs=epochs, recall=recall, skip=skip, seed=seed), labels,
                               tuple(exclude or ()), sign, status.update)
     v = result["validation"]
     free = "n/a" if v["call_free_skipped"] is None else f"{v['call_free_skipped']:.0%}"
-    console.print(f"detector: threshold {result['threshold']:.3f} for recall {recall:.0%} on {v['calls']} held-back call "
-                  f"windows (got {v['recall']:.0%}; call-free skipped {free}); trained on "
+    console.print(f"detector: threshold {result['threshold']:.3f}; on held-back windows it keeps {v['recall']:.0%} of "
+                  f"{v['calls']} calls (target {recall:.0%} of each kind) and refuses {free} of call-free ones "
+                  f"(target {skip:.0%}); trained on "
                   f"{result['training']['windows']} windows -> bundle {result['bundle_id']} at {result['bundle']}")
 
 

@@ -47,7 +47,9 @@ def test_the_new_bundle_keeps_every_file_and_lists_the_detector(bundle: Path, de
     assert new.id != old.id and new.has("detector") and not old.has("detector")
     assert {e["path"]: e["sha256"] for e in old.manifest["files"]}.items() <= {e["path"]: e["sha256"] for e in new.manifest["files"]}.items()
     section = new.manifest["detector"]
-    assert section["validation"]["recall"] >= section["recall_target"]
+    v = section["validation"]
+    assert v["recall"] >= section["recall_target"] and v["threshold_for_skip"] >= section["threshold"]
+    assert section["threshold"] == min(v["threshold_for_recall"], v["threshold_for_skip"])
     assert set(section["training"]["excluded"]) == set(EXCLUDED)
 
 
@@ -59,10 +61,10 @@ def test_cascade_keeps_annotated_calls_it_never_saw_and_skips_call_free_audio(de
     outcomes = annotated_outcomes(audio_dir, GateSettings(), detector)
     cascade = measures(outcomes, lambda gate, score: gate and score >= detector.threshold)
     assert cascade["whombat"]["calls"] == 433
-    assert cascade["whombat"]["recall"] >= 0.85  # measured 89 %: below the gate's 97 % (see benchmarks/detector.py)
+    assert cascade["whombat"]["recall"] >= 0.90  # measured 96.5 % (gate alone 97 %; benchmarks/detector.py)
     assert cascade["call_free"]["skipped"] == 1.0
     closed = measures(outcomes, lambda gate, score: gate and score >= detector.threshold + 50)
-    assert closed["whombat"]["recall"] < 0.85  # the bound above can fail
+    assert closed["whombat"]["recall"] < 0.90  # the bound above can fail
 
 
 def test_detector_refuses_held_out_calls_smeared_into_noise(detector, audio_dir: Path):

@@ -109,3 +109,27 @@ def test_cli_validate_and_show(tmp_path):
     assert bad.exit_code != 0 and "unknown key 'x'" in bad.output
     shown = runner.invoke(app, ["profiles", "show", "raspberry-pi-5"])
     assert shown.exit_code == 0 and 'target = "arm"' in shown.output
+
+
+def test_low_memory_runtime_gives_the_same_audio_tokens(bundle):
+    """`low_memory = true` turns off weight prepacking and the memory pattern; answers must not change."""
+    import dataclasses
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from naturelm_edge.audio import fbank
+    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.edge_runtime.engine import encode, session_options
+    from naturelm_edge.sample_data import synthetic_soundscape
+
+    plain = get("x86-cpu")
+    lean = dataclasses.replace(plain, runtime={**plain.runtime, "low_memory": True})
+    options = session_options(lean)
+    assert options.get_session_config_entry("session.disable_prepacking") == "1" and not options.enable_mem_pattern
+    assert session_options(plain).enable_mem_pattern
+    encoder = load_bundle(bundle).file("encoder")
+    features = fbank(synthetic_soundscape(10.0))
+    tokens = [encode(ort.InferenceSession(str(encoder), session_options(p), providers=["CPUExecutionProvider"]), features)
+              for p in (plain, lean)]
+    np.testing.assert_allclose(tokens[0], tokens[1], rtol=1e-5, atol=1e-5)

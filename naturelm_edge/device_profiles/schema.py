@@ -61,6 +61,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, str]]] = {
         "intra_op_threads": (int, _at_least_one, "an integer >= 1"),
         "audio_threads": (int, _at_least_one, "an integer >= 1"),
         "spinning": (bool, None, "true or false"),
+        "low_memory": (bool, None, "true or false"),
         "memory_budget_mb": ((int, float), _positive, "a number > 0"),
         "latency_budget_ms": ((int, float), _positive, "a number > 0"),
     },

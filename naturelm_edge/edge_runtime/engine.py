@@ -44,6 +44,12 @@ def session_options(profile: Profile):  # noqa: ANN201 - onnxruntime.SessionOpti
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if not profile.runtime.get("spinning", False):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile.runtime.get("low_memory", False):
+        # prepacked copies of the int8 weights (~60 MB of the official encoder's) and the per-shape memory
+        # pattern (~40 MB of planned buffers) trade RAM for a few per cent of speed; boards that share 4-8 GB
+        # between CPU and GPU want the RAM back
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.enable_mem_pattern = False
     return options
 
 
