@@ -4,8 +4,9 @@ Run: ``python -m benchmarks.edge_bench [--work DIR] [--out benchmarks/results]``
 absent (``edge demo``), exports the official-size audio path with random weights and quantizes it to static
 int8 for x86 (calibrated on held-out species, as ``edge build`` does), then runs ``edge bench`` in its own
 process twice, one thread, on every recording in ``../shared/data/audio`` (soundscapes, background and focal
-clips): once with the bundle as built, once measuring the official-size encoder in its place. Results go
-to ``OUT/<device>/x86-cpu/bench.*`` and ``official-int8-encoder.*``.
+clips): once with the bundle as built, once measuring the official-size encoder in its place, and once more
+with the detection stage added (``benchmarks/detector.py`` trains it) in front of the official-size encoder.
+Results go to ``OUT/<device>/x86-cpu/bench.*``, ``official-int8-encoder.*`` and ``official-int8-cascade.*``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def main() -> None:
     common = ["bench", str(bundle), "--profile", "x86-cpu", "--out", str(args.out)]
     subprocess.run([*EDGE, *common], check=True)
     subprocess.run([*EDGE, *common, "--encoder", str(encoder), "--name", "official-int8-encoder"], check=True)
+    cascade = args.work / "detector-bundle"
+    if not (cascade / "manifest.json").is_file():
+        from benchmarks.detector import detector_bundle
+        from naturelm_edge.sample_data import shared_audio_dir
+
+        cascade = detector_bundle(args.work, shared_audio_dir())
+    subprocess.run([*EDGE, "bench", str(cascade), "--profile", "x86-cpu", "--out", str(args.out), "--encoder",
+                    str(encoder), "--name", "official-int8-cascade"], check=True)
 
 
 if __name__ == "__main__":

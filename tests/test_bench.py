@@ -49,7 +49,7 @@ def test_figures_are_internally_consistent(quick_report):
     report, *_ = quick_report
     audio, stages, totals = report["audio"], report["stages"], report["totals"]
     assert 0 < audio["windows"] <= 8  # quick mode
-    assert audio["gated"] + audio["not_calls"] + audio["answered"] == audio["windows"]
+    assert audio["gated"] + audio["not_calls"] + audio["heard"] + audio["answered"] == audio["windows"]
     assert audio["gated_share"] == pytest.approx(audio["gated"] / audio["windows"])
     always_on = ("decode", "fbank", "gate", "encoder", "decoder", "store")
     assert totals["wall_s"] == pytest.approx(sum(stages[s]["wall_s"] for s in always_on))

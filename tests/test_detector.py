@@ -101,9 +101,32 @@ def test_edge_run_sends_only_detected_windows_to_the_models(detector_bundle: Pat
     assert bypass.returncode == 0, bypass.stderr
     assert "not calls 0" in bypass.stdout and "answered 0" not in bypass.stdout
     default = run_edge(*common, "--out", str(tmp_path / "default"))
-    windows, gated, not_calls, answered = map(int, re.search(
-        r"windows (\d+) .*gated (\d+), not calls (\d+), answered (\d+)", default.stdout).groups())
-    assert windows == gated + not_calls + answered and answered > 0
+    windows, gated, not_calls, heard, answered = map(int, re.search(
+        r"windows (\d+) .*gated (\d+), not calls (\d+), already heard (\d+), answered (\d+)", default.stdout).groups())
+    assert windows == gated + not_calls + heard + answered and answered > 0
+
+
+def test_a_call_heard_by_one_window_is_not_encoded_again_by_the_next(detector_bundle: Path, tmp_path: Path):
+    """One chirp at 7 s of 20 s: windows 0-10 s and 5-15 s both hold it; only the first needs the encoder."""
+    import soundfile as sf
+
+    rate = 16_000
+    rng = np.random.default_rng(3)
+    wave = rng.normal(0, 0.003, 20 * rate)
+    t = np.arange(int(0.4 * rate)) / rate
+    chirp = 0.3 * np.sin(2 * np.pi * np.cumsum(2500 + 3000 * t) / rate) * np.hanning(t.size)
+    wave[7 * rate:7 * rate + t.size] += chirp
+    sf.write(tmp_path / "chirp.wav", wave.astype(np.float32), rate)
+    common = ["--bundle", str(detector_bundle), "--profile", "x86-cpu", "--escalate", "off", "--quiet",
+              "--input", str(tmp_path / "chirp.wav")]
+    cascade = run_edge(*common, "--out", str(tmp_path / "cascade"))
+    assert cascade.returncode == 0, cascade.stderr
+    assert "already heard 1, answered 1" in cascade.stdout
+    with sqlite3.connect(tmp_path / "cascade" / "events.db") as db:
+        assert db.execute("SELECT offset_s FROM events").fetchall() == [(0.0,)]
+        assert db.execute("SELECT COUNT(*) FROM windows").fetchone() == (3,)  # every window done, none lost
+    plain = run_edge(*common, "--out", str(tmp_path / "plain"), "--no-detector")
+    assert "answered 2" in plain.stdout  # without the detector both windows holding the chirp are encoded
 
 
 def test_edge_bench_times_the_detector(detector_bundle: Path, audio_dir: Path, tmp_path: Path):
@@ -113,7 +136,7 @@ def test_edge_bench_times_the_detector(detector_bundle: Path, audio_dir: Path, t
     report = json.loads(next(tmp_path.rglob("bench.json")).read_text())
     audio, stages = report["audio"], report["stages"]
     assert audio["detector"] and stages["detector"]["calls"] == audio["windows"] - audio["gated"]
-    assert audio["gated"] + audio["not_calls"] + audio["answered"] == audio["windows"]
+    assert audio["gated"] + audio["not_calls"] + audio["heard"] + audio["answered"] == audio["windows"]
     assert stages["encoder"]["calls"] == audio["answered"]
     assert 0 < report["totals"]["screening_cpu_s_per_audio_hour"] < report["totals"]["cpu_s_per_audio_hour"]
 
@@ -140,3 +163,11 @@ def test_training_needs_calls_and_call_free_windows(audio_dir: Path):
     background = [LabelledRecording(audio_dir / "birdvoxdetect" / "BirdVox-scaper_example_background.wav", False)]
     with pytest.raises(DetectorError, match="gave 0 call and 1 call-free windows"):
         build_data(background, WindowSpec(), DetectorConfig(noise_windows=0, call_windows=0))
+
+
+def test_self_test_checks_the_detector(detector_bundle: Path, bundle: Path):
+    with_detector = run_edge("--bundle", str(detector_bundle), "--profile", "x86-cpu", "--self-test")
+    assert with_detector.returncode == 0, with_detector.stderr
+    assert "ok  detector: score" in with_detector.stdout and "self-test passed" in with_detector.stdout
+    without = run_edge("--bundle", str(bundle), "--profile", "x86-cpu", "--self-test")
+    assert without.returncode == 0 and "detector" not in without.stdout

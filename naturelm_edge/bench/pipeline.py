@@ -21,6 +21,7 @@ from naturelm_edge.audio.frontend import WindowFeatures
 from naturelm_edge.bench.clock import StageClock
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
+from naturelm_edge.edge_runtime.detector import HeardSoFar
 from naturelm_edge.edge_runtime.engine import Engine, encode, session_options
 from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
 from naturelm_edge.edge_runtime.store import EventStore
@@ -116,7 +117,7 @@ class Measurement:
         self.model_rss_mb = rss_mb() - self.rss_before_load
         self.own_tokens_fit = True  # settled by warm_up: do the measured encoder's tokens fit the decoder?
         self.gate = EnergyGate(settings.gate)
-        self.windows = self.gated = self.not_calls = self.answered = 0
+        self.windows = self.gated = self.not_calls = self.heard = self.answered = 0
         self.audio_s = 0.0
         self.files: list[tuple[str, float]] = []  # (recording, real seconds measured)
         self.failed: list[str] = []
@@ -149,6 +150,7 @@ class Measurement:
         self.gate.reset()  # as edge-run does for each recording
         blocks = _timed_blocks(stream(path, self.spec.sample_rate, time_expansion=expansion), clock)
         covered = 0
+        heard = HeardSoFar(self.spec.window)  # as edge-run tracks it per recording
         features_of = WindowFeatures(self.spec)  # the runtime's front end, frames shared across the hop
         for window in iter_windows(blocks, self.spec):
             if self.settings.max_windows is not None and self.windows >= self.settings.max_windows:
@@ -163,9 +165,12 @@ class Measurement:
             self.gated += not passed
             if passed and self.engine.detector is not None:
                 with clock("detector"):
-                    passed = self.engine.detector(features, window.valid).passed
-                self.not_calls += not passed
+                    decision = self.engine.detector(features, window.valid, heard.share(window.start))
+                passed = decision.passed
+                self.heard += decision.heard
+                self.not_calls += not passed and not decision.heard
             if passed:
+                heard.answered(window.start, window.valid)
                 with clock("encoder"):
                     tokens = encode(self.encoder, features)
                 if not self.own_tokens_fit:  # the override's tokens have another width: feed the bundle's

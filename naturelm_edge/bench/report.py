@@ -64,7 +64,7 @@ def build_report(m: Measurement, profile: Profile, facts: DeviceFacts, overhead_
                    "decoder_fed_by": "measured encoder" if m.own_tokens_fit else "bundle encoder (untimed; widths differ)"},
         "threads": profile.intra_op_threads,
         "audio": {"files": len(m.files), "recordings": [f for f, _ in m.files], "failed": m.failed, "seconds": m.audio_s, "windows": m.windows,
-                  "gated": m.gated, "not_calls": m.not_calls, "answered": m.answered,
+                  "gated": m.gated, "not_calls": m.not_calls, "heard": m.heard, "answered": m.answered,
                   "gated_share": m.gated / m.windows if m.windows else None,
                   "detector": m.engine.detector is not None,
                   "time_expansion": m.settings.time_expansion},
@@ -134,7 +134,8 @@ def markdown(report: dict) -> str:
     if report["bundle"]["encoder_override"]:
         lines += [f"Encoder measured: `{report['bundle']['encoder_override']}`; decoder fed by "
                   f"{report['bundle']['decoder_fed_by']}.", ""]
-    refused = f", {a['not_calls']} refused by the detector" if a.get("detector") else ", no detector in the bundle"
+    refused = (f", {a['not_calls']} refused by the detector, {a['heard']} already heard by the last answered window"
+               if a.get("detector") else ", no detector in the bundle")
     lines += [f"Audio: {a['files']} files, {a['seconds']:.1f} s, {a['windows']} windows, {a['gated']} gated "
               f"({100 * (a['gated_share'] or 0):.1f} %){refused}, {a['answered']} answered.", "",
               "| stage | calls | p50 ms | p95 ms | p99 ms | CPU-s per audio hour |", "|---|---:|---:|---:|---:|---:|"]

@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from naturelm_edge.audio import WindowSpec, fbank, probe, window_features
-from naturelm_edge.edge_runtime.detector import floor_padded
+from naturelm_edge.edge_runtime.detector import POOL_SHARPNESS, floor_padded
 from naturelm_edge.errors import AudioError, EdgeError
 
 ULTRASONIC_HZ = 96_000  # above this a recording is of bats or insects: read it slowed down, as bat workers do
 BAT_TIME_EXPANSION = 10.0
-POOL_SHARPNESS = 4.0  # log-sum-exp pooling: 1 is a soft mean of segments, large values approach the max
 
 
 class DetectorError(EdgeError):
@@ -341,7 +340,8 @@ def export_detector(trained: TrainedDetector, path: Path, spec: WindowSpec) -> d
         role="detector", input_names=["fbank"], output_names=["score", "segments"],
         dynamic_axes={"fbank": {0: "batch"}, "score": {0: "batch"}, "segments": {0: "batch"}},
         example_inputs=lambda: (torch.zeros(1, frames, DEFAULT_SETTINGS.num_mel_bins),)), path)
-    return {"threshold": trained.threshold, "recall_target": trained.config.recall, "skip_target": trained.config.skip,
+    return {"threshold": trained.threshold, "pool_sharpness": POOL_SHARPNESS, "recall_target": trained.config.recall,
+            "skip_target": trained.config.skip,
             "validation": trained.validation, "config": asdict(trained.config),
             "segment_s": spec.window_s / (trained.net(torch.zeros(1, frames, DEFAULT_SETTINGS.num_mel_bins))[1].shape[1])}
 

@@ -115,7 +115,7 @@ def edge_run(
     summary = runner.run(sources)
     console.print(
         f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, "
-        f"not calls {summary.not_calls}, answered {summary.answered}, "
+        f"not calls {summary.not_calls}, already heard {summary.heard}, answered {summary.answered}, "
         f"escalated {summary.escalated} (delivered {summary.delivered}, queued {summary.queue}), "
         f"failed files {len(summary.failed)}, clips saved {summary.clips_saved} (skipped {summary.clips_skipped}), "
         f"real-time factor {summary.real_time_factor:.3f} -> {out / 'events.db'}")
@@ -160,8 +160,9 @@ def run_self_test(bundle, profile) -> None:  # noqa: ANN001 - Bundle, Profile
     from naturelm_edge.sample_data import synthetic_soundscape
 
     engine = Engine(bundle, profile)
+    features = fbank(synthetic_soundscape(10.0))
     started = time.perf_counter()
-    result = engine.answer(engine.audio_tokens(fbank(synthetic_soundscape(10.0))))
+    result = engine.answer(engine.audio_tokens(features))
     elapsed = time.perf_counter() - started
     checks = [("bundle", True, f"{bundle.id}, {len(bundle.manifest['files'])} files verified"),
               ("profile", True, profile.name),
@@ -169,6 +170,10 @@ def run_self_test(bundle, profile) -> None:  # noqa: ANN001 - Bundle, Profile
                f"running on {', '.join(engine.providers)}" + (f"; missing {', '.join(engine.missing)}" if engine.missing else "")),
               ("inference", bool(np.isfinite(result.answer.confidence_mean)),
                f"one window in {elapsed * 1000:.0f} ms, answer {result.answer.text!r}")]
+    if engine.detector is not None:
+        score = engine.detector.score(features, bundle.window_spec.window)
+        checks.append(("detector", bool(np.isfinite(score)),
+                       f"score {score:.2f} on a synthetic soundscape (threshold {engine.detector.threshold:.2f})"))
     for name, ok, detail in checks:
         console.print(f"{'[green]ok[/green]' if ok else '[red]FAIL[/red]'}  {name}: {detail}", highlight=False)
     if not all(ok for _, ok, _ in checks):

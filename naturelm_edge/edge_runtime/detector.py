@@ -15,6 +15,7 @@ import numpy as np
 from naturelm_edge.audio import DEFAULT_SETTINGS
 
 FLOOR_QUANTILE = 0.2  # a mel bin's noise floor: the level its quieter frames reach
+POOL_SHARPNESS = 4.0  # log-sum-exp pooling of segments: 1 is a soft mean, large values approach the max
 
 
 def floor_padded(features: np.ndarray, valid_samples: int) -> np.ndarray:
@@ -35,20 +36,54 @@ def floor_padded(features: np.ndarray, valid_samples: int) -> np.ndarray:
 
 @dataclass
 class DetectorDecision:
-    passed: bool
+    passed: bool  # the window goes to the encoder
     score: float
+    heard: bool = False  # a call, but only where the last answered window already listened
 
 
 class Detector:
     """One detector session; ``threshold`` from the bundle's manifest unless overridden."""
 
-    def __init__(self, session, threshold: float) -> None:  # noqa: ANN001 - onnxruntime.InferenceSession
-        self.session, self.threshold = session, threshold
+    def __init__(self, session, threshold: float, sharpness: float = POOL_SHARPNESS) -> None:  # noqa: ANN001
+        self.session, self.threshold, self.sharpness = session, threshold, sharpness
+
+    def scores(self, features: np.ndarray, valid_samples: int) -> tuple[float, np.ndarray]:
+        """The window's score and its segments' (in time order, equal lengths)."""
+        batch = floor_padded(features, valid_samples)[None].astype(np.float32)
+        score, segments = self.session.run(["score", "segments"], {"fbank": batch})
+        return float(score[0]), segments[0]
 
     def score(self, features: np.ndarray, valid_samples: int) -> float:
-        batch = floor_padded(features, valid_samples)[None].astype(np.float32)
-        return float(self.session.run(["score"], {"fbank": batch})[0][0])
+        return self.scores(features, valid_samples)[0]
 
-    def __call__(self, features: np.ndarray, valid_samples: int) -> DetectorDecision:
-        score = self.score(features, valid_samples)
-        return DetectorDecision(score >= self.threshold, score)
+    def __call__(self, features: np.ndarray, valid_samples: int, heard: float = 0.0) -> DetectorDecision:
+        """``heard``: the share of this window, from its start, that the last answered window covered.
+
+        A window whose calls all lie in that stretch adds nothing the models have not answered: the
+        segments after it, pooled as the window's score is, must reach the threshold on their own. With
+        windows overlapping by half, a call heard once is then encoded once, not twice.
+        """
+        score, segments = self.scores(features, valid_samples)
+        if score < self.threshold:
+            return DetectorDecision(False, score)
+        new = segments[int(np.floor(heard * len(segments))):]
+        if heard > 0 and (new.size == 0 or np.logaddexp.reduce(new * self.sharpness) / self.sharpness < self.threshold):
+            return DetectorDecision(False, score, heard=True)
+        return DetectorDecision(True, score)
+
+
+class HeardSoFar:
+    """How far the last window the models answered reached, in one stream (samples at the model's rate)."""
+
+    def __init__(self, window_samples: int) -> None:
+        self.window, self.end = window_samples, 0
+
+    def reset(self) -> None:
+        self.end = 0
+
+    def share(self, start: int) -> float:
+        """The share of a window starting at ``start`` that the models have already heard."""
+        return min(1.0, max(0.0, (self.end - start) / self.window))
+
+    def answered(self, start: int, valid: int) -> None:
+        self.end = max(self.end, start + valid)

@@ -11,7 +11,7 @@ import numpy as np
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.decoder import Answer, OnnxDecoder
-from naturelm_edge.edge_runtime.detector import Detector
+from naturelm_edge.edge_runtime.detector import POOL_SHARPNESS, Detector
 from naturelm_edge.edge_runtime.labels import Snapped, snap
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,11 @@ class Engine:
                                    model_file=bundle.file("decoder"))
         self.detector: Detector | None = None
         if detector and bundle.has("detector"):
-            threshold = bundle.manifest.get("detector", {}).get("threshold", 0.0)
+            section = bundle.manifest.get("detector", {})
             self.detector = Detector(ort.InferenceSession(str(bundle.file("detector")), session_options(profile),
                                                           providers=providers),
-                                     threshold if detector_threshold is None else detector_threshold)
+                                     section.get("threshold", 0.0) if detector_threshold is None else detector_threshold,
+                                     section.get("pool_sharpness", POOL_SHARPNESS))
         self.providers = self.encoder.get_providers()
         self.labels: list[str] = list(bundle.manifest.get("labels") or [])
         self.questions = [t["question"] for t in bundle.manifest["prompts"]["tasks"]]

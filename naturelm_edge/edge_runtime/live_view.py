@@ -40,8 +40,8 @@ class LiveView:
         counts = Table.grid(padding=(0, 2))
         for _ in range(6):
             counts.add_column(justify="right")
-        counts.add_row("windows", str(s.windows), "gated", f"{s.gated} (+{s.not_calls} not calls)", "answered",
-                       str(s.answered))
+        counts.add_row("windows", str(s.windows), "gated", f"{s.gated} (+{s.not_calls} not calls, {s.heard} heard)",
+                       "answered", str(s.answered))
         counts.add_row("escalated", str(s.escalated), "overflows", str(s.overflows), "real-time factor",
                        f"{s.real_time_factor:.3f}")
         recent = Table("latest answers", show_header=True, header_style="bold", box=None)

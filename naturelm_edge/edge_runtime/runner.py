@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from naturelm_edge.audio import Window
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
+from naturelm_edge.edge_runtime.detector import HeardSoFar
 from naturelm_edge.edge_runtime.engine import Engine
 from naturelm_edge.edge_runtime.escalation import ClipStore, EscalationPolicy, Sender
 from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
@@ -55,6 +57,7 @@ class Summary:
     resumed: int = 0
     gated: int = 0
     not_calls: int = 0  # passed the gate, refused by the detector
+    heard: int = 0  # calls only where the last answered window already listened
     answered: int = 0
     escalated: int = 0
     delivered: int = 0
@@ -83,6 +86,7 @@ class Runner:
         self.store = EventStore(options.out / "events.db")
         self.sinks = Sinks(options.out, options.formats)
         self.gate = EnergyGate(options.gate)
+        self.heard = HeardSoFar(self.spec.window)
         escalation = profile.escalation
         self.policy = EscalationPolicy(
             confidence_threshold=options.confidence_threshold if options.confidence_threshold is not None
@@ -128,6 +132,7 @@ class Runner:
     def _run_source(self, source: Source) -> None:
         self._source = source
         self.gate.reset()
+        self.heard.reset()
         try:
             for window, features in source.windows():
                 offset_s = window.start / self.spec.sample_rate / source.time_expansion
@@ -140,7 +145,7 @@ class Runner:
                     self.summary.overflows = source.overflows()
                 self.summary.audio_s += min(duration_s, self.spec.hop_s / source.time_expansion)
                 started = time.perf_counter()
-                self._window(source, offset_s, duration_s, window.samples, window.valid, features)
+                self._window(source, offset_s, duration_s, window, features)
                 self.summary.busy_s += time.perf_counter() - started
                 if self._stop:
                     return
@@ -148,16 +153,19 @@ class Runner:
             self.summary.failed.append(str(err))
             self.console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False)
 
-    def _window(self, source: Source, offset_s: float, duration_s: float, samples: np.ndarray, valid: int,
-                features: np.ndarray) -> None:
+    def _window(self, source: Source, offset_s: float, duration_s: float, window: Window, features: np.ndarray) -> None:
         if not self.gate(features).passed:
             self.summary.gated += 1
             self.store.record(source.id, offset_s, True, [], [])  # gated: done, nothing to report
             return
-        if self.engine.detector is not None and not self.engine.detector(features, valid).passed:
-            self.summary.not_calls += 1
-            self.store.record(source.id, offset_s, True, [], [])  # kept from the models like a gated window
-            return
+        if self.engine.detector is not None:
+            decision = self.engine.detector(features, window.valid, self.heard.share(window.start))
+            if not decision.passed:
+                self.summary.heard += decision.heard
+                self.summary.not_calls += not decision.heard
+                self.store.record(source.id, offset_s, True, [], [])  # kept from the models like a gated window
+                return
+        self.heard.answered(window.start, window.valid)
         result = self.engine.answer(self.engine.audio_tokens(features))
         answer, snapped = result.answer, result.snapped
         label = snapped.label if snapped and snapped.distance <= KNOWN_LABEL_DISTANCE else None
@@ -166,9 +174,9 @@ class Runner:
         clip = None
         if reason:
             clip = self.clips.root / f"{uuid.uuid4().hex}.npy"
-            np.save(clip, samples.astype(np.float32))
+            np.save(clip, window.samples.astype(np.float32))
         detection = self.options.clips and answer.text.strip().lower() != "none"
-        saved = self.clip_writer.save(label, source.id, offset_s, samples) if detection else None
+        saved = self.clip_writer.save(label, source.id, offset_s, window.samples) if detection else None
         event = Event(source.id, absolute(source.start, offset_s), round(offset_s, 3), round(duration_s, 3),
                       result.question, answer.text, label, round(answer.confidence_mean, 4),
                       round(answer.confidence_min, 4), "on-device", "queued" if reason else "none", None,
