@@ -76,7 +76,7 @@ def audio_digest(files: list[Path]) -> str:
 
 def build(options: BuildOptions, progress: Progress | None = None) -> dict:
     """Run every stage; return a summary with the bundle path and the quantization report."""
-    from naturelm_edge.bundle.manifest import file_entry, new_manifest, write_bundle
+    from naturelm_edge.bundle.manifest import new_manifest, stage_files, write_bundle
     from naturelm_edge.distill.species import labels_for, species_from_answers, split_species
     from naturelm_edge.distill.tasks import load_tasks, tasks_digest
     from naturelm_edge.models import resolve
@@ -207,11 +207,7 @@ def build(options: BuildOptions, progress: Progress | None = None) -> dict:
                   encoder_dir / "export_report.json": ("reports/encoder_export.json", "report", None),
                   decoder_dir / "decoder_report.json": ("reports/decoder_export.json", "report", None),
                   report_path: ("reports/quantization.json", "report", None)}
-        entries = []
-        for src, (relative, role, precision) in copies.items():
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, staging / relative)
-            entries.append(file_entry(staging, relative, role, precision))
+        entries = stage_files(staging, copies)
         decoder_meta = json.loads((decoder_dir / "decoder.json").read_text())
         manifest = new_manifest(
             f"naturelm-{profile.name}", entries,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +22,9 @@ from naturelm_edge.audio.frontend import WindowFeatures
 from naturelm_edge.bench.clock import StageClock
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
-from naturelm_edge.edge_runtime.detector import HeardSoFar
 from naturelm_edge.edge_runtime.engine import Engine, encode, session_options
 from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
+from naturelm_edge.edge_runtime.screening import ANSWER, Screening
 from naturelm_edge.edge_runtime.store import EventStore
 from naturelm_edge.errors import AudioError
 
@@ -116,8 +117,9 @@ class Measurement:
         self.load_s = time.perf_counter() - started
         self.model_rss_mb = rss_mb() - self.rss_before_load
         self.own_tokens_fit = True  # settled by warm_up: do the measured encoder's tokens fit the decoder?
-        self.gate = EnergyGate(settings.gate)
-        self.windows = self.gated = self.not_calls = self.heard = self.answered = 0
+        self.screening = Screening(EnergyGate(settings.gate), self.engine.detector, self.spec.window)
+        self.windows = 0
+        self.outcomes: Counter[str] = Counter()  # screening outcome -> windows
         self.audio_s = 0.0
         self.files: list[tuple[str, float]] = []  # (recording, real seconds measured)
         self.failed: list[str] = []
@@ -147,10 +149,9 @@ class Measurement:
     def _file(self, path: Path, store: EventStore) -> None:
         clock, expansion = self.clock, self.settings.time_expansion
         probe(path)  # a broken file fails here, before it counts
-        self.gate.reset()  # as edge-run does for each recording
+        self.screening.reset()  # as edge-run does for each recording
         blocks = _timed_blocks(stream(path, self.spec.sample_rate, time_expansion=expansion), clock)
         covered = 0
-        heard = HeardSoFar(self.spec.window)  # as edge-run tracks it per recording
         features_of = WindowFeatures(self.spec)  # the runtime's front end, frames shared across the hop
         for window in iter_windows(blocks, self.spec):
             if self.settings.max_windows is not None and self.windows >= self.settings.max_windows:
@@ -160,24 +161,16 @@ class Measurement:
             started = time.perf_counter()
             with clock("fbank"):
                 features = features_of(window)
-            with clock("gate"):
-                passed = self.gate(features).passed
-            self.gated += not passed
-            if passed and self.engine.detector is not None:
-                with clock("detector"):
-                    decision = self.engine.detector(features, window.valid, heard.share(window.start))
-                passed = decision.passed
-                self.heard += decision.heard
-                self.not_calls += not passed and not decision.heard
+            outcome = self.screening(window, features, clock)
+            self.outcomes[outcome] += 1
+            passed = outcome == ANSWER
             if passed:
-                heard.answered(window.start, window.valid)
                 with clock("encoder"):
                     tokens = encode(self.encoder, features)
                 if not self.own_tokens_fit:  # the override's tokens have another width: feed the bundle's
                     tokens = self.engine.audio_tokens(features)
                 with clock("decoder"):
                     self.engine.answer(tokens)
-                self.answered += 1
             with clock("store"):
                 store.record(str(path), window.start / self.spec.sample_rate / expansion, True, [], [])
             if passed:

@@ -11,6 +11,7 @@ from pathlib import Path
 from naturelm_edge.bench.clock import StageClock
 from naturelm_edge.bench.pipeline import ALWAYS_ON, DECODER_PARTS, SCREENING, Measurement, peak_rss_mb
 from naturelm_edge.device_profiles import DeviceFacts, Profile
+from naturelm_edge.edge_runtime.screening import GATED, OUTCOMES
 from naturelm_edge.errors import EdgeError
 
 SCHEMA = 1
@@ -64,8 +65,8 @@ def build_report(m: Measurement, profile: Profile, facts: DeviceFacts, overhead_
                    "decoder_fed_by": "measured encoder" if m.own_tokens_fit else "bundle encoder (untimed; widths differ)"},
         "threads": profile.intra_op_threads,
         "audio": {"files": len(m.files), "recordings": [f for f, _ in m.files], "failed": m.failed, "seconds": m.audio_s, "windows": m.windows,
-                  "gated": m.gated, "not_calls": m.not_calls, "heard": m.heard, "answered": m.answered,
-                  "gated_share": m.gated / m.windows if m.windows else None,
+                  **{name: m.outcomes[name] for name in OUTCOMES},
+                  "gated_share": m.outcomes[GATED] / m.windows if m.windows else None,
                   "detector": m.engine.detector is not None,
                   "time_expansion": m.settings.time_expansion},
         "load_s": m.load_s,

@@ -57,6 +57,16 @@ def file_entry(root: Path, relative: str, role: str, precision: str | None = Non
     return entry
 
 
+def stage_files(staging: Path, copies: dict[Path, tuple[str, str, str | None]]) -> list[dict]:
+    """Copy {source: (relative path, role, precision)} into a staging bundle; return their manifest entries."""
+    entries = []
+    for source, (relative, role, precision) in copies.items():
+        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, staging / relative)
+        entries.append(file_entry(staging, relative, role, precision))
+    return entries
+
+
 def canonical(manifest: dict) -> bytes:
     """The bytes a signature covers: the manifest without its signature, keys sorted."""
     body = {k: v for k, v in manifest.items() if k != "signature"}
@@ -177,14 +187,11 @@ def extend_bundle(bundle: Bundle, out: Path, additions: dict[Path, tuple[str, st
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     roles = {role for _, role, _ in additions.values()}
-    entries = [e for e in bundle.manifest["files"] if e["role"] not in roles]
-    for entry in entries:
+    kept = [e for e in bundle.manifest["files"] if e["role"] not in roles]  # verified on load: entries carry over
+    for entry in kept:
         (staging / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bundle.root / entry["path"], staging / entry["path"])
-    for source, (relative, role, precision) in additions.items():
-        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, staging / relative)
-        entries.append(file_entry(staging, relative, role, precision))
+    entries = kept + stage_files(staging, additions)
     body = {k: v for k, v in bundle.manifest.items() if k not in ("files", "bundle_id", "signature", "schema_version",
                                                                   "toolkit_version")}
     name = bundle.id.rsplit("-", 1)[0]

@@ -49,7 +49,7 @@ class DetectorConfig:
     skip: float = 0.98  # share of held-back call-free windows it must still refuse (recall wins a conflict)
     noise_windows: int = 160  # synthetic call-free windows (coloured noise, gusts, silence)
     call_windows: int = 200  # synthetic call windows (sweeps, whistles, pulse trains over noise)
-    augment: int = 1  # noisy copies of each call window
+    augment: int = 1  # copies of each call window under extra noise, and as a faint short call
     seed: int = 0
 
 
@@ -137,8 +137,6 @@ def phase_randomised(wave: np.ndarray, valid: int, rng: np.random.Generator) -> 
     return out
 
 
-
-
 def with_noise(wave: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     """A call window under extra background noise (10-30 dB below it) and a random gain."""
     rms = float(np.sqrt(np.mean(wave**2))) + 1e-9
@@ -184,19 +182,20 @@ def build_data(recordings: list[LabelledRecording], spec: WindowSpec, config: De
     rng = np.random.default_rng(config.seed)
     features, labels, origin, skipped = [], [], [], []
 
-    def add(wave: np.ndarray, label: int, where: str, valid: int | None = None) -> None:
-        features.append(floor_padded(fbank(wave), valid or wave.shape[0]).astype(np.float32))
+    def add_features(feats: np.ndarray, label: int, where: str, valid: int) -> None:
+        features.append(floor_padded(feats, valid).astype(np.float32))
         labels.append(label)
         origin.append(where)
+
+    def add(wave: np.ndarray, label: int, where: str, valid: int | None = None) -> None:
+        add_features(fbank(wave), label, where, valid or wave.shape[0])
 
     for i, rec in enumerate(recordings):
         if progress and i % 10 == 0:
             progress(f"detector data: {i}/{len(recordings)} recordings")
         try:
             for window, feats in window_features(rec.path, spec, rec.time_expansion):
-                features.append(floor_padded(feats, window.valid).astype(np.float32))
-                labels.append(int(rec.call))
-                origin.append(str(rec.path))
+                add_features(feats, int(rec.call), str(rec.path), window.valid)
                 if rec.call:
                     add(phase_randomised(window.samples, window.valid, rng), 0, f"{rec.path} (phase-randomised)",
                         window.valid)
@@ -363,7 +362,7 @@ def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: Detecto
     labels_path = labels_file or audio_root / "LABELS.csv"
     try:
         with Path(labels_path).open(newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if not r.get("path", "").startswith(tuple(exclude) or ("\0",))]
+            rows = [r for r in csv.DictReader(handle) if not (exclude and r.get("path", "").startswith(tuple(exclude)))]
     except OSError as err:
         raise DetectorError(f"{labels_path}: cannot read the labels ({err.strerror}).") from err
     recordings = recordings_from_labels(audio_root, rows)

@@ -71,19 +71,3 @@ class Detector:
             return DetectorDecision(False, score, heard=True)
         return DetectorDecision(True, score)
 
-
-class HeardSoFar:
-    """How far the last window the models answered reached, in one stream (samples at the model's rate)."""
-
-    def __init__(self, window_samples: int) -> None:
-        self.window, self.end = window_samples, 0
-
-    def reset(self) -> None:
-        self.end = 0
-
-    def share(self, start: int) -> float:
-        """The share of a window starting at ``start`` that the models have already heard."""
-        return min(1.0, max(0.0, (self.end - start) / self.window))
-
-    def answered(self, start: int, valid: int) -> None:
-        self.end = max(self.end, start + valid)

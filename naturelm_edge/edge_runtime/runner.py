@@ -22,11 +22,11 @@ from naturelm_edge.audio import Window
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
-from naturelm_edge.edge_runtime.detector import HeardSoFar
 from naturelm_edge.edge_runtime.engine import Engine
 from naturelm_edge.edge_runtime.escalation import ClipStore, EscalationPolicy, Sender
 from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
 from naturelm_edge.edge_runtime.live_view import LiveView
+from naturelm_edge.edge_runtime.screening import ANSWER, Screening
 from naturelm_edge.edge_runtime.sinks import Sinks
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.edge_runtime.store import Event, EventStore
@@ -85,8 +85,7 @@ class Runner:
         self.spec = bundle.window_spec
         self.store = EventStore(options.out / "events.db")
         self.sinks = Sinks(options.out, options.formats)
-        self.gate = EnergyGate(options.gate)
-        self.heard = HeardSoFar(self.spec.window)
+        self.screening = Screening(EnergyGate(options.gate), self.engine.detector, self.spec.window)
         escalation = profile.escalation
         self.policy = EscalationPolicy(
             confidence_threshold=options.confidence_threshold if options.confidence_threshold is not None
@@ -131,8 +130,7 @@ class Runner:
 
     def _run_source(self, source: Source) -> None:
         self._source = source
-        self.gate.reset()
-        self.heard.reset()
+        self.screening.reset()
         try:
             for window, features in source.windows():
                 offset_s = window.start / self.spec.sample_rate / source.time_expansion
@@ -154,18 +152,11 @@ class Runner:
             self.console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False)
 
     def _window(self, source: Source, offset_s: float, duration_s: float, window: Window, features: np.ndarray) -> None:
-        if not self.gate(features).passed:
-            self.summary.gated += 1
-            self.store.record(source.id, offset_s, True, [], [])  # gated: done, nothing to report
+        outcome = self.screening(window, features)
+        if outcome != ANSWER:  # gated, not a call, or already heard: done, nothing to report
+            setattr(self.summary, outcome, getattr(self.summary, outcome) + 1)
+            self.store.record(source.id, offset_s, True, [], [])
             return
-        if self.engine.detector is not None:
-            decision = self.engine.detector(features, window.valid, self.heard.share(window.start))
-            if not decision.passed:
-                self.summary.heard += decision.heard
-                self.summary.not_calls += not decision.heard
-                self.store.record(source.id, offset_s, True, [], [])  # kept from the models like a gated window
-                return
-        self.heard.answered(window.start, window.valid)
         result = self.engine.answer(self.engine.audio_tokens(features))
         answer, snapped = result.answer, result.snapped
         label = snapped.label if snapped and snapped.distance <= KNOWN_LABEL_DISTANCE else None
