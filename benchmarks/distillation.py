@@ -75,8 +75,7 @@ def run(audio_root: Path, work: Path, settings: ProofSettings, progress=None,  #
     timings["collect_s"] = time.perf_counter() - start
     start = time.perf_counter()
     config = TrainConfig(epochs=settings.student_epochs, seed=settings.seed, layers=settings.student_layers,
-                         hidden=settings.student_hidden, heads=settings.student_heads,
-                         intermediate=settings.student_hidden * 8 // 3)
+                         hidden=settings.student_hidden, heads=settings.student_heads)
     train(work / "cache", work / "student", config, progress=progress)
     timings["train_s"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -25,7 +25,8 @@ def int8_encoder(work: Path) -> Path:
     from naturelm_edge.audio import WindowSpec
     from naturelm_edge.quantization.calibration import ArrayReader, calibration_set, encoder_inputs
     from naturelm_edge.quantization.quantize import QuantSpec, quantize
-    from naturelm_edge.sample_data import list_audio, shared_audio_dir
+    from naturelm_edge.audio.files import list_audio
+    from naturelm_edge.sample_data import shared_audio_dir
 
     out = work / "official-encoder-int8.onnx"
     if out.is_file():

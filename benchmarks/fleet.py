@@ -30,7 +30,7 @@ CLIPS = 32
 
 
 def escalation(checkpoint: Path, work: Path) -> dict:
-    from naturelm_edge.serve.client import post_escalation
+    from naturelm_edge.wire.client import post_escalation
     from tests.test_serve import Server, request
 
     results = {}

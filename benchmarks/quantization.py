@@ -69,7 +69,8 @@ def main() -> None:
     from naturelm_edge.quantization.calibration import ArrayReader, calibration_set, encoder_inputs
     from naturelm_edge.quantization.quantize import QuantSpec, quantize
     from naturelm_edge.quantization.report import run_encoder, session, token_cosines
-    from naturelm_edge.sample_data import list_audio, shared_audio_dir
+    from naturelm_edge.audio.files import list_audio
+    from naturelm_edge.sample_data import shared_audio_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quantization")

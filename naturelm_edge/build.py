@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from naturelm_edge.audio import DEFAULT_SETTINGS, WindowSpec
+from naturelm_edge.audio.files import list_audio
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.errors import EdgeError
 from naturelm_edge.hashing import sha256_file
 from naturelm_edge.progress import Progress
-from naturelm_edge.sample_data import list_audio
 
 
 @dataclass
@@ -146,8 +146,7 @@ def build(options: BuildOptions, progress: Progress | None = None) -> dict:
     from naturelm_edge.distill.train import TrainConfig
 
     train_config = TrainConfig(epochs=options.epochs, seed=options.seed, layers=options.student_layers,
-                               hidden=options.student_hidden, heads=options.student_heads,
-                               intermediate=options.student_hidden * 8 // 3)
+                               hidden=options.student_hidden, heads=options.student_heads)
 
     def train_stage() -> None:
         from naturelm_edge.distill.train import train

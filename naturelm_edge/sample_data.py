@@ -12,13 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 ENV_VAR = "NATURELM_EDGE_AUDIO"
-
-
-def list_audio(root: Path) -> list[Path]:
-    """Every audio file under ``root`` (recursive), sorted by path."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
 
 
 def shared_audio_dir() -> Path | None:

@@ -72,7 +72,7 @@ def test_detector_refuses_held_out_calls_smeared_into_noise(detector, audio_dir:
     import csv
 
     from naturelm_edge.audio import WindowSpec, fbank, window_features
-    from naturelm_edge.distill.detector import expansion_for, phase_randomised
+    from naturelm_edge.detection.training import expansion_for, phase_randomised
 
     rng = np.random.default_rng(7)
     calls, smeared = [], []
@@ -158,7 +158,7 @@ def test_short_clips_are_padded_with_their_own_noise_floor():
 
 def test_training_needs_calls_and_call_free_windows(audio_dir: Path):
     from naturelm_edge.audio import WindowSpec
-    from naturelm_edge.distill.detector import DetectorConfig, DetectorError, LabelledRecording, build_data
+    from naturelm_edge.detection.training import DetectorConfig, DetectorError, LabelledRecording, build_data
 
     background = [LabelledRecording(audio_dir / "birdvoxdetect" / "BirdVox-scaper_example_background.wav", False)]
     with pytest.raises(DetectorError, match="gave 0 call and 1 call-free windows"):

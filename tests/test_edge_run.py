@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from naturelm_edge.audio import fbank, load, prepare
 from naturelm_edge.cli import run_app
 from naturelm_edge.edge_runtime.gate import EnergyGate
-from naturelm_edge.serve.loopback import EscalationServer
+from naturelm_edge.wire.loopback import EscalationServer
 from tests.helpers import events as stored_events
 from tests.helpers import free_port, run_edge
 

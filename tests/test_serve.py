@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from naturelm_edge.sample_data import synthetic_soundscape
-from naturelm_edge.serve.client import post_escalation
-from naturelm_edge.serve.schema import PATH, EscalationRequest
+from naturelm_edge.wire.client import post_escalation
+from naturelm_edge.wire.schema import PATH, EscalationRequest
 from tests.helpers import events, free_port, run_cli, run_edge
 
 TOKEN = "field-team-7f3a"

@@ -6,11 +6,10 @@ Long field recordings are never held whole: :func:`read_blocks` yields fixed-siz
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import struct
 
 import numpy as np
 import soundfile as sf

@@ -182,9 +182,9 @@ class Measurement:
     def escalation_round_trips(self, rounds: int) -> None:
         """POST ``rounds`` 10 s windows to a loopback server speaking the API; time each round trip."""
         from naturelm_edge.sample_data import synthetic_soundscape
-        from naturelm_edge.serve.client import post_escalation
-        from naturelm_edge.serve.loopback import EscalationServer
-        from naturelm_edge.serve.schema import EscalationRequest
+        from naturelm_edge.wire.client import post_escalation
+        from naturelm_edge.wire.loopback import EscalationServer
+        from naturelm_edge.wire.schema import EscalationRequest
 
         server = EscalationServer().start()
         try:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from naturelm_edge.audio import WindowSpec, window_features
+from naturelm_edge.audio.files import list_audio
 from naturelm_edge.distill.cache import CacheMeta, TeacherCache, window_key
 from naturelm_edge.distill.species import labels_for
 from naturelm_edge.distill.tasks import Task, tasks_digest
 from naturelm_edge.distill.teacher import Teacher
 from naturelm_edge.errors import AudioError, EdgeError
-from naturelm_edge.sample_data import list_audio
 
 DEFAULT_TOP_K = 20
 

@@ -12,8 +12,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from naturelm_edge.audio.files import list_audio
 from naturelm_edge.errors import EdgeError
-from naturelm_edge.sample_data import list_audio
 
 
 class SpeciesError(EdgeError):

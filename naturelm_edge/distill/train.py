@@ -28,6 +28,11 @@ TRAIN_STATE = "train_state.pt"
 SPLIT_FILE = "split.json"
 
 
+def ffn_width(hidden: int) -> int:
+    """The student's one FFN-width rule: Llama's SwiGLU 8/3 of the hidden size (the parameters of a 4x MLP)."""
+    return hidden * 8 // 3
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 30
@@ -42,8 +47,12 @@ class TrainConfig:
     hidden: int = 384
     heads: int = 6
     kv_heads: int = 2
-    intermediate: int = 1024
+    intermediate: int | None = None  # the FFN width; None: Llama's rule, 8/3 of hidden (1024 at 384)
     held_out_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.intermediate is None:
+            self.intermediate = ffn_width(self.hidden)
 
 
 @dataclass

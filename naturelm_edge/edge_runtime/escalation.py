@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from naturelm_edge.edge_runtime.store import EventStore
-from naturelm_edge.serve.client import post_escalation
-from naturelm_edge.serve.schema import EscalationRequest
+from naturelm_edge.wire.client import post_escalation
+from naturelm_edge.wire.schema import EscalationRequest
 
 
 @dataclass

@@ -12,13 +12,13 @@ from typing import BinaryIO
 import numpy as np
 
 from naturelm_edge.audio import WindowSpec, window_features
+from naturelm_edge.audio.files import list_audio
 from naturelm_edge.audio.frontend import stream_features
 from naturelm_edge.audio.resample import StreamResampler
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.timestamps import recording_start
 from naturelm_edge.errors import EdgeError
-from naturelm_edge.sample_data import list_audio
 
 
 @dataclass

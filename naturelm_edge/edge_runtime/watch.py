@@ -14,10 +14,10 @@ from pathlib import Path
 
 from naturelm_edge.audio import WindowSpec, window_features
 from naturelm_edge.audio.decode import probe
+from naturelm_edge.audio.files import list_audio
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.edge_runtime.timestamps import recording_start
 from naturelm_edge.errors import AudioError
-from naturelm_edge.sample_data import list_audio
 
 
 class FolderWatcher:

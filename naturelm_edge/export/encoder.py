@@ -16,12 +16,13 @@ import numpy as np
 import torch
 
 from naturelm_edge.audio import fbank, load, prepare
+from naturelm_edge.audio.files import list_audio
 from naturelm_edge.errors import AudioError, ExportError
 from naturelm_edge.export.onnx_export import ExportSpec, export_module
 from naturelm_edge.export.parity import Parity, compare
 from naturelm_edge.models.naturelm import AudioEncoder, NatureLM
 from naturelm_edge.progress import Progress
-from naturelm_edge.sample_data import list_audio, pick_spread, shared_audio_dir, synthetic_soundscape
+from naturelm_edge.sample_data import pick_spread, shared_audio_dir, synthetic_soundscape
 
 ENCODER_FILE = "encoder.onnx"
 REPORT_FILE = "export_report.json"

@@ -16,6 +16,7 @@ from naturelm_edge.models.beats import BEATs
 from naturelm_edge.models.config import QFORMER_HIDDEN, QFORMER_LAYERS, NatureLMConfig
 from naturelm_edge.models.qformer import QFormer
 
+
 @dataclass
 class AudioIntermediates:
     """Every tensor on the audio path, for fidelity checks against the original implementation."""

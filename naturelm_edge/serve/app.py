@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import TypeAdapter
 
 from naturelm_edge.serve.batcher import DynamicBatcher
-from naturelm_edge.serve.schema import MAX_AUDIO_BYTES, PATH, SCHEMA, EscalationAnswer, EscalationRequest, read_tokens
+from naturelm_edge.wire.schema import MAX_AUDIO_BYTES, PATH, SCHEMA, EscalationAnswer, EscalationRequest, read_tokens
 
 CONFIG_ENV = "NATURELM_EDGE_SERVE_CONFIG"
 # JSON and base64 add about a third to the clip's bytes
@@ -123,7 +123,7 @@ def create_app(settings: ServeSettings, model=None) -> FastAPI:  # noqa: ANN001 
 
     app = FastAPI(title="naturelm-edge escalation server", version=str(SCHEMA), lifespan=lifespan,
                   description="The full NatureLM-audio model answering windows that devices escalate. "
-                              "Request and answer bodies are defined in naturelm_edge.serve.schema.")
+                              "Request and answer bodies are defined in naturelm_edge.wire.schema.")
 
     def refuse(status: int, message: str, headers: dict | None = None) -> JSONResponse:
         requests_total.labels(str(status)).inc()
@@ -159,7 +159,7 @@ def create_app(settings: ServeSettings, model=None) -> FastAPI:  # noqa: ANN001 
             return refuse(429, f"rate limit of {settings.rate_per_minute:g} requests per minute exceeded",
                           {"Retry-After": str(max(1, round(wait)))})
         if not request.headers.get("content-type", "").startswith("application/json"):
-            return refuse(415, "send the escalation as application/json (see naturelm_edge.serve.schema)")
+            return refuse(415, "send the escalation as application/json (see naturelm_edge.wire.schema)")
         declared = int(request.headers.get("content-length") or 0)
         if declared > settings.max_body_bytes:
             return refuse(413, f"request of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes")

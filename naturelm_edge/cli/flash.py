@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from naturelm_edge.cli_common import console, user_errors
+from naturelm_edge.cli.common import console, user_errors
 from naturelm_edge.errors import EdgeError
 
 
@@ -32,7 +32,8 @@ def flash_cmd(
     """Put a verified bundle on devices: preflight, resumable transfer, sha256 (and signature) on the device,
     atomic switch of `current`, health check with automatic rollback."""
     from naturelm_edge.bundle.manifest import load_bundle
-    from naturelm_edge.flash.flash import FlashOptions, flash, record, rollback as roll_back
+    from naturelm_edge.flash.flash import FlashOptions, flash, record
+    from naturelm_edge.flash.flash import rollback as roll_back
     from naturelm_edge.flash.target import SshOptions, Target
 
     if transfer not in ("auto", "rsync", "sftp"):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from naturelm_edge.errors import EdgeError
 
@@ -17,6 +19,22 @@ err_console = Console(stderr=True, soft_wrap=True)
 state = {"debug": False}
 ProfilesDir = Annotated[Path | None, typer.Option("--profiles-dir", help="Folder of your own profile TOML files.")]
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def print_table(columns: list[str], rows: list[list[str]], title: str | None = None, as_json: bool = False) -> None:
+    """A table as a script or a person wants it: JSON records with ``as_json``, a rich table on a terminal,
+    and a Markdown table in a pipe or a log (rich would cut cells to the pipe's assumed width)."""
+    if as_json:
+        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2))
+        return
+    if not console.is_terminal:
+        for line in (columns, ["---"] * len(columns), *rows):
+            console.print("| " + " | ".join(line) + " |", highlight=False, markup=False)
+        return
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def user_errors(func: F) -> F:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from naturelm_edge.cli_common import err_console, user_errors
+from naturelm_edge.cli.common import err_console, user_errors
 from naturelm_edge.errors import EdgeError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from naturelm_edge.serve.schema import PATH, EscalationRequest
+from naturelm_edge.wire.schema import PATH, EscalationRequest
 
 
 def post_escalation(url: str, request: EscalationRequest, token: str | None = None, timeout_s: float = 10.0) -> dict:

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from naturelm_edge.cli_common import ProfilesDir, console, err_console, user_errors
+from naturelm_edge.cli.common import ProfilesDir, console, err_console, print_table, user_errors
 from naturelm_edge.errors import EdgeError
 
 DEFAULT_OUT = Path("benchmarks/results")
@@ -20,7 +19,8 @@ def default_audio(scratch: Path) -> list[Path]:
     """The shared recordings when present (soundscapes, background and focal clips), else a synthetic minute."""
     import soundfile as sf
 
-    from naturelm_edge.sample_data import list_audio, shared_audio_dir, synthetic_soundscape
+    from naturelm_edge.audio.files import list_audio
+    from naturelm_edge.sample_data import shared_audio_dir, synthetic_soundscape
 
     shared = shared_audio_dir()
     if shared is not None:
@@ -33,6 +33,7 @@ def default_audio(scratch: Path) -> list[Path]:
 def run_bench(bundle_path: Path, profile_name: str | None, audio: list[Path] | None, quick: bool, out: Path,
               encoder: Path | None = None, birdnet: bool = True, time_expansion: float | None = None,
               profiles_dir: Path | None = None, name: str = "bench") -> tuple[dict, list[Path]]:
+    from naturelm_edge.audio.files import list_audio
     from naturelm_edge.bench.birdnet import run_beside
     from naturelm_edge.bench.clock import cost_per_call
     from naturelm_edge.bench.pipeline import BenchSettings, Measurement
@@ -41,7 +42,6 @@ def run_bench(bundle_path: Path, profile_name: str | None, audio: list[Path] | N
     from naturelm_edge.bundle.manifest import load_bundle
     from naturelm_edge.device_profiles import DeviceFacts, detect, get
     from naturelm_edge.edge_runtime.sources import resolve_time_expansion
-    from naturelm_edge.sample_data import list_audio
 
     bundle = load_bundle(bundle_path)
     facts = DeviceFacts.read()
@@ -89,15 +89,7 @@ def compare(paths: list[Path]) -> None:
 
     if not paths:
         raise EdgeError("give the bench.json files to compare.")
-    rows = compare_rows([load(p) for p in paths])
-    if not console.is_terminal:  # piped into a file or a log: a Markdown table nothing truncates
-        for line in (COMPARE_COLUMNS, ["---"] * len(COMPARE_COLUMNS), *rows):
-            console.print("| " + " | ".join(line) + " |", highlight=False, markup=False)
-        return
-    table = Table(*COMPARE_COLUMNS, title="edge bench")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    print_table(COMPARE_COLUMNS, compare_rows([load(p) for p in paths]), "edge bench")
 
 
 @user_errors

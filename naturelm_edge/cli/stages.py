@@ -1,43 +1,21 @@
-"""Command line: ``edge`` (one subcommand per stage)."""
+"""``edge checkpoint``, ``edge export``, ``edge distill``, ``edge detector`` and ``edge build``: the export stage."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from naturelm_edge.bench.command import bench
-from naturelm_edge.cli_common import ProfilesDir, console, err_console, user_errors
-from naturelm_edge.edge_runtime.command import run_app
-from naturelm_edge.flash.command import flash_cmd
-from naturelm_edge.serve.command import serve_cmd
-from naturelm_edge.cli_common import state as _state
+from naturelm_edge.cli.common import ProfilesDir, console, err_console, user_errors
 from naturelm_edge.errors import EdgeError
 
-app = typer.Typer(help="naturelm-edge: take NatureLM-audio to field recorders.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
 checkpoint_app = typer.Typer(help="Build or inspect NatureLM-audio checkpoints.", no_args_is_help=True)
 export_app = typer.Typer(help="Export model parts to ONNX with parity verification.", no_args_is_help=True)
 distill_app = typer.Typer(help="Distil NatureLM's decoder into a small student.", no_args_is_help=True)
-app.add_typer(checkpoint_app, name="checkpoint")
-app.add_typer(export_app, name="export")
-bundle_app = typer.Typer(help="Verify, sign and inspect model bundles.", no_args_is_help=True)
-profiles_app = typer.Typer(help="Device profiles: list, show, validate, detect.", no_args_is_help=True)
-app.add_typer(distill_app, name="distill")
-app.add_typer(bundle_app, name="bundle")
-app.add_typer(profiles_app, name="profiles")
-app.command("bench", no_args_is_help=True)(bench)
-app.command("flash", no_args_is_help=True)(flash_cmd)
-app.command("serve")(serve_cmd)
-
-@app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for expected errors.")] = False) -> None:
-    _state["debug"] = debug
+detector_app = typer.Typer(help="The cascade's detection stage: train it and add it to a bundle.", no_args_is_help=True)
 
 
 @checkpoint_app.command("tiny")
@@ -196,16 +174,16 @@ def distill_train(
     if hidden % heads or heads % 2:
         raise EdgeError(f"--hidden {hidden} must be a multiple of --heads {heads}, and --heads even.")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ce_weight=ce_weight, kl_weight=kl_weight,
-                         layers=layers, hidden=hidden, heads=heads, intermediate=4 * hidden, seed=seed)
+                         layers=layers, hidden=hidden, heads=heads, seed=seed)
     with _bar() as progress:
         summary = train(cache, out, config, split, progress=progress)
     console.print(f"student trained: {summary['steps']} steps on {summary['examples']} answers, vocabulary "
                   f"{summary['vocab']} tokens, final cross-entropy {summary['final_ce']:.3f} -> {out}")
 
 
-@distill_app.command("detector")
+@detector_app.command("train")
 @user_errors
-def distill_detector(
+def detector_train(
     bundle: Annotated[Path, typer.Argument(help="Bundle to add the detection stage to.")],
     audio: Annotated[Path, typer.Option("--audio", help="Labelled recordings (LABELS.csv: focal = calls, background = none).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle to write (may be BUNDLE itself: replaced atomically).")],
@@ -218,7 +196,7 @@ def distill_detector(
     sign: Annotated[Path | None, typer.Option(help="ed25519 private key to sign the new bundle with.")] = None,
 ) -> None:
     """Train the cascade's detection stage (a small CNN on the fbank) and add it to a bundle."""
-    from naturelm_edge.distill.detector import DetectorConfig, add_detector
+    from naturelm_edge.detection.training import DetectorConfig, add_detector
 
     for name, share in (("--recall", recall), ("--skip", skip)):
         if not 0 < share <= 1:
@@ -253,7 +231,6 @@ def export_decoder_cmd(
                   f"{report['greedy_equal']}/{report['greedy_total']} -> {out}")
 
 
-@app.command("build")
 @user_errors
 def build_cmd(
     checkpoint: Annotated[str, typer.Argument(help="NatureLM checkpoint (directory, training file or hub id).")],
@@ -290,164 +267,6 @@ def build_cmd(
     console.print(f"bundle {summary['bundle_id']} -> {summary['bundle']}")
 
 
-@bundle_app.command("verify")
-@user_errors
-def bundle_verify(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory or .tar.")],
-    trusted_keys: Annotated[Path | None, typer.Option(help="Folder of trusted *.pub keys: require a valid signature.")] = None,
-) -> None:
-    """Check the schema, every file's size and sha256, and the signature when keys are trusted."""
-    from naturelm_edge.bundle.manifest import load_bundle
 
-    loaded = load_bundle(bundle, trusted_keys)
-    signature = loaded.manifest.get("signature")
-    signed = f"signed by {signature['key_id']}" if signature else "unsigned"
-    console.print(f"{loaded.id}: {len(loaded.manifest['files'])} files verified, {signed}, "
-                  f"profile {loaded.manifest.get('target_profile')}")
-
-
-@bundle_app.command("sign")
-@user_errors
-def bundle_sign(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
-    key: Annotated[Path, typer.Option("--key", help="ed25519 private key (PEM) from `edge bundle keygen`.")],
-) -> None:
-    """Sign a bundle's manifest with an ed25519 key (the files are verified first)."""
-    from naturelm_edge.bundle.signing import sign_bundle
-
-    signature = sign_bundle(bundle, key)
-    console.print(f"{bundle}: signed by key {signature['key_id']}")
-
-
-@bundle_app.command("keygen")
-@user_errors
-def bundle_keygen(prefix: Annotated[Path, typer.Argument(help="Writes PREFIX.key (private) and PREFIX.pub.")]) -> None:
-    """Create an ed25519 key pair for signing bundles; copy PREFIX.pub to devices' trusted-keys folder."""
-    from naturelm_edge.bundle.signing import generate_keypair
-
-    private, public = generate_keypair(prefix)
-    console.print(f"private key {private} (keep it secret), public key {public}")
-
-
-@profiles_app.command("list")
-@user_errors
-def profiles_list(profiles_dir: ProfilesDir = None) -> None:
-    """All known device profiles."""
-    from naturelm_edge.device_profiles import all_profiles
-
-    table = Table()
-    for column in ("name", "providers", "encoder", "decoder", "threads", "memory MB", "latency ms"):
-        table.add_column(column)
-    for p in all_profiles(profiles_dir).values():
-        table.add_row(p.name, ", ".join(x.name.replace("ExecutionProvider", "") for x in p.providers),
-                      p.precision["encoder"], p.precision["decoder"], str(p.intra_op_threads),
-                      str(p.runtime.get("memory_budget_mb", "")), str(p.runtime.get("latency_budget_ms", "")))
-    console.print(table)
-
-
-@profiles_app.command("show")
-@user_errors
-def profiles_show(name: str, profiles_dir: ProfilesDir = None) -> None:
-    """One profile, as TOML source."""
-    from naturelm_edge.device_profiles import get
-
-    console.print(Path(get(name, profiles_dir).source).read_text(), highlight=False, markup=False)
-
-
-@profiles_app.command("validate")
-@user_errors
-def profiles_validate(path: Path) -> None:
-    """Check a profile file against the schema."""
-    from naturelm_edge.device_profiles import load_file
-
-    profile = load_file(path)
-    console.print(f"{path}: valid profile '{profile.name}'")
-
-
-@profiles_app.command("detect")
-@user_errors
-def profiles_detect(profiles_dir: ProfilesDir = None) -> None:
-    """The profile that matches this machine."""
-    from naturelm_edge.device_profiles import DeviceFacts, detect
-
-    facts = DeviceFacts.read()
-    console.print(f"{detect(facts, profiles_dir).name} (machine {facts.machine}, cpu {facts.cpu_model or '?'}, "
-                  f"device-tree {facts.device_tree_model or '-'}, nvidia-smi {'yes' if facts.nvidia_smi else 'no'})")
-
-
-DEMO_TASKS = """[[task]]
-id = "common_name"
-kind = "common_name"
-question = "What is the common name for the focal species in the audio?"
-max_new_tokens = 12
-"""
-
-
-@app.command("demo")
-@user_errors
-def demo(
-    out: Annotated[Path, typer.Option("--out", help="Working directory for the demo.")] = Path("demo"),
-    recording: Annotated[Path | None, typer.Option(help="Your own recording to run on (default: a synthetic soundscape).")] = None,
-) -> None:
-    """The field demo: tiny checkpoint -> bundle (export, distil, quantize) -> edge-run on a soundscape."""
-    import soundfile as sf
-
-    from naturelm_edge.build import BuildOptions, build
-    from naturelm_edge.bundle.manifest import load_bundle
-    from naturelm_edge.device_profiles import detect
-    from naturelm_edge.edge_runtime.runner import RunOptions, Runner
-    from naturelm_edge.edge_runtime.sources import file_sources
-    from naturelm_edge.models.tiny import write_tiny_checkpoint
-    from naturelm_edge.progress import Progress
-    from naturelm_edge.sample_data import synthetic_soundscape, write_synthetic_species
-
-    console.print("[yellow]demo: the NatureLM weights are random (untrained) and the 'species' are synthetic: "
-                  "the answers are meaningless; the pipeline, parity checks and bookkeeping are real.[/yellow]")
-    checkpoint = out / "tiny-checkpoint"
-    if not (checkpoint / "model.safetensors").is_file():
-        write_tiny_checkpoint(checkpoint)
-    audio = out / "synthetic-species"
-    if not (audio / "LABELS.csv").is_file():
-        write_synthetic_species(audio)
-    tasks = out / "tasks.toml"
-    tasks.write_text(DEMO_TASKS)
-    profile = detect()
-    options = BuildOptions(str(checkpoint), audio, profile, out / "bundle", out / "bundle.work", tasks, None,
-                           epochs=30, student_layers=2, student_hidden=128, student_heads=4, held_out_fraction=0.25,
-                           calibration_windows=8)
-    summary = build(options, Progress())
-    console.print(f"bundle {summary['bundle_id']} for profile {profile.name} -> {summary['bundle']}")
-    if recording is None:
-        recording = out / "soundscape.wav"
-        if not recording.is_file():
-            sf.write(str(recording), synthetic_soundscape(60.0), 16000, subtype="PCM_16")
-    bundle = load_bundle(out / "bundle")
-    runner = Runner(bundle, profile, RunOptions(out / "run", escalate="queue"), err_console)
-    result = runner.run(file_sources([recording], bundle.window_spec))
-    console.print(f"edge-run on {recording}: {result.windows} windows, {result.gated} gated, {result.answered} answered, "
-                  f"{result.escalated} queued for the full model; events in {out / 'run' / 'events.db'}")
-
-
-def single_threaded_numpy() -> None:
-    """One BLAS thread for numpy (before it is imported): its only matrix work on the device is the fbank's
-    small mel projection, where extra threads spin against onnxruntime and the audio thread (measured:
-    4 ms per window alone, over 200 ms when two cores are busy)."""
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
-
-
-def run() -> None:
-    """Entry point of the ``edge`` console script."""
-    if sys.argv[1:2] == ["bench"]:
-        single_threaded_numpy()  # measure what edge-run runs
-    app(prog_name="edge")
-
-
-def run_edge() -> None:
-    """Entry point of the ``edge-run`` console script."""
-    single_threaded_numpy()
-    run_app(prog_name="edge-run")
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+# the command's first name, kept so existing scripts go on working
+distill_app.command("detector", help="Alias of `edge detector train`.")(detector_train)

@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from naturelm_edge.serve.schema import PATH, EscalationAnswer, EscalationRequest
+from naturelm_edge.wire.schema import PATH, EscalationAnswer, EscalationRequest
 
 
 class EscalationServer:

@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from naturelm_edge.cli_common import ProfilesDir, console, err_console, user_errors
-
+from naturelm_edge.cli.common import ProfilesDir, console, err_console, user_errors
 
 run_app = typer.Typer(help="Run on-device detection on recordings or a live stream.", add_completion=False,
                       pretty_exceptions_enable=False)
@@ -65,7 +64,7 @@ def edge_run(
 
     if bundle is None:
         raise EdgeError("give --bundle DIR (a bundle from `edge build`).")
-    from naturelm_edge.edge_runtime.runner import RunOptions, Runner
+    from naturelm_edge.edge_runtime.runner import Runner, RunOptions
     from naturelm_edge.edge_runtime.sources import file_sources, resolve_time_expansion, stdin_source
 
     loaded = load_bundle(bundle, trusted_keys)
@@ -78,7 +77,7 @@ def edge_run(
     mode = escalate or chosen.escalation.get("mode", "queue")
     token = None
     if token_file is not None:
-        from naturelm_edge.serve.schema import read_tokens
+        from naturelm_edge.wire.schema import read_tokens
 
         tokens = read_tokens(token_file) if token_file.is_file() else []
         if not tokens:

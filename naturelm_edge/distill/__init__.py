@@ -1,0 +1,1 @@
+"""Distillation of NatureLM's decoder: teacher answers, species split, the student and its training (torch)."""
