@@ -76,6 +76,7 @@ def audio_digest(files: list[Path]) -> str:
 
 def build(options: BuildOptions, progress: Progress | None = None) -> dict:
     """Run every stage; return a summary with the bundle path and the quantization report."""
+    from naturelm_edge.bundle import roles
     from naturelm_edge.bundle.manifest import new_manifest, stage_files, write_bundle
     from naturelm_edge.distill.species import labels_for, species_from_answers, split_species
     from naturelm_edge.distill.tasks import load_tasks, tasks_digest
@@ -198,16 +199,16 @@ def build(options: BuildOptions, progress: Progress | None = None) -> dict:
     with progress.step("bundle"):
         options.out.parent.mkdir(parents=True, exist_ok=True)  # staging beside OUT: the final rename stays atomic
         staging = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))
-        copies = {quant_dir / "encoder.onnx": ("encoder.onnx", "encoder", specs["encoder"].label()),
-                  quant_dir / "decoder.onnx": ("decoder.onnx", "decoder", specs["decoder"].label()),
-                  decoder_dir / "decoder_tables.npz": ("decoder_tables.npz", "decoder-tables", "fp32"),
-                  decoder_dir / "decoder.json": ("decoder.json", "decoder-config", None),
-                  decoder_dir / "tokenizer.json": ("tokenizer.json", "tokenizer", None),
-                  encoder_dir / "export_report.json": ("reports/encoder_export.json", "report", None),
-                  decoder_dir / "decoder_report.json": ("reports/decoder_export.json", "report", None),
-                  report_path: ("reports/quantization.json", "report", None)}
+        copies = {quant_dir / roles.ENCODER.file: (roles.ENCODER.file, roles.ENCODER, specs["encoder"].label()),
+                  quant_dir / roles.DECODER.file: (roles.DECODER.file, roles.DECODER, specs["decoder"].label())}
+        for role, precision in ((roles.DECODER_TABLES, "fp32"), (roles.DECODER_CONFIG, None), (roles.TOKENIZER, None)):
+            copies[decoder_dir / role.file] = (role.file, role, precision)
+        for source, name in ((encoder_dir / "export_report.json", "encoder_export.json"),
+                             (decoder_dir / "decoder_report.json", "decoder_export.json"),
+                             (report_path, "quantization.json")):
+            copies[source] = (roles.REPORT.file + name, roles.REPORT, None)
         entries = stage_files(staging, copies)
-        decoder_meta = json.loads((decoder_dir / "decoder.json").read_text())
+        decoder_meta = json.loads((decoder_dir / roles.DECODER_CONFIG.file).read_text())
         manifest = new_manifest(
             f"naturelm-{profile.name}", entries,
             source_checkpoint={"id": str(options.checkpoint), "sha256": checkpoint_sha},
@@ -215,7 +216,7 @@ def build(options: BuildOptions, progress: Progress | None = None) -> dict:
             audio={"sample_rate": DEFAULT_SETTINGS.sample_rate, "window_s": profile.audio.get("window_s", 10.0),
                    "hop_s": profile.audio.get("hop_s", 5.0), "clip_seconds": 10.0,
                    "time_expansion": profile.audio.get("time_expansion", 1.0), "fbank": asdict(DEFAULT_SETTINGS)},
-            tokenizer="tokenizer.json",
+            tokenizer=roles.TOKENIZER.file,
             prompts={"template": decoder_meta["prompt_template"], "tasks": decoder_meta["tasks"]},
             labels=sorted(set(labels.values())),
             species_split={"distill": split.distill, "held_out": split.held_out},

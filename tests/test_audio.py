@@ -123,7 +123,8 @@ def test_windows_cover_everything_once():
 
 
 def test_overlapping_windows_share_fbank_frames_exactly(audio_dir):
-    """Reusing the previous window's frames gives exactly the fbank of each window computed whole."""
+    """Reusing the previous window's frames gives the fbank of each window computed whole (to the last bit of
+    float32 rounding: the BLAS mel projection may round a row differently by its place in a block)."""
     from naturelm_edge.audio.frontend import window_features
 
     recording = audio_dir / "opensoundscape" / "1min.wav"
@@ -131,4 +132,4 @@ def test_overlapping_windows_share_fbank_frames_exactly(audio_dir):
         windows = list(window_features(recording, spec))
         assert len(windows) >= 10
         for window, features in windows:
-            assert np.array_equal(features, fbank(window.samples)), (spec, window.start)
+            np.testing.assert_allclose(features, fbank(window.samples), rtol=0, atol=1e-6, err_msg=str(spec))

@@ -1,7 +1,7 @@
 """Measure a bundle the way ``edge-run`` uses it: decode -> fbank -> gate -> detector -> encoder -> decoder -> store.
 
-The stages are the runtime's own functions, timed one call at a time; nothing is re-implemented for the
-benchmark, so what it reports is what a device pays. The escalation round trip is measured separately
+Windows go through the runtime's own :class:`WindowPipeline` with this module's stage clock; nothing is
+re-implemented for the benchmark, so what it reports is what a device pays. The escalation round trip is measured separately
 against a loopback server that speaks the API (network and encoding cost, not the full model's).
 """
 
@@ -16,15 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from naturelm_edge.audio import fbank, iter_windows
-from naturelm_edge.audio.decode import probe, stream
-from naturelm_edge.audio.frontend import WindowFeatures
+from naturelm_edge.audio import fbank
 from naturelm_edge.bench.clock import StageClock
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.engine import Engine, encode, session_options
-from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
-from naturelm_edge.edge_runtime.screening import ANSWER, Screening
+from naturelm_edge.edge_runtime.gate import GateSettings
+from naturelm_edge.edge_runtime.pipeline import WindowPipeline
+from naturelm_edge.edge_runtime.sources import Source, file_sources
 from naturelm_edge.edge_runtime.store import EventStore
 from naturelm_edge.errors import AudioError
 
@@ -75,17 +74,6 @@ def peak_rss_mb() -> float:
     return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed_blocks(blocks, clock: StageClock):  # noqa: ANN001, ANN202 - iterator of arrays
-    """Time each block's decode and resample as it is pulled."""
-    iterator = iter(blocks)
-    while True:
-        with clock("decode"):
-            block = next(iterator, None)
-        if block is None:
-            return
-        yield block
-
-
 def _timed_decoder_steps(engine: Engine, clock: StageClock) -> None:
     """Split the decoder's time into prefill (the whole prompt) and per generated token."""
     step = engine.decoder.step
@@ -99,12 +87,12 @@ def _timed_decoder_steps(engine: Engine, clock: StageClock) -> None:
 
 
 class Measurement:
-    """Loads the bundle once, then measures every window of the given recordings."""
+    """Loads the bundle once, then times every window of the given recordings through the runtime's pipeline."""
 
     def __init__(self, bundle: Bundle, profile: Profile, settings: BenchSettings) -> None:
         self.bundle, self.profile, self.settings = bundle, profile, settings
         self.clock = StageClock()
-        self.spec = bundle.window_spec
+        self.spec = bundle.audio.spec
         self.rss_before_load = rss_mb()
         started = time.perf_counter()
         self.engine = Engine(bundle, profile)
@@ -117,18 +105,29 @@ class Measurement:
         self.load_s = time.perf_counter() - started
         self.model_rss_mb = rss_mb() - self.rss_before_load
         self.own_tokens_fit = True  # settled by warm_up: do the measured encoder's tokens fit the decoder?
-        self.screening = Screening(EnergyGate(settings.gate), self.engine.detector, self.spec.window)
+        self.pipeline = WindowPipeline(self.engine, settings.gate, timed=self.clock, encode=self._encode)
         self.windows = 0
         self.outcomes: Counter[str] = Counter()  # screening outcome -> windows
         self.audio_s = 0.0
         self.files: list[tuple[str, float]] = []  # (recording, real seconds measured)
         self.failed: list[str] = []
 
+    def _encode(self, features: np.ndarray, timed) -> np.ndarray:  # noqa: ANN001 - the stage clock
+        """The measured encoder, timed; when its tokens do not fit the bundle's decoder (another width), the
+        bundle's own encoder feeds the decoder, untimed."""
+        with timed("encoder"):
+            tokens = encode(self.encoder, features)
+        return tokens if self.own_tokens_fit else self.engine.audio_tokens(features)
+
     def warm_up(self) -> None:
-        features = fbank(np.random.default_rng(0).normal(0, 0.1, self.spec.window).astype(np.float32))
+        features = fbank(np.random.default_rng(0).normal(0, 0.1, self.spec.window).astype(np.float32),
+                         self.bundle.audio.fbank)
         tokens = encode(self.encoder, features)
         self.own_tokens_fit = tokens.shape[-1] == self.engine.decoder.audio_proj_weight.shape[1]
         self.engine.answer(tokens if self.own_tokens_fit else self.engine.audio_tokens(features))
+
+    def _full(self) -> bool:
+        return self.settings.max_windows is not None and self.windows >= self.settings.max_windows
 
     def run(self, paths: list[Path]) -> None:
         self.warm_up()
@@ -136,48 +135,32 @@ class Measurement:
         with tempfile.TemporaryDirectory() as tmp:
             store = EventStore(Path(tmp) / "events.db")
             try:
-                for path in paths:
-                    if self.settings.max_windows is not None and self.windows >= self.settings.max_windows:
+                for source in file_sources(paths, self.spec, self.settings.time_expansion):
+                    if self._full():
                         break
                     try:
-                        self._file(path, store)
+                        self._source(source, store)
                     except AudioError as err:
                         self.failed.append(str(err))
             finally:
                 store.close()
 
-    def _file(self, path: Path, store: EventStore) -> None:
-        clock, expansion = self.clock, self.settings.time_expansion
-        probe(path)  # a broken file fails here, before it counts
-        self.screening.reset()  # as edge-run does for each recording
-        blocks = _timed_blocks(stream(path, self.spec.sample_rate, time_expansion=expansion), clock)
-        covered = 0
-        features_of = WindowFeatures(self.spec)  # the runtime's front end, frames shared across the hop
-        for window in iter_windows(blocks, self.spec):
-            if self.settings.max_windows is not None and self.windows >= self.settings.max_windows:
-                break
-            covered = window.start + window.valid
+    def _source(self, source: Source, store: EventStore) -> None:
+        """Every window of one recording, as edge-run pays for it (the store commit included)."""
+        seconds = 0.0
+        for result in self.pipeline.run(source):
             self.windows += 1
+            self.outcomes[result.outcome] += 1
+            seconds = result.offset_s + result.duration_s  # real time, of the audio the windows covered
             started = time.perf_counter()
-            with clock("fbank"):
-                features = features_of(window)
-            outcome = self.screening(window, features, clock)
-            self.outcomes[outcome] += 1
-            passed = outcome == ANSWER
-            if passed:
-                with clock("encoder"):
-                    tokens = encode(self.encoder, features)
-                if not self.own_tokens_fit:  # the override's tokens have another width: feed the bundle's
-                    tokens = self.engine.audio_tokens(features)
-                with clock("decoder"):
-                    self.engine.answer(tokens)
-            with clock("store"):
-                store.record(str(path), window.start / self.spec.sample_rate / expansion, True, [], [])
-            if passed:
-                clock.add("window", time.perf_counter() - started)  # latency only: its CPU is in the stages
-        seconds = covered / self.spec.sample_rate / expansion  # real time, of the audio the windows covered
+            with self.clock("store"):
+                store.record(source.id, result.offset_s, True, [], [])
+            if result.answered:  # latency only: its CPU is in the stages
+                self.clock.add("window", result.busy_s + time.perf_counter() - started)
+            if self._full():
+                break
         self.audio_s += seconds
-        self.files.append((str(path), seconds))
+        self.files.append((source.id, seconds))
 
     def escalation_round_trips(self, rounds: int) -> None:
         """POST ``rounds`` 10 s windows to a loopback server speaking the API; time each round trip."""

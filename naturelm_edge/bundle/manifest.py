@@ -20,16 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from naturelm_edge import __version__
-from naturelm_edge.audio import WindowSpec
-from naturelm_edge.errors import EdgeError
+from naturelm_edge.bundle import roles
+from naturelm_edge.bundle.contract import (
+    AudioContract,
+    BundleError,
+    DecoderFiles,
+    DetectorSpec,
+    check_roles,
+    read_audio,
+)
 from naturelm_edge.hashing import sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-class BundleError(EdgeError):
-    """A bundle that is incomplete, altered, of an unknown schema, or not trusted."""
 
 
 def onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
@@ -48,16 +51,16 @@ def onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
     return describe(model.graph.input), describe(model.graph.output)
 
 
-def file_entry(root: Path, relative: str, role: str, precision: str | None = None) -> dict:
+def file_entry(root: Path, relative: str, role: roles.Role, precision: str | None = None) -> dict:
     path = root / relative
-    entry = {"path": relative, "role": role, "precision": precision, "sha256": sha256_file(path),
+    entry = {"path": relative, "role": role.name, "precision": precision, "sha256": sha256_file(path),
              "bytes": path.stat().st_size}
     if relative.endswith(".onnx"):
         entry["inputs"], entry["outputs"] = onnx_io(path)
     return entry
 
 
-def stage_files(staging: Path, copies: dict[Path, tuple[str, str, str | None]]) -> list[dict]:
+def stage_files(staging: Path, copies: dict[Path, tuple[str, roles.Role, str | None]]) -> list[dict]:
     """Copy {source: (relative path, role, precision)} into a staging bundle; return their manifest entries."""
     entries = []
     for source, (relative, role, precision) in copies.items():
@@ -116,33 +119,56 @@ def verify_files(bundle: Path, manifest: dict) -> None:
 
 @dataclass
 class Bundle:
+    """A verified bundle with typed views of its manifest; the runtime reads nothing else from it."""
+
     root: Path
     manifest: dict
+
+    def __post_init__(self) -> None:
+        where = str(self.root)
+        self.audio: AudioContract = read_audio(self.manifest["audio"], where)
+        check_roles(self.manifest["files"], self.audio, where)
 
     @property
     def id(self) -> str:
         return self.manifest["bundle_id"]
 
-    @property
-    def window_spec(self) -> WindowSpec:
-        """Window, hop and sample rate the bundle was built for (never constants on the device)."""
-        audio = self.manifest["audio"]
-        return WindowSpec(audio["window_s"], audio["hop_s"], audio["sample_rate"])
+    def has(self, role: roles.Role) -> bool:
+        return any(entry["role"] == role.name for entry in self.manifest["files"])
 
-    def has(self, role: str) -> bool:
-        return any(entry["role"] == role for entry in self.manifest["files"])
-
-    def file(self, role: str) -> Path:
+    def entry(self, role: roles.Role) -> dict:
         for entry in self.manifest["files"]:
-            if entry["role"] == role:
-                return self.root / entry["path"]
-        raise BundleError(f"{self.root}: the bundle has no {role} file.")
-
-    def entry(self, role: str) -> dict:
-        for entry in self.manifest["files"]:
-            if entry["role"] == role:
+            if entry["role"] == role.name:
                 return entry
-        raise BundleError(f"{self.root}: the bundle has no {role} file.")
+        raise BundleError(f"{self.root}: the bundle has no {role.name} file.")
+
+    def file(self, role: roles.Role) -> Path:
+        return self.root / self.entry(role)["path"]
+
+    @property
+    def encoder(self) -> Path:
+        return self.file(roles.ENCODER)
+
+    @property
+    def decoder(self) -> DecoderFiles:
+        return DecoderFiles(self.file(roles.DECODER), self.file(roles.DECODER_TABLES), self.file(roles.DECODER_CONFIG),
+                            self.file(roles.TOKENIZER))
+
+    @property
+    def detector(self) -> DetectorSpec | None:
+        if not self.has(roles.DETECTOR):
+            return None
+        section = self.manifest.get("detector") or {}
+        return DetectorSpec(self.file(roles.DETECTOR), float(section.get("threshold", 0.0)),
+                            section.get("pool_sharpness"))
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.get("labels") or [])
+
+    @property
+    def questions(self) -> list[str]:
+        return [t["question"] for t in self.manifest["prompts"]["tasks"]]
 
 
 def load_bundle(path: Path, trusted_keys: Path | None = None) -> Bundle:
@@ -177,7 +203,8 @@ def write_bundle(staging: Path, out: Path, manifest: dict, tar: bool = False) ->
     return out
 
 
-def extend_bundle(bundle: Bundle, out: Path, additions: dict[Path, tuple[str, str, str | None]], **fields: Any) -> Path:
+def extend_bundle(bundle: Bundle, out: Path, additions: dict[Path, tuple[str, roles.Role, str | None]],
+                  **fields: Any) -> Path:
     """A new bundle at ``out``: ``bundle``'s files plus ``additions`` {source: (relative path, role, precision)}.
 
     The manifest gains ``fields`` and a new bundle id (the files changed); a role already present is
@@ -186,8 +213,8 @@ def extend_bundle(bundle: Bundle, out: Path, additions: dict[Path, tuple[str, st
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    roles = {role for _, role, _ in additions.values()}
-    kept = [e for e in bundle.manifest["files"] if e["role"] not in roles]  # verified on load: entries carry over
+    replaced = {role.name for _, role, _ in additions.values()}
+    kept = [e for e in bundle.manifest["files"] if e["role"] not in replaced]  # verified on load: entries carry over
     for entry in kept:
         (staging / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bundle.root / entry["path"], staging / entry["path"])

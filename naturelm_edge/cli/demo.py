@@ -56,7 +56,7 @@ def demo(
             sf.write(str(recording), synthetic_soundscape(60.0), 16000, subtype="PCM_16")
     bundle = load_bundle(out / "bundle")
     runner = Runner(bundle, profile, RunOptions(out / "run", escalate="queue"), err_console)
-    result = runner.run(file_sources([recording], bundle.window_spec))
+    result = runner.run(file_sources([recording], bundle.audio.spec))
     console.print(f"edge-run on {recording}: {result.windows} windows, {result.gated} gated, {result.answered} answered, "
                   f"{result.escalated} queued for the full model; events in {out / 'run' / 'events.db'}")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -18,8 +20,11 @@ run_app = typer.Typer(help="Run on-device detection on recordings or a live stre
 @run_app.command()
 @user_errors
 def edge_run(
+    recordings: Annotated[list[Path] | None, typer.Argument(
+        help="Recordings or folders (recursive); a shell glob such as /media/card/*.WAV works.", show_default=False)] = None,
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Bundle directory or .tar (verified before any audio).")] = None,
-    inputs: Annotated[list[Path] | None, typer.Option("--input", help="Recordings or folders (recursive).")] = None,
+    inputs: Annotated[list[Path] | None, typer.Option("--input", help="Recordings or folders (recursive); the paths "
+                                                      "after it count too (--input /media/card/*.WAV).")] = None,
     stdin: Annotated[bool, typer.Option("--stdin", help="Raw S16_LE PCM on stdin (arecord | edge-run --stdin).")] = False,
     mic: Annotated[bool, typer.Option("--mic", help="Capture from a microphone (PortAudio).")] = False,
     watch: Annotated[Path | None, typer.Option(help="Folder a recorder drops files into; each is read once complete.")] = None,
@@ -46,6 +51,7 @@ def edge_run(
     install_service: Annotated[bool, typer.Option("--install-service", help="Write a systemd unit running this command.")] = False,
     service_path: Annotated[Path, typer.Option(help="Where --install-service writes the unit.")] = Path("/etc/systemd/system/naturelm-edge.service"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON (for scripts).")] = False,
 ) -> None:
     """Stream audio through the gate and the on-device models; escalate when unsure; never lose an event."""
     if install_service:
@@ -72,6 +78,7 @@ def edge_run(
     if self_test:
         run_self_test(loaded, chosen)
         return
+    inputs = [*(inputs or []), *(recordings or [])]
     if sum([bool(inputs), stdin, mic, watch is not None]) != 1:
         raise EdgeError("give one of --input PATH (files or folders), --watch DIR, --stdin or --mic.")
     mode = escalate or chosen.escalation.get("mode", "queue")
@@ -95,7 +102,7 @@ def edge_run(
         from naturelm_edge.edge_runtime.microphone import Microphone, mic_source
 
         microphone = Microphone(device, spec.sample_rate, max_seconds=max_seconds, time_expansion=expansion)
-        sources = [mic_source(microphone, spec)]
+        sources = [mic_source(microphone)]
     elif stdin:
         sources = [stdin_source(spec, rate, channels, time_expansion=expansion)]
     elif watch is not None:
@@ -105,13 +112,17 @@ def edge_run(
             raise EdgeError(f"{watch}: no such folder to watch.")
         sources = FolderWatcher(watch, spec, expansion, poll_s=1.0, idle_exit_s=idle_exit).sources()
     else:
-        sources = file_sources(inputs or [], spec, expansion)
+        sources = file_sources(inputs, spec, expansion)
     if runner.summary.missing_providers:
         err_console.print(f"[yellow]note:[/yellow] {', '.join(runner.summary.missing_providers)} not available here; "
                           f"running on {', '.join(runner.summary.providers)}", highlight=False)
     if "tiny" in str(loaded.manifest.get("source_checkpoint", {}).get("id", "")):
         err_console.print("[yellow]note: this bundle comes from a tiny checkpoint; its answers mean little[/yellow]")
     summary = runner.run(sources)
+    if as_json:
+        print(json.dumps({**asdict(summary), "real_time_factor": summary.real_time_factor,
+                          "events": str(out / "events.db")}, indent=2))
+        return
     console.print(
         f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, "
         f"not calls {summary.not_calls}, already heard {summary.heard}, answered {summary.answered}, "
@@ -159,7 +170,8 @@ def run_self_test(bundle, profile) -> None:  # noqa: ANN001 - Bundle, Profile
     from naturelm_edge.sample_data import synthetic_soundscape
 
     engine = Engine(bundle, profile)
-    features = fbank(synthetic_soundscape(10.0))
+    audio = bundle.audio
+    features = fbank(synthetic_soundscape(audio.spec.window_s, audio.spec.sample_rate), audio.fbank)
     started = time.perf_counter()
     result = engine.answer(engine.audio_tokens(features))
     elapsed = time.perf_counter() - started
@@ -170,7 +182,7 @@ def run_self_test(bundle, profile) -> None:  # noqa: ANN001 - Bundle, Profile
               ("inference", bool(np.isfinite(result.answer.confidence_mean)),
                f"one window in {elapsed * 1000:.0f} ms, answer {result.answer.text!r}")]
     if engine.detector is not None:
-        score = engine.detector.score(features, bundle.window_spec.window)
+        score = engine.detector.score(features, audio.spec.window)
         checks.append(("detector", bool(np.isfinite(score)),
                        f"score {score:.2f} on a synthetic soundscape (threshold {engine.detector.threshold:.2f})"))
     for name, ok, detail in checks:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from naturelm_edge.audio import WindowSpec, fbank, probe, window_features
+from naturelm_edge.bundle import roles
 from naturelm_edge.edge_runtime.detector import POOL_SHARPNESS, floor_padded
 from naturelm_edge.errors import AudioError, EdgeError
 
@@ -336,7 +337,7 @@ def export_detector(trained: TrainedDetector, path: Path, spec: WindowSpec) -> d
 
     frames = DEFAULT_SETTINGS.num_frames(spec.window)
     export_module(trained.net, ExportSpec(
-        role="detector", input_names=["fbank"], output_names=["score", "segments"],
+        role=roles.DETECTOR.name, input_names=["fbank"], output_names=["score", "segments"],
         dynamic_axes={"fbank": {0: "batch"}, "score": {0: "batch"}, "segments": {0: "batch"}},
         example_inputs=lambda: (torch.zeros(1, frames, DEFAULT_SETTINGS.num_mel_bins),)), path)
     return {"threshold": trained.threshold, "pool_sharpness": POOL_SHARPNESS, "recall_target": trained.config.recall,
@@ -366,15 +367,16 @@ def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: Detecto
     except OSError as err:
         raise DetectorError(f"{labels_path}: cannot read the labels ({err.strerror}).") from err
     recordings = recordings_from_labels(audio_root, rows)
-    data = build_data(recordings, bundle.window_spec, config, progress)
+    data = build_data(recordings, bundle.audio.spec, config, progress)
     trained = train_detector(data, config, progress)
     with tempfile.TemporaryDirectory(prefix="nle-detector-") as tmp:
         onnx_path = Path(tmp) / "detector.onnx"
-        section = export_detector(trained, onnx_path, bundle.window_spec)
+        section = export_detector(trained, onnx_path, bundle.audio.spec)
         section["training"] = {"labels": str(labels_path), "recordings": len(recordings), "windows": int(len(data.labels)),
                                "call_windows": int(data.labels.sum()), "excluded": list(exclude),
                                "skipped": data.skipped}
-        written = extend_bundle(bundle, out, {onnx_path: ("detector.onnx", "detector", "fp32")}, detector=section)
+        written = extend_bundle(bundle, out, {onnx_path: (roles.DETECTOR.file, roles.DETECTOR, "fp32")},
+                                detector=section)
     if sign_key is not None:
         from naturelm_edge.bundle.signing import sign_bundle
 

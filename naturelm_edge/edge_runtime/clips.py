@@ -30,7 +30,6 @@ class ClipWriter:
         self.policy = policy or RetentionPolicy()
         self.saved = 0
         self.skipped = 0
-        self.deleted = 0
 
     def save(self, label: str | None, source: str, offset_s: float, audio: np.ndarray) -> str | None:
         """Write a clip; on any file-system error (disk full, read-only card) count it and return None."""
@@ -59,14 +58,12 @@ class ClipWriter:
         for clip in clips:
             if clip not in protected and now - clip.stat().st_mtime > self.policy.max_age_days * 86400:
                 clip.unlink(missing_ok=True)
-                self.deleted += 1
         usage = shutil.disk_usage(self.root)
         for clip in [c for c in clips if c.exists() and c not in protected]:
             if (usage.used / usage.total) <= self.policy.max_disk_share:
                 break
             size = clip.stat().st_size
             clip.unlink(missing_ok=True)
-            self.deleted += 1
             usage = usage._replace(used=usage.used - size)
 
 

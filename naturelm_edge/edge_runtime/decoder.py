@@ -15,13 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from naturelm_edge.bundle import roles
+from naturelm_edge.bundle.contract import DecoderFiles
 from naturelm_edge.errors import EdgeError
 from naturelm_edge.prompt import prompt_parts
 
-DECODER_FILE = "decoder.onnx"
-DECODER_META = "decoder.json"
-TABLES_FILE = "decoder_tables.npz"
-TOKENIZER_FILE = "tokenizer.json"
+
+def decoder_files(folder: Path, model: Path | None = None) -> DecoderFiles:
+    """The decoder's files in an export folder (or a bundle), named by their roles; ``model``: another graph."""
+    folder = Path(folder)
+    return DecoderFiles(Path(model) if model else folder / roles.DECODER.file, folder / roles.DECODER_TABLES.file,
+                        folder / roles.DECODER_CONFIG.file, folder / roles.TOKENIZER.file)
 
 
 class DecoderError(EdgeError):
@@ -52,24 +56,29 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class OnnxDecoder:
-    """One decoder session, created once with the given providers and threads."""
+    """One decoder session, created once with the given providers and threads.
 
-    def __init__(self, directory: Path, providers: list | None = None, threads: int = 1,
+    ``files``: the decoder's files by role (``Bundle.decoder``), or an export folder holding them under
+    their role names; ``model_file`` swaps in another graph (a quantized one) beside the folder's tables.
+    """
+
+    def __init__(self, files: DecoderFiles | Path, providers: list | None = None, threads: int = 1,
                  session_options=None, model_file: Path | None = None) -> None:  # noqa: ANN001
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        directory = Path(directory)
-        model_path = Path(model_file) if model_file else directory / DECODER_FILE
-        for path in (model_path, directory / DECODER_META, directory / TABLES_FILE, directory / TOKENIZER_FILE):
+        if not isinstance(files, DecoderFiles):
+            files = decoder_files(Path(files), model_file)
+        model_path = files.model
+        for path in (files.model, files.config, files.tables, files.tokenizer):
             if not path.is_file():
                 raise DecoderError(f"{path}: missing from the exported decoder.")
-        self.meta = json.loads((directory / DECODER_META).read_text())
-        tables = np.load(directory / TABLES_FILE)
+        self.meta = json.loads(files.config.read_text())
+        tables = np.load(files.tables)
         self.embed_tokens = tables["embed_tokens"].astype(np.float32)
         self.audio_proj_weight = tables["audio_proj_weight"].astype(np.float32)
         self.audio_proj_bias = tables["audio_proj_bias"].astype(np.float32)
-        self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
         self.teacher_ids = np.asarray(self.meta["teacher_ids"], dtype=np.int64)
         self.to_student = np.full(int(self.teacher_ids.max()) + 1, -1, dtype=np.int64)
         self.to_student[self.teacher_ids] = np.arange(self.teacher_ids.shape[0])

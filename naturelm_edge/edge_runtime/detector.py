@@ -12,20 +12,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from naturelm_edge.audio import DEFAULT_SETTINGS
+from naturelm_edge.audio import DEFAULT_SETTINGS, FbankSettings
 
 FLOOR_QUANTILE = 0.2  # a mel bin's noise floor: the level its quieter frames reach
 POOL_SHARPNESS = 4.0  # log-sum-exp pooling of segments: 1 is a soft mean, large values approach the max
 
 
-def floor_padded(features: np.ndarray, valid_samples: int) -> np.ndarray:
+def floor_padded(features: np.ndarray, valid_samples: int, settings: FbankSettings = DEFAULT_SETTINGS) -> np.ndarray:
     """The window's real frames, the rest filled with the recording's own noise floor instead of zeros.
 
     Zero padding is far quieter than any background and would make every sound of a short clip stand out;
     repeating the clip would make its one call a third of the window. A call in a 1 s clip then looks as it
     would in a long recording: itself, over the background it was recorded in.
     """
-    real = min(features.shape[0], max(1, DEFAULT_SETTINGS.num_frames(valid_samples)))
+    real = min(features.shape[0], max(1, settings.num_frames(valid_samples)))
     if real >= features.shape[0]:
         return features
     out = np.empty_like(features)
@@ -42,14 +42,15 @@ class DetectorDecision:
 
 
 class Detector:
-    """One detector session; ``threshold`` from the bundle's manifest unless overridden."""
+    """One detector session; ``threshold`` from the bundle's manifest unless overridden; ``fbank``: the bundle's."""
 
-    def __init__(self, session, threshold: float, sharpness: float = POOL_SHARPNESS) -> None:  # noqa: ANN001
-        self.session, self.threshold, self.sharpness = session, threshold, sharpness
+    def __init__(self, session, threshold: float, sharpness: float = POOL_SHARPNESS,  # noqa: ANN001
+                 fbank: FbankSettings = DEFAULT_SETTINGS) -> None:
+        self.session, self.threshold, self.sharpness, self.fbank = session, threshold, sharpness, fbank
 
     def scores(self, features: np.ndarray, valid_samples: int) -> tuple[float, np.ndarray]:
         """The window's score and its segments' (in time order, equal lengths)."""
-        batch = floor_padded(features, valid_samples)[None].astype(np.float32)
+        batch = floor_padded(features, valid_samples, self.fbank)[None].astype(np.float32)
         score, segments = self.session.run(["score", "segments"], {"fbank": batch})
         return float(score[0]), segments[0]
 

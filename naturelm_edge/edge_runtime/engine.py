@@ -81,19 +81,17 @@ class Engine:
         if self.missing:
             log.warning("providers %s are not available here; falling back to %s", ", ".join(self.missing),
                         ", ".join(p if isinstance(p, str) else p[0] for p in providers))
-        self.encoder = ort.InferenceSession(str(bundle.file("encoder")), session_options(profile), providers=providers)
-        self.decoder = OnnxDecoder(bundle.root, providers=providers, session_options=session_options(profile),
-                                   model_file=bundle.file("decoder"))
+        self.encoder = ort.InferenceSession(str(bundle.encoder), session_options(profile), providers=providers)
+        self.decoder = OnnxDecoder(bundle.decoder, providers=providers, session_options=session_options(profile))
         self.detector: Detector | None = None
-        if detector and bundle.has("detector"):
-            section = bundle.manifest.get("detector", {})
-            self.detector = Detector(ort.InferenceSession(str(bundle.file("detector")), session_options(profile),
-                                                          providers=providers),
-                                     section.get("threshold", 0.0) if detector_threshold is None else detector_threshold,
-                                     section.get("pool_sharpness", POOL_SHARPNESS))
+        spec = bundle.detector
+        if detector and spec is not None:
+            self.detector = Detector(ort.InferenceSession(str(spec.model), session_options(profile), providers=providers),
+                                     spec.threshold if detector_threshold is None else detector_threshold,
+                                     spec.pool_sharpness or POOL_SHARPNESS, bundle.audio.fbank)
         self.providers = self.encoder.get_providers()
-        self.labels: list[str] = list(bundle.manifest.get("labels") or [])
-        self.questions = [t["question"] for t in bundle.manifest["prompts"]["tasks"]]
+        self.labels = bundle.labels
+        self.questions = bundle.questions
 
     def audio_tokens(self, features: np.ndarray) -> np.ndarray:
         return encode(self.encoder, features)

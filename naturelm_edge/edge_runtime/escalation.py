@@ -12,12 +12,14 @@ import random
 import threading
 import time
 import urllib.error
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from naturelm_edge.edge_runtime.labels import label_of
 from naturelm_edge.edge_runtime.store import EventStore
 from naturelm_edge.wire.client import post_escalation
 from naturelm_edge.wire.schema import EscalationRequest
@@ -28,21 +30,32 @@ class EscalationPolicy:
     confidence_threshold: float = 0.5
     audit_rate: float = 0.01
     hourly_budget: int = 60
-    unknown_distance: float = 0.2  # normalised edit distance above which an answer is not a known label
     seed: int = 0
 
     def __post_init__(self) -> None:
         self._recent: deque[float] = deque()
         self._random = random.Random(self.seed)
 
-    def reason(self, confidence: float, label_distance: float | None, answer: str, now: float | None = None) -> str | None:
-        """Why this answer should go to the full model (None: it should not, or the budget is spent)."""
+    @classmethod
+    def for_profile(cls, settings: dict, confidence_threshold: float | None = None) -> EscalationPolicy:
+        """The policy a device profile's ``[escalation]`` section sets; ``confidence_threshold`` overrides it."""
+        policy = cls(settings.get("confidence_threshold", 0.5), settings.get("audit_rate", 0.01),
+                     settings.get("hourly_budget", 60))
+        if confidence_threshold is not None:
+            policy.confidence_threshold = confidence_threshold
+        return policy
+
+    def reason(self, confidence: float, known: bool | None, answer: str, now: float | None = None) -> str | None:
+        """Why this answer should go to the full model (None: it should not, or the budget is spent).
+
+        ``known``: whether the answer names one of the bundle's labels (None: the bundle has no labels).
+        """
         if answer.strip().lower() == "none":
             return None
         why = None
         if confidence < self.confidence_threshold:
             why = "low-confidence"
-        elif label_distance is not None and label_distance > self.unknown_distance:
+        elif known is False:
             why = "unknown-label"
         elif self._random.random() < self.audit_rate:
             why = "audit"
@@ -64,17 +77,23 @@ class ClipStore:
     between the two leaves at worst an orphan file, never an escalation without audio.
     """
 
-    def __init__(self, root) -> None:  # noqa: ANN001 - Path
-        self.root = root
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def save(self, samples: np.ndarray) -> Path:
+        """Write one window's audio under a fresh name; the caller names it in the queue row."""
+        path = self.root / f"{uuid.uuid4().hex}.npy"
+        np.save(path, samples.astype(np.float32))
+        return path
 
 
 class Sender:
     """Delivers queued escalations to ``url`` from a background thread (or on demand with ``flush``)."""
 
-    def __init__(self, store: EventStore, clips: ClipStore, url: str | None, sample_rate: int, labels: list[str],
+    def __init__(self, store: EventStore, url: str | None, sample_rate: int, labels: list[str],
                  token: str | None = None, timeout_s: float = 10.0, max_backoff_s: float = 300.0) -> None:
-        self.store, self.clips, self.url = store, clips, url
+        self.store, self.url = store, url
         self.sample_rate, self.labels, self.token = sample_rate, labels, token
         self.timeout_s, self.max_backoff_s = timeout_s, max_backoff_s
         self.delivered = 0
@@ -105,8 +124,6 @@ class Sender:
             return self._flush()
 
     def _flush(self) -> int:
-        from naturelm_edge.edge_runtime.labels import snap
-
         sent = 0
         for event_id in self.store.due_escalations():
             event = self.store.event(event_id)
@@ -123,16 +140,11 @@ class Sender:
             try:
                 reply = post_escalation(self.url, request, self.token, self.timeout_s)
             except (urllib.error.URLError, OSError, ValueError, TimeoutError) as err:
-                attempts = self._attempts(event_id)
+                attempts = self.store.escalation_attempts(event_id)
                 self.store.failed(event_id, str(err), min(self.max_backoff_s, 0.5 * 2 ** attempts))
                 continue
-            snapped = snap(reply["answer"], self.labels)
-            self.store.delivered(event_id, reply["answer"], snapped.label if snapped and snapped.distance <= 0.2 else None)
+            self.store.delivered(event_id, reply["answer"], label_of(reply["answer"], self.labels))
             clip.unlink(missing_ok=True)
             self.delivered += 1
             sent += 1
         return sent
-
-    def _attempts(self, event_id: int) -> int:
-        row = self.store.db.execute("SELECT attempts FROM escalations WHERE event_id = ?", (event_id,)).fetchone()
-        return int(row[0]) if row else 0

@@ -16,8 +16,6 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from naturelm_edge.audio import WindowSpec
-from naturelm_edge.audio.frontend import stream_features
 from naturelm_edge.audio.resample import StreamResampler
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.errors import EdgeError
@@ -165,11 +163,13 @@ class Microphone:
                 self.stopped = True
 
 
-def mic_source(mic: Microphone, spec: WindowSpec) -> Source:
+def mic_source(mic: Microphone) -> Source:
+    """The microphone as a source dated by the wall clock; stopping it ends the current block."""
     started = datetime.now(timezone.utc)
     name = mic.wanted or "default"
+
     def stop() -> None:
         mic.stopped = True
 
-    return Source(f"mic:{name}:{started.isoformat()}", started, mic.time_expansion,
-                  lambda: stream_features(mic.blocks(), spec), stop, lambda: mic.stats.overflows)
+    return Source(f"mic:{name}:{started.isoformat()}", started, mic.time_expansion, mic.blocks, stop,
+                  lambda: mic.stats.overflows)

@@ -1,4 +1,4 @@
-"""``edge-run``: sources -> windows -> gate -> detector -> encoder -> decoder -> escalation policy -> store and sinks.
+"""``edge-run``: the window pipeline's results -> event store, sinks, clips, escalation queue and live view.
 
 Every window's outcome is committed to ``OUT/events.db`` before the next window is read; on restart,
 windows already recorded for a source are skipped, so nothing is answered twice and nothing reported is
@@ -8,32 +8,25 @@ lost. SIGINT and SIGTERM finish the current window, flush, and exit 0.
 from __future__ import annotations
 
 import signal
-import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 
-from naturelm_edge.audio import Window
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
 from naturelm_edge.edge_runtime.engine import Engine
 from naturelm_edge.edge_runtime.escalation import ClipStore, EscalationPolicy, Sender
-from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
+from naturelm_edge.edge_runtime.gate import GateSettings
 from naturelm_edge.edge_runtime.live_view import LiveView
-from naturelm_edge.edge_runtime.screening import ANSWER, Screening
+from naturelm_edge.edge_runtime.pipeline import RESUMED, WindowPipeline, WindowResult
 from naturelm_edge.edge_runtime.sinks import Sinks
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.edge_runtime.store import Event, EventStore
-from naturelm_edge.edge_runtime.timestamps import offset as absolute
 from naturelm_edge.errors import AudioError
-
-KNOWN_LABEL_DISTANCE = 0.2
 
 
 @dataclass
@@ -77,24 +70,23 @@ class Summary:
 
 
 class Runner:
+    """``edge-run``'s consumer of the window pipeline: it commits, writes, saves clips, queues and shows."""
+
     def __init__(self, bundle: Bundle, profile: Profile, options: RunOptions, console: Console | None = None) -> None:
         self.bundle, self.profile, self.options = bundle, profile, options
         self.console = console or Console(stderr=True, soft_wrap=True)
         options.out.mkdir(parents=True, exist_ok=True)
         self.engine = Engine(bundle, profile, options.detector, options.detector_threshold)
-        self.spec = bundle.window_spec
+        self.spec = bundle.audio.spec
         self.store = EventStore(options.out / "events.db")
         self.sinks = Sinks(options.out, options.formats)
-        self.screening = Screening(EnergyGate(options.gate), self.engine.detector, self.spec.window)
-        escalation = profile.escalation
-        self.policy = EscalationPolicy(
-            confidence_threshold=options.confidence_threshold if options.confidence_threshold is not None
-            else escalation.get("confidence_threshold", 0.5),
-            audit_rate=escalation.get("audit_rate", 0.01), hourly_budget=escalation.get("hourly_budget", 60))
+        policy = None if options.escalate == "off" else EscalationPolicy.for_profile(profile.escalation,
+                                                                                     options.confidence_threshold)
+        self.pipeline = WindowPipeline(self.engine, options.gate, policy)
         self.clips = ClipStore(options.out / "escalation-clips")
         self.clip_writer = ClipWriter(options.out / "clips", self.spec.sample_rate, options.retention)
         url = options.escalate if options.escalate.startswith(("http://", "https://")) else None
-        self.sender = Sender(self.store, self.clips, url, self.spec.sample_rate, self.engine.labels, options.token)
+        self.sender = Sender(self.store, url, self.spec.sample_rate, self.engine.labels, options.token)
         self.summary = Summary(providers=self.engine.providers, missing_providers=self.engine.missing)
         self.view = LiveView(self.console, self.summary)
         self._stop = False
@@ -110,7 +102,10 @@ class Runner:
         self.sender.start()
         try:
             with self.view:
-                self._run_sources(sources)
+                for source in sources:
+                    if self._stop:
+                        break
+                    self._run_source(source)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -122,62 +117,46 @@ class Runner:
             self.store.close()
         return self.summary
 
-    def _run_sources(self, sources: Iterable[Source]) -> None:
-        for source in sources:
-            if self._stop:
-                break
-            self._run_source(source)
-
     def _run_source(self, source: Source) -> None:
         self._source = source
-        self.screening.reset()
         try:
-            for window, features in source.windows():
-                offset_s = window.start / self.spec.sample_rate / source.time_expansion
-                duration_s = window.valid / self.spec.sample_rate / source.time_expansion
-                if self.store.window_done(source.id, offset_s):
-                    self.summary.resumed += 1
-                    continue
-                self.summary.windows += 1
-                if source.overflows is not None:
-                    self.summary.overflows = source.overflows()
-                self.summary.audio_s += min(duration_s, self.spec.hop_s / source.time_expansion)
-                started = time.perf_counter()
-                self._window(source, offset_s, duration_s, window, features)
-                self.summary.busy_s += time.perf_counter() - started
+            for result in self.pipeline.run(source, skip=lambda offset_s: self.store.window_done(source.id, offset_s)):
+                self._record(result, source)
                 if self._stop:
                     return
         except AudioError as err:
             self.summary.failed.append(str(err))
             self.console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False)
 
-    def _window(self, source: Source, offset_s: float, duration_s: float, window: Window, features: np.ndarray) -> None:
-        outcome = self.screening(window, features)
-        if outcome != ANSWER:  # gated, not a call, or already heard: done, nothing to report
-            setattr(self.summary, outcome, getattr(self.summary, outcome) + 1)
-            self.store.record(source.id, offset_s, True, [], [])
+    def _record(self, result: WindowResult, source: Source) -> None:
+        """Commit the window (its event, escalation and 'done' mark in one transaction), then write and show it."""
+        summary = self.summary
+        if result.outcome == RESUMED:
+            summary.resumed += 1
             return
-        result = self.engine.answer(self.engine.audio_tokens(features))
-        answer, snapped = result.answer, result.snapped
-        label = snapped.label if snapped and snapped.distance <= KNOWN_LABEL_DISTANCE else None
-        reason = None if self.options.escalate == "off" else self.policy.reason(
-            answer.confidence_mean, snapped.distance if snapped else None, answer.text)
-        clip = None
-        if reason:
-            clip = self.clips.root / f"{uuid.uuid4().hex}.npy"
-            np.save(clip, window.samples.astype(np.float32))
-        detection = self.options.clips and answer.text.strip().lower() != "none"
-        saved = self.clip_writer.save(label, source.id, offset_s, window.samples) if detection else None
-        event = Event(source.id, absolute(source.start, offset_s), round(offset_s, 3), round(duration_s, 3),
-                      result.question, answer.text, label, round(answer.confidence_mean, 4),
-                      round(answer.confidence_min, 4), "on-device", "queued" if reason else "none", None,
-                      saved, self.bundle.id, self.profile.name,
-                      datetime.now(timezone.utc).isoformat())
-        (event.id,) = self.store.record(source.id, offset_s, False, [event], [str(clip) if clip else None])
-        self.summary.answered += 1
-        self.summary.escalated += bool(reason)
+        summary.windows += 1
+        if source.overflows is not None:
+            summary.overflows = source.overflows()
+        summary.audio_s += min(result.duration_s, self.spec.hop_s / source.time_expansion)
+        summary.busy_s += result.busy_s
+        setattr(summary, result.outcome, getattr(summary, result.outcome) + 1)
+        if not result.answered:  # gated, not a call, or already heard: done, nothing to report
+            self.store.record(result.source, result.offset_s, True, [], [])
+            return
+        queued = self.clips.save(result.samples) if result.escalation else None
+        saved = None
+        if self.options.clips and result.detection:
+            saved = self.clip_writer.save(result.label, result.source, result.offset_s, result.samples)
+        event = Event(source=result.source, start_utc=result.start_utc, offset_s=result.offset_s,
+                      duration_s=result.duration_s, question=result.question, answer=result.answer,
+                      label=result.label, confidence=result.confidence, confidence_min=result.confidence_min,
+                      stage="on-device", escalation_status="queued" if queued else "none", escalation_answer=None,
+                      clip_path=saved, bundle_id=self.bundle.id, profile=self.profile.name,
+                      created_utc=datetime.now(timezone.utc).isoformat())
+        (event.id,) = self.store.record(result.source, result.offset_s, False, [event], [str(queued) if queued else None])
+        summary.escalated += bool(queued)
         self.sinks.write(event)
         if not self.options.quiet:
-            flag = f" [magenta]-> full model ({reason})[/magenta]" if reason else ""
-            self.view.answer(f"{Path(source.id).name} {offset_s:7.1f}s  {answer.text!r} "
-                             f"({answer.confidence_mean:.2f}){flag}")
+            flag = f" [magenta]-> full model ({result.escalation})[/magenta]" if queued else ""
+            self.view.answer(f"{Path(result.source).name} {result.offset_s:7.1f}s  {result.answer!r} "
+                             f"({result.confidence:.2f}){flag}")

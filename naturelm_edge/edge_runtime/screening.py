@@ -20,7 +20,7 @@ GATED, NOT_CALL, HEARD, ANSWER = "gated", "not_calls", "heard", "answered"
 OUTCOMES = (GATED, NOT_CALL, HEARD, ANSWER)
 
 
-def _untimed(stage: str) -> AbstractContextManager:
+def untimed(stage: str) -> AbstractContextManager:
     return nullcontext()
 
 
@@ -41,7 +41,7 @@ class Screening:
         self.heard_until = 0
 
     def __call__(self, window: Window, features: np.ndarray,
-                 timed: Callable[[str], AbstractContextManager] = _untimed) -> str:
+                 timed: Callable[[str], AbstractContextManager] = untimed) -> str:
         """GATED, NOT_CALL or HEARD (the window stops here), or ANSWER (it goes to the models)."""
         with timed("gate"):
             passed = self.gate(features).passed

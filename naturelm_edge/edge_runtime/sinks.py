@@ -18,11 +18,9 @@ class Sinks:
 
     def __init__(self, out: Path, formats: list[str]) -> None:
         self.out, self.formats = out, formats
-        self.count = sum(1 for _ in (out / "events.jsonl").open()) if (out / "events.jsonl").is_file() else 0
 
     def write(self, event: Event) -> None:
         row = asdict(event)
-        self.count += 1
         if "jsonl" in self.formats:
             with (self.out / "events.jsonl").open("a") as handle:
                 handle.write(json.dumps(row) + "\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,9 +11,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from naturelm_edge.audio import WindowSpec, window_features
+from naturelm_edge.audio import WindowSpec
+from naturelm_edge.audio.decode import stream as decode_stream
 from naturelm_edge.audio.files import list_audio
-from naturelm_edge.audio.frontend import stream_features
 from naturelm_edge.audio.resample import StreamResampler
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
@@ -23,19 +23,29 @@ from naturelm_edge.errors import EdgeError
 
 @dataclass
 class Source:
-    """One stream of windows; offsets are real seconds from ``start`` (time expansion undone)."""
+    """One stream of audio at the model's rate, ``time_expansion`` times slower than it was recorded.
+
+    The window pipeline cuts it into windows and reports offsets in real seconds from ``start``.
+    """
 
     id: str
     start: datetime | None
     time_expansion: float
-    windows: object  # () -> Iterator[tuple[Window, np.ndarray]]
-    stop: object = None  # () -> None: ask a live source to finish its current block
-    overflows: object = None  # () -> int: blocks a live source has dropped so far
+    blocks: Callable[[], Iterator[np.ndarray]]  # model-rate mono float32 blocks, decoded as pulled
+    stop: Callable[[], None] | None = None  # ask a live source to finish its current block
+    overflows: Callable[[], int] | None = None  # blocks a live source has dropped so far
 
 
 def resolve_time_expansion(requested: float | None, profile: Profile, bundle: Bundle) -> float:
     """The flag, else the device profile's (a bat station), else the bundle's default, else 1."""
-    return requested or profile.audio.get("time_expansion") or bundle.manifest["audio"].get("time_expansion") or 1.0
+    return requested or profile.audio.get("time_expansion") or bundle.audio.time_expansion
+
+
+def file_source(path: Path, spec: WindowSpec, time_expansion: float = 1.0, start: datetime | None = None,
+                stop: Callable[[], None] | None = None) -> Source:
+    """One recording, decoded and resampled block by block as the pipeline pulls it."""
+    return Source(str(path), start, time_expansion,
+                  lambda: decode_stream(path, spec.sample_rate, time_expansion=time_expansion), stop)
 
 
 def file_sources(paths: list[Path], spec: WindowSpec, time_expansion: float = 1.0) -> list[Source]:
@@ -51,8 +61,7 @@ def file_sources(paths: list[Path], spec: WindowSpec, time_expansion: float = 1.
     starts = {f: recording_start(f) for f in files}
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     files.sort(key=lambda f: (starts[f] or epoch, str(f)))
-    return [Source(str(f), starts[f], time_expansion,
-                   (lambda f=f: window_features(f, spec, time_expansion))) for f in files]
+    return [file_source(f, spec, time_expansion, starts[f]) for f in files]
 
 
 def stdin_source(spec: WindowSpec, rate: int, channels: int = 1, stream: BinaryIO | None = None,
@@ -83,5 +92,5 @@ def stdin_source(spec: WindowSpec, rate: int, channels: int = 1, stream: BinaryI
         if tail.size:
             yield tail
 
-    return Source(f"stdin:{started.isoformat()}", started, time_expansion, lambda: stream_features(blocks(), spec))
+    return Source(f"stdin:{started.isoformat()}", started, time_expansion, blocks)
 

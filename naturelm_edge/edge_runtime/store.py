@@ -54,7 +54,7 @@ MIGRATIONS = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Event:
     source: str
     start_utc: str | None
@@ -146,6 +146,10 @@ class EventStore:
     def escalation_audio(self, event_id: int) -> str | None:
         row = self.db.execute("SELECT audio_path FROM escalations WHERE event_id = ?", (event_id,)).fetchone()
         return row[0] if row else None
+
+    def escalation_attempts(self, event_id: int) -> int:
+        row = self.db.execute("SELECT attempts FROM escalations WHERE event_id = ?", (event_id,)).fetchone()
+        return int(row[0]) if row else 0
 
     def queue_length(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM escalations WHERE status = 'queued'").fetchone()[0]

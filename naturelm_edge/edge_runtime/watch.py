@@ -12,10 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from naturelm_edge.audio import WindowSpec, window_features
+from naturelm_edge.audio import WindowSpec
 from naturelm_edge.audio.decode import probe
 from naturelm_edge.audio.files import list_audio
-from naturelm_edge.edge_runtime.sources import Source
+from naturelm_edge.edge_runtime.sources import Source, file_source
 from naturelm_edge.edge_runtime.timestamps import recording_start
 from naturelm_edge.errors import AudioError
 
@@ -55,8 +55,7 @@ class FolderWatcher:
             for path in sorted(ready, key=lambda p: (str(recording_start(p) or ""), str(p))):
                 self._done.add(path)
                 idle_since = time.monotonic()
-                yield Source(str(path), recording_start(path), self.time_expansion,
-                             (lambda p=path: window_features(p, self.spec, self.time_expansion)), self.stop)
+                yield file_source(path, self.spec, self.time_expansion, recording_start(path), self.stop)
                 if self.stopped:
                     return
             if self.idle_exit_s is not None and time.monotonic() - idle_since > self.idle_exit_s:

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from naturelm_edge.bundle import roles
 from naturelm_edge.distill.cache import TeacherCache
 from naturelm_edge.distill.student import StudentConfig, load_student
-from naturelm_edge.edge_runtime.decoder import DECODER_FILE, DECODER_META, TABLES_FILE, TOKENIZER_FILE, OnnxDecoder
+from naturelm_edge.edge_runtime.decoder import OnnxDecoder
 from naturelm_edge.errors import EdgeError, ExportError
 from naturelm_edge.export.onnx_export import ExportSpec, export_module
 from naturelm_edge.export.parity import compare
@@ -107,25 +108,25 @@ def export_decoder(student_dir: Path, out: Path, cache_dir: Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     spec = decoder_spec(config)
     with progress.step("exporting decoder to ONNX"):
-        seconds = export_module(KVDecoder(model.llama, config.layers), spec, out / DECODER_FILE)
-    np.savez(out / TABLES_FILE, embed_tokens=model.embed(torch.arange(config.vocab_size)).detach().numpy(),
+        seconds = export_module(KVDecoder(model.llama, config.layers), spec, out / roles.DECODER.file)
+    np.savez(out / roles.DECODER_TABLES.file, embed_tokens=model.embed(torch.arange(config.vocab_size)).detach().numpy(),
              audio_proj_weight=model.audio_proj.weight.detach().numpy(),
              audio_proj_bias=model.audio_proj.bias.detach().numpy())
-    shutil.copy2(Path(student_dir) / "tokenizer" / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    shutil.copy2(Path(student_dir) / "tokenizer" / roles.TOKENIZER.file, out / roles.TOKENIZER.file)
     max_new = max(int(t.get("max_new_tokens", 24)) for t in config.tasks)
     meta = {"teacher_ids": config.teacher_ids, "bos_id": config.bos_id, "stop_ids": config.stop_ids,
             "prompt_template": config.prompt_template, "tasks": config.tasks, "layers": config.layers,
             "kv_heads": config.kv_heads, "head_dim": config.hidden // config.heads, "hidden": config.hidden,
             "audio_dim": config.audio_dim, "max_new_tokens": max_new, "teacher": config.teacher,
             "input_names": spec.input_names, "output_names": spec.output_names}
-    (out / DECODER_META).write_text(json.dumps(meta, indent=1) + "\n")
+    (out / roles.DECODER_CONFIG.file).write_text(json.dumps(meta, indent=1) + "\n")
     with progress.step("verifying decoder against PyTorch"):
         report = verify_decoder(model, config, out, cache_dir or _cache_of(config, student_dir))
-    report.update({"onnx_bytes": (out / DECODER_FILE).stat().st_size, "export_seconds": round(seconds, 3),
+    report.update({"onnx_bytes": (out / roles.DECODER.file).stat().st_size, "export_seconds": round(seconds, 3),
                    "opset": spec.opset, "student": str(student_dir)})
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     if not report["passed"]:
-        raise ExportError(f"{out / DECODER_FILE}: ONNX generation differs from PyTorch; see {out / REPORT_FILE}.")
+        raise ExportError(f"{out / roles.DECODER.file}: ONNX generation differs from PyTorch; see {out / REPORT_FILE}.")
     return report
 
 

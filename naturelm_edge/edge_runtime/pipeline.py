@@ -1,0 +1,126 @@
+"""The one window pipeline: source -> windows -> fbank -> screening -> encoder -> decoder -> labels.
+
+``edge-run`` (store, sinks, clips, escalation, live view), ``edge bench`` (timing) and the Python API
+(``EdgeModel.detect``) all consume :meth:`WindowPipeline.run`; none of them walks windows itself. Every
+audio setting comes from the bundle's contract; time expansion is undone here, once, so offsets and
+durations are always real seconds of the recording.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from naturelm_edge.audio import Window, iter_windows
+from naturelm_edge.audio.frontend import WindowFeatures
+from naturelm_edge.edge_runtime.engine import Engine
+from naturelm_edge.edge_runtime.escalation import EscalationPolicy
+from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
+from naturelm_edge.edge_runtime.labels import label_of
+from naturelm_edge.edge_runtime.screening import ANSWER, Screening, untimed
+from naturelm_edge.edge_runtime.sources import Source
+from naturelm_edge.edge_runtime.timestamps import offset as absolute
+
+RESUMED = "resumed"  # recorded as done by an earlier run: not read again
+
+Timed = Callable[[str], AbstractContextManager]
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """What happened to one window; offsets and durations are real seconds (time expansion undone)."""
+
+    source: str
+    offset_s: float
+    duration_s: float
+    start_utc: str | None  # absolute time of the window's start, when the recording is dated
+    outcome: str  # resumed | gated | not_calls | heard | answered
+    question: str | None = None
+    answer: str | None = None
+    label: str | None = None  # the bundle label the answer names (within the label distance), else None
+    confidence: float | None = None  # mean probability of the answer's tokens
+    confidence_min: float | None = None
+    escalation: str | None = None  # why the full model should hear it (low-confidence, unknown-label, audit)
+    busy_s: float = 0.0  # processing time of the window, decoding of the audio excluded
+    samples: np.ndarray | None = field(default=None, repr=False, compare=False)  # the model-rate window
+
+    @property
+    def answered(self) -> bool:
+        return self.outcome == ANSWER
+
+    @property
+    def detection(self) -> bool:
+        """An answer that names something (the model says 'None' for windows without a call)."""
+        return self.answered and (self.answer or "").strip().lower() != "none"
+
+
+def _encode_with(engine: Engine) -> Callable[[np.ndarray, Timed], np.ndarray]:
+    def encode(features: np.ndarray, timed: Timed) -> np.ndarray:
+        with timed("encoder"):
+            return engine.audio_tokens(features)
+
+    return encode
+
+
+class WindowPipeline:
+    """Runs sources through one bundle's models; one screening state, reset for every recording.
+
+    ``policy``: decide escalations (None: never escalate). ``timed``: a stage clock (``edge bench``).
+    ``encode``: features -> audio tokens, timing the encoder itself (``edge bench --encoder`` swaps it).
+    """
+
+    def __init__(self, engine: Engine, gate: GateSettings | None = None, policy: EscalationPolicy | None = None,
+                 timed: Timed = untimed, encode: Callable[[np.ndarray, Timed], np.ndarray] | None = None) -> None:
+        self.engine, self.policy, self.timed = engine, policy, timed
+        self.audio = engine.bundle.audio
+        self.screening = Screening(EnergyGate(gate, self.audio.fbank), engine.detector, self.audio.spec.window)
+        self.encode = encode or _encode_with(engine)
+
+    def _blocks(self, source: Source) -> Iterator[np.ndarray]:
+        """The source's model-rate blocks, each pull timed as decoding."""
+        iterator = iter(source.blocks())
+        while True:
+            with self.timed("decode"):
+                block = next(iterator, None)
+            if block is None:
+                return
+            yield block
+
+    def run(self, source: Source, skip: Callable[[float], bool] | None = None) -> Iterator[WindowResult]:
+        """Every window of ``source``, lazily; ``skip(offset_s)``: a window an earlier run already did."""
+        spec, timed = self.audio.spec, self.timed
+        per_second = spec.sample_rate * source.time_expansion  # model-rate samples per real second
+        features_of = WindowFeatures(spec, self.audio.fbank)
+        self.screening.reset()  # a noise floor of its own for every recording
+        for window in iter_windows(self._blocks(source), spec):
+            offset_s, duration_s = window.start / per_second, window.valid / per_second
+            place = {"source": source.id, "offset_s": round(offset_s, 3), "duration_s": round(duration_s, 3),
+                     "start_utc": absolute(source.start, offset_s)}
+            if skip is not None and skip(offset_s):
+                yield WindowResult(**place, outcome=RESUMED)
+                continue
+            started = time.perf_counter()
+            with timed("fbank"):
+                features = features_of(window)
+            outcome = self.screening(window, features, timed)
+            if outcome != ANSWER:
+                yield WindowResult(**place, outcome=outcome, busy_s=time.perf_counter() - started)
+                continue
+            yield self._answer(place, window, features, started)
+
+    def _answer(self, place: dict, window: Window, features: np.ndarray, started: float) -> WindowResult:
+        tokens = self.encode(features, self.timed)
+        with self.timed("decoder"):
+            result = self.engine.answer(tokens)
+        answer = result.answer
+        label = label_of(answer.text, self.engine.labels)
+        reason = None if self.policy is None else self.policy.reason(
+            answer.confidence_mean, None if not self.engine.labels else label is not None, answer.text)
+        return WindowResult(**place, outcome=ANSWER, question=result.question, answer=answer.text, label=label,
+                            confidence=round(answer.confidence_mean, 4),
+                            confidence_min=round(answer.confidence_min, 4), escalation=reason,
+                            busy_s=time.perf_counter() - started, samples=window.samples)
