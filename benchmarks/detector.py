@@ -31,8 +31,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from benchmarks.common import pyplot  # noqa: E402
-from benchmarks.gate import CALL_FREE, annotated_outcomes, measures, per_window_costs, window_outcomes  # noqa: E402
-from benchmarks.quantization import HELD_OUT  # noqa: E402
+from benchmarks.gate import per_window_costs  # noqa: E402
+from testbed.corpus import CALL_FREE, HELD_OUT  # noqa: E402
+from testbed.screening import annotated_outcomes, measures, window_outcomes  # noqa: E402
 
 EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
 OFFSETS = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)  # thresholds swept around the bundle's, in score units

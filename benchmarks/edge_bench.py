@@ -16,16 +16,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.quantization import HELD_OUT, official_encoder
+from benchmarks.quantization import official_encoder
+from testbed.corpus import HELD_OUT
 
 EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
 
 
 def int8_encoder(work: Path) -> Path:
     from naturelm_edge.audio import WindowSpec
+    from naturelm_edge.audio.files import list_audio
     from naturelm_edge.quantization.calibration import ArrayReader, calibration_set, encoder_inputs
     from naturelm_edge.quantization.quantize import QuantSpec, quantize
-    from naturelm_edge.audio.files import list_audio
     from naturelm_edge.sample_data import shared_audio_dir
 
     out = work / "official-encoder-int8.onnx"

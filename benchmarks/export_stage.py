@@ -73,7 +73,7 @@ def bench_official_encoder(work: Path, clip: Path | None) -> dict:
     start = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
-    line = next((l for l in result.stdout.splitlines() if l.startswith("REPORT")), None)
+    line = next((row for row in result.stdout.splitlines() if row.startswith("REPORT")), None)
     if result.returncode != 0 or line is None:
         raise SystemExit(f"official export failed:\n{result.stderr[-3000:]}")
     report = json.loads(line[len("REPORT"):])

@@ -31,7 +31,7 @@ CLIPS = 32
 
 def escalation(checkpoint: Path, work: Path) -> dict:
     from naturelm_edge.wire.client import post_escalation
-    from tests.test_serve import Server, request
+    from testbed.serve import Server, request
 
     results = {}
     for batch in (8, 1):
@@ -45,7 +45,8 @@ def escalation(checkpoint: Path, work: Path) -> dict:
                 times.append(time.perf_counter() - started)
             started = time.perf_counter()
             with ThreadPoolExecutor(CLIPS) as pool:
-                list(pool.map(lambda i: post_escalation(server.url, request(f"many-{batch}-{i}", seed=i), None, 120),
+                list(pool.map(lambda i, server=server, batch=batch: post_escalation(
+                    server.url, request(f"many-{batch}-{i}", seed=i), None, 120),
                               range(CLIPS)))
             elapsed = time.perf_counter() - started
             results[f"max_batch_{batch}"] = {
@@ -61,8 +62,8 @@ def escalation(checkpoint: Path, work: Path) -> dict:
 
 
 def flash(bundle: Path, work: Path) -> dict:
-    from tests.sshd import Sshd
-    from tests.test_flash import variant
+    from testbed.bundles import variant
+    from testbed.sshd import Sshd
 
     big = variant(bundle, work / "bundle-100mb", {"weights.bin": np.random.default_rng(0).bytes(100 * 2**20)})
     changed = variant(big, work / "bundle-100mb-v2", {"labels.txt": b"Great Plains toad\n"})

@@ -20,10 +20,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from benchmarks.common import pyplot  # noqa: E402
+from testbed.corpus import HELD_OUT  # noqa: E402
 
 RUNS = 7
 # species folders of the shared recordings that no student learns: calibration and evaluation come from them
-HELD_OUT = ["whombat", "Rthoptera", "librosa-data"]
 FORMATS = [
     ("int8-dynamic", "x86", "minmax", True),
     ("int8-static", "x86", "minmax", True),
@@ -66,10 +66,10 @@ def official_encoder(path: Path) -> Path:
 
 def main() -> None:
     from naturelm_edge.audio import WindowSpec
+    from naturelm_edge.audio.files import list_audio
     from naturelm_edge.quantization.calibration import ArrayReader, calibration_set, encoder_inputs
     from naturelm_edge.quantization.quantize import QuantSpec, quantize
     from naturelm_edge.quantization.report import run_encoder, session, token_cosines
-    from naturelm_edge.audio.files import list_audio
     from naturelm_edge.sample_data import shared_audio_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -69,6 +69,28 @@ SYNTHETIC_SPECIES = {
 }
 
 
+def species_call(name: str, sample_rate: int) -> np.ndarray:
+    """One call of a synthetic species: a Hann-windowed sweep from its start to its end frequency."""
+    f0, f1, length, _, tremolo = SYNTHETIC_SPECIES[name]
+    t = np.arange(int(length * sample_rate)) / sample_rate
+    freq = f0 + (f1 - f0) * t / length
+    call = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate) * np.hanning(t.size)
+    if tremolo:
+        call *= 0.5 + 0.5 * np.sin(2 * np.pi * tremolo * t)
+    return call
+
+
+def species_clip(name: str, seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """``seconds`` of faint noise with the species' calls at random times, as a focal recording of it."""
+    wave = rng.normal(0, 0.01, int(seconds * sample_rate))
+    call = species_call(name, sample_rate)
+    length, calls = SYNTHETIC_SPECIES[name][2], SYNTHETIC_SPECIES[name][3]
+    for start in rng.uniform(0.2, seconds - length - 0.2, calls):
+        begin = int(start * sample_rate)
+        wave[begin : begin + call.size] += 0.4 * call
+    return np.clip(wave, -1, 1).astype(np.float32)
+
+
 def write_synthetic_species(folder: Path, clips_per_species: int = 3, seconds: float = 12.0, sample_rate: int = 32000,
                             seed: int = 0) -> Path:
     """Labelled synthetic calls (four made-up species) plus a LABELS.csv, for demos without real recordings."""
@@ -79,25 +101,29 @@ def write_synthetic_species(folder: Path, clips_per_species: int = 3, seconds: f
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, (f0, f1, length, calls, tremolo) in SYNTHETIC_SPECIES.items():
+    for name in SYNTHETIC_SPECIES:
         slug = name.lower().replace(" ", "-")
         for i in range(clips_per_species):
-            n = int(seconds * sample_rate)
-            wave = rng.normal(0, 0.01, n)
-            for start in rng.uniform(0.2, seconds - length - 0.2, calls):
-                t = np.arange(int(length * sample_rate)) / sample_rate
-                freq = f0 + (f1 - f0) * t / length
-                call = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate) * np.hanning(t.size)
-                if tremolo:
-                    call *= 0.5 + 0.5 * np.sin(2 * np.pi * tremolo * t)
-                begin = int(start * sample_rate)
-                wave[begin : begin + t.size] += 0.4 * call
             path = folder / slug / f"{slug}-{i}.wav"
             path.parent.mkdir(exist_ok=True)
-            sf.write(str(path), np.clip(wave, -1, 1).astype(np.float32), sample_rate, subtype="PCM_16")
+            sf.write(str(path), species_clip(name, seconds, sample_rate, rng), sample_rate, subtype="PCM_16")
             rows.append({"path": f"{slug}/{path.name}", "species_common": name, "kind": "focal"})
     with (folder / "LABELS.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "species_common", "kind"])
         writer.writeheader()
         writer.writerows(rows)
     return folder
+
+
+def species_soundscape(stretch_s: float = 10.0, sample_rate: int = 16_000,
+                       seed: int = 1) -> tuple[np.ndarray, list[str]]:
+    """A soundscape of the synthetic species: one window-long stretch of each in turn, then a quiet one.
+
+    Returns the audio and, per stretch, the species calling in it ("" for the quiet stretch), so a demo can
+    say how many of its answers are right.
+    """
+    rng = np.random.default_rng(seed)
+    names = [*SYNTHETIC_SPECIES, ""]
+    stretches = [species_clip(n, stretch_s, sample_rate, rng) if n else
+                 rng.normal(0, 0.01, int(stretch_s * sample_rate)).astype(np.float32) for n in names]
+    return np.concatenate(stretches), names

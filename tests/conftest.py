@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from testbed.corpus import TASKS_TOML
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NATURELM_EDGE_SHARED", REPO.parent / "shared"))
@@ -38,74 +42,94 @@ def reference_io(fixtures_dir: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """``make(folder)`` once per test run, however many xdist workers ask: the first builds under a file lock,
+    the others wait and reuse it (the slow fixtures would otherwise be built once per worker)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder, done = root / "made-once" / name, root / "made-once" / f"{name}.done"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from naturelm_edge.models.tiny import write_tiny_checkpoint
 
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
+    return made_once(tmp_path_factory, "tiny-checkpoint", lambda folder: write_tiny_checkpoint(folder, seed=0))
 
 
 @pytest.fixture(scope="session")
 def taught_teacher(tiny_checkpoint: Path, audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny checkpoint taught species names on the shared recordings (answers mean something)."""
-    from benchmarks.distillation import QUESTION
     from naturelm_edge.distill.teacher_training import finetune_teacher
+    from testbed.corpus import QUESTION
 
-    return finetune_teacher(tiny_checkpoint, audio_dir, tmp_path_factory.mktemp("taught") / "teacher", QUESTION,
-                            steps=1000)
+    return made_once(tmp_path_factory, "taught-teacher",
+                     lambda folder: finetune_teacher(tiny_checkpoint, audio_dir, folder, QUESTION, steps=1000))
 
 
 @pytest.fixture(scope="session")
 def subset_audio(audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight bird species (three clips each), a whale and a toad chorus, with their labels (copied to tmp)."""
     import csv
-    import shutil
 
-    root = tmp_path_factory.mktemp("subset") / "audio"
-    rows = list(csv.DictReader((audio_dir / "LABELS.csv").open()))
-    by_species: dict[str, list[dict]] = {}
-    for row in rows:
-        if row["species_common"] and row["path"].startswith("phoebe/"):
-            by_species.setdefault(row["species_common"], []).append(row)
-    keep = [r for species in sorted(by_species)[:8] for r in by_species[species][:3]]
-    keep += [r for r in rows if r["path"] in ("librosa-data/glacier-bay-humpback.hq.ogg",
-                                              "opensoundscape/great_plains_toad.wav")]
-    for row in keep:
-        (root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(audio_dir / row["path"], root / row["path"])
-    with (root / "LABELS.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(keep)
-    return root
+    def make(root: Path) -> None:
+        rows = list(csv.DictReader((audio_dir / "LABELS.csv").open()))
+        by_species: dict[str, list[dict]] = {}
+        for row in rows:
+            if row["species_common"] and row["path"].startswith("phoebe/"):
+                by_species.setdefault(row["species_common"], []).append(row)
+        keep = [r for species in sorted(by_species)[:8] for r in by_species[species][:3]]
+        keep += [r for r in rows if r["path"] in ("librosa-data/glacier-bay-humpback.hq.ogg",
+                                                  "opensoundscape/great_plains_toad.wav")]
+        for row in keep:
+            (root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(audio_dir / row["path"], root / row["path"])
+        with (root / "LABELS.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(keep)
+
+    return made_once(tmp_path_factory, "subset-audio", make)
 
 
-BUILD_TASKS = """[[task]]
-id = "common_name"
-kind = "common_name"
-question = "What is the common name for the focal species in the audio?"
-max_new_tokens = 24
-"""
 SMALL_STUDENT = ["--epochs", "40", "--student-layers", "2", "--student-hidden", "128", "--student-heads", "4"]
 
 
 @pytest.fixture(scope="session")
 def built_bundle(subset_audio: Path, taught_teacher: Path, tmp_path_factory: pytest.TempPathFactory):
     """`edge build` run twice on the subset (the second run must skip every stage)."""
-    from typer.testing import CliRunner
 
-    from naturelm_edge.cli import app
+    def make(work: Path) -> None:
+        from typer.testing import CliRunner
 
-    work = tmp_path_factory.mktemp("build")
-    (work / "tasks.toml").write_text(BUILD_TASKS)
-    args = ["build", str(taught_teacher), "--audio", str(subset_audio), "--out", str(work / "bundle"),
-            "--profile", "x86-cpu", "--tasks", str(work / "tasks.toml"), *SMALL_STUDENT]
-    runner = CliRunner()
-    first = runner.invoke(app, args)
-    assert first.exit_code == 0, first.output
-    again = runner.invoke(app, args)
-    assert again.exit_code == 0, again.output
-    return work, args, first.output, again.output
+        from naturelm_edge.cli import app
+
+        work.mkdir(parents=True)
+        (work / "tasks.toml").write_text(TASKS_TOML)
+        runner = CliRunner()
+        for name in ("first", "again"):
+            result = runner.invoke(app, build_args(work, subset_audio, taught_teacher))
+            assert result.exit_code == 0, result.output
+            (work / f"{name}.out").write_text(result.output)
+
+    work = made_once(tmp_path_factory, "built-bundle", make)
+    return (work, build_args(work, subset_audio, taught_teacher), (work / "first.out").read_text(),
+            (work / "again.out").read_text())
+
+
+def build_args(work: Path, audio: Path, teacher: Path) -> list[str]:
+    return ["build", str(teacher), "--audio", str(audio), "--out", str(work / "bundle"), "--profile", "x86-cpu",
+            "--tasks", str(work / "tasks.toml"), *SMALL_STUDENT]
 
 
 @pytest.fixture(scope="session")

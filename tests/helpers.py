@@ -1,19 +1,12 @@
-"""Small helpers several test modules share: a free port, edge-run in its own process, the stored events."""
+"""Small helpers several test modules share: edge and edge-run in their own process, the stored events."""
 
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_edge(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.gate import CALL_FREE, annotated_outcomes, measures
-from benchmarks.quantization import HELD_OUT
+from testbed.corpus import CALL_FREE, HELD_OUT
+from testbed.screening import annotated_outcomes, measures
 from tests.helpers import run_cli, run_edge
 
 EXCLUDED = [*HELD_OUT, *(name for name, _ in CALL_FREE)]

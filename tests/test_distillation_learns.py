@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.distillation import ProofSettings, run
+from testbed.distillation import ProofSettings, run
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,9 @@ from naturelm_edge.audio import fbank, load, prepare
 from naturelm_edge.cli import run_app
 from naturelm_edge.edge_runtime.gate import EnergyGate
 from naturelm_edge.wire.loopback import EscalationServer
+from testbed.net import free_port
 from tests.helpers import events as stored_events
-from tests.helpers import free_port, run_edge
+from tests.helpers import run_edge
 
 runner = CliRunner()
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from naturelm_edge.bundle.manifest import file_entry, new_manifest, read_manifest
-from naturelm_edge.hashing import sha256_file
+from naturelm_edge.bundle.manifest import read_manifest
+from testbed.bundles import variant
+from testbed.sshd import Sshd
 from tests.helpers import run_cli
-from tests.sshd import Sshd
 
 pytestmark = pytest.mark.skipif(shutil.which("rsync") is None or not Path("/usr/sbin/sshd").exists(),
                                 reason="needs rsync and OpenSSH's sshd (apt install rsync openssh-server)")
@@ -42,22 +42,6 @@ def record(tmp_path, monkeypatch):
 
 def ssh_args(server: Sshd) -> list[str]:
     return ["--identity", str(server.user_key), "--known-hosts", str(server.known_hosts), "--python", sys.executable]
-
-
-def variant(bundle: Path, out: Path, changes: dict[str, bytes], role: str = "extra") -> Path:
-    """A copy of ``bundle`` with some files replaced or added, and a manifest (and id) that matches them."""
-    shutil.copytree(bundle, out)
-    manifest = read_manifest(out)
-    for relative, data in changes.items():
-        (out / relative).write_bytes(data)
-    roles = {f["path"]: f for f in manifest["files"]}
-    files = [{**f, "sha256": sha256_file(out / f["path"]), "bytes": (out / f["path"]).stat().st_size}
-             if f["path"] in changes else f for f in manifest["files"]]
-    files += [file_entry(out, p, role) for p in changes if p not in roles]
-    name = manifest["bundle_id"].rsplit("-", 1)[0]
-    fields = {k: v for k, v in manifest.items() if k not in ("files", "bundle_id", "signature", "schema_version", "toolkit_version")}
-    (out / "manifest.json").write_text(json.dumps(new_manifest(name, files, **fields), indent=2))
-    return out
 
 
 def current(root: Path) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.gate import evaluate
+from testbed.screening import evaluate
 
 
 def test_gate_recall_and_skip_lower_bounds(audio_dir):

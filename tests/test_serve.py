@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -21,55 +20,12 @@ import pytest
 
 from naturelm_edge.sample_data import synthetic_soundscape
 from naturelm_edge.wire.client import post_escalation
-from naturelm_edge.wire.schema import PATH, EscalationRequest
-from tests.helpers import events, free_port, run_cli, run_edge
+from naturelm_edge.wire.schema import PATH
+from testbed.net import free_port
+from testbed.serve import Server, request
+from tests.helpers import events, run_cli, run_edge
 
 TOKEN = "field-team-7f3a"
-
-
-class Server:
-    """`edge serve CHECKPOINT` in its own process on a free loopback port."""
-
-    def __init__(self, checkpoint: Path, state: Path, *extra: str, scheme: str = "http") -> None:
-        self.port = free_port()
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.args = [sys.executable, "-c", "from naturelm_edge.cli import run; run()", "serve", str(checkpoint),
-                     "--port", str(self.port), "--state-dir", str(state), *extra]
-        self.process: subprocess.Popen | None = None
-
-    def start(self, context: ssl.SSLContext | None = None) -> Server:
-        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert self.process.poll() is None, self.process.communicate()[1]
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2, context=context) as r:
-                    if json.loads(r.read())["status"] == "ok":
-                        return self
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.3)
-        raise AssertionError("edge serve did not come up")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def metric(self, name: str) -> float:
-        text = urllib.request.urlopen(self.url + "/metrics", timeout=5).read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +41,6 @@ def server(taught_teacher, token_file, tmp_path_factory):
                      "--max-wait-ms", "200", "--max-batch", "4").start()
     yield running
     running.stop()
-
-
-def request(escalation_id: str, seconds: float = 10.0, seed: int = 0) -> EscalationRequest:
-    audio = synthetic_soundscape(seconds, 16_000, seed=seed)
-    return EscalationRequest.build(escalation_id, "What is the common name for the focal species in the audio?",
-                                   audio, 16_000, {"source": "test"})
 
 
 def post_raw(url: str, body: bytes, headers: dict) -> tuple[int, dict]:
@@ -238,11 +188,12 @@ def test_two_workers_share_answers(taught_teacher, tmp_path):
 
 
 def test_tls(taught_teacher, tmp_path):
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])

@@ -21,6 +21,14 @@ ProfilesDir = Annotated[Path | None, typer.Option("--profiles-dir", help="Folder
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def progress_bar():  # noqa: ANN201 - rich.progress.Progress
+    """A progress bar on stderr with done/total and the time remaining (long work shows an ETA)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err_console, transient=False)
+
+
 def print_table(columns: list[str], rows: list[list[str]], title: str | None = None, as_json: bool = False) -> None:
     """A table as a script or a person wants it: JSON records with ``as_json``, a rich table on a terminal,
     and a Markdown table in a pipe or a log (rich would cut cells to the pipe's assumed width)."""

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from naturelm_edge.cli.common import ProfilesDir, console, err_console, user_errors
+from naturelm_edge.cli.common import ProfilesDir, console, err_console, progress_bar, user_errors
 from naturelm_edge.errors import EdgeError
 
 checkpoint_app = typer.Typer(help="Build or inspect NatureLM-audio checkpoints.", no_args_is_help=True)
@@ -85,13 +85,6 @@ def print_report(report: dict) -> None:
     )
 
 
-def _bar():  # noqa: ANN202 - rich.progress.Progress
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err_console, transient=False)
-
-
 @distill_app.command("collect")
 @user_errors
 def distill_collect(
@@ -112,7 +105,7 @@ def distill_collect(
 
     task_list = load_tasks(tasks)
     teacher = NatureLMTeacher(checkpoint, merging_factor)
-    with _bar() as progress:
+    with progress_bar() as progress:
         summary = collect(teacher, audio, task_list, out, window, hop, top_k, labels, progress=progress)
     for failure in summary.failed or []:
         err_console.print(f"[yellow]skipped:[/yellow] {failure}", highlight=False)
@@ -175,7 +168,7 @@ def distill_train(
         raise EdgeError(f"--hidden {hidden} must be a multiple of --heads {heads}, and --heads even.")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ce_weight=ce_weight, kl_weight=kl_weight,
                          layers=layers, hidden=hidden, heads=heads, seed=seed)
-    with _bar() as progress:
+    with progress_bar() as progress:
         summary = train(cache, out, config, split, progress=progress)
     console.print(f"student trained: {summary['steps']} steps on {summary['examples']} answers, vocabulary "
                   f"{summary['vocab']} tokens, final cross-entropy {summary['final_ce']:.3f} -> {out}")

@@ -157,7 +157,7 @@ class OnnxDecoder:
         step_logp = logp[None]
         for position in range(limit):
             candidates = []
-            for b, (ids, chosen, total) in enumerate(beams):
+            for b, (_ids, _chosen, total) in enumerate(beams):
                 for token in np.argsort(-step_logp[b])[: 2 * width]:
                     candidates.append((total + step_logp[b, token], b, int(token), float(step_logp[b, token])))
             candidates.sort(key=lambda c: -c[0])

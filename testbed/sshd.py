@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.helpers import free_port
+from testbed.net import free_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
