@@ -20,6 +20,7 @@ import numpy as np
 
 from naturelm_edge.audio import DEFAULT_SETTINGS, WindowSpec
 from naturelm_edge.audio.files import list_audio
+from naturelm_edge.bundle import roles
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.errors import EdgeError
 from naturelm_edge.hashing import sha256_file
@@ -76,165 +77,195 @@ def audio_digest(files: list[Path]) -> str:
 
 def build(options: BuildOptions, progress: Progress | None = None) -> dict:
     """Run every stage; return a summary with the bundle path and the quantization report."""
-    from naturelm_edge.bundle import roles
-    from naturelm_edge.bundle.manifest import new_manifest, stage_files, write_bundle
-    from naturelm_edge.distill.species import labels_for, species_from_answers, split_species
-    from naturelm_edge.distill.tasks import load_tasks, tasks_digest
-    from naturelm_edge.models import resolve
+    builder = Builder(options, progress or Progress(quiet=True))
+    encoder_dir = builder.encoder()
+    cache_dir = builder.teacher_answers()
+    split_path = builder.species_split(cache_dir)
+    decoder_dir = builder.decoder(builder.student(cache_dir, split_path), cache_dir)
+    quant_dir, specs, report = builder.quantized(encoder_dir, decoder_dir, split_path)
+    builder.bundle(encoder_dir, decoder_dir, quant_dir, specs, report, split_path)
+    return builder.summary
 
-    progress = progress or Progress(quiet=True)
-    work = options.work
-    work.mkdir(parents=True, exist_ok=True)
-    stamps = Stamps(work)
-    source = resolve(options.checkpoint)
-    checkpoint_sha = source.sha256()
-    tasks = load_tasks(options.tasks_file)
-    files = list_audio(options.audio)
-    if not files:
-        raise EdgeError(f"{options.audio}: no recordings to build from.")
-    labels = labels_for(options.audio, options.labels_file)
-    summary: dict = {"stages": {}}
 
-    def stage(name: str, key: str, outputs: list[Path], run: Callable[[], None]) -> None:
-        if stamps.fresh(name, key, outputs):
-            summary["stages"][name] = "unchanged"
-            progress.note(f"{name}: inputs unchanged, skipped")
+class Builder:
+    """The export stage's steps over one work folder; each step is skipped when its inputs are unchanged."""
+
+    def __init__(self, options: BuildOptions, progress: Progress) -> None:
+        from naturelm_edge.distill.species import labels_for
+        from naturelm_edge.distill.tasks import load_tasks
+        from naturelm_edge.models import resolve
+
+        self.options, self.progress = options, progress
+        self.work = options.work
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.stamps = Stamps(self.work)
+        self.checkpoint_sha = resolve(options.checkpoint).sha256()
+        self.tasks = load_tasks(options.tasks_file)
+        self.files = list_audio(options.audio)
+        if not self.files:
+            raise EdgeError(f"{options.audio}: no recordings to build from.")
+        self.audio_key = audio_digest(self.files)
+        self.labels = labels_for(options.audio, options.labels_file)
+        self.summary: dict = {"stages": {}}
+
+    def stage(self, name: str, key: str, outputs: list[Path], run: Callable[[], None]) -> None:
+        if self.stamps.fresh(name, key, outputs):
+            self.summary["stages"][name] = "unchanged"
+            self.progress.note(f"{name}: inputs unchanged, skipped")
             return
-        with progress.step(name):
+        with self.progress.step(name):
             run()
-        stamps.mark(name, key)
-        summary["stages"][name] = "built"
+        self.stamps.mark(name, key)
+        self.summary["stages"][name] = "built"
 
-    # 1. encoder
-    encoder_dir = work / "encoder"
+    def encoder(self) -> Path:
+        encoder_dir = self.work / "encoder"
 
-    def export_encoder_stage() -> None:
-        from naturelm_edge.export.encoder import export_encoder
-        from naturelm_edge.models import load
+        def run() -> None:
+            from naturelm_edge.export.encoder import export_encoder
+            from naturelm_edge.models import load
 
-        loaded = load(options.checkpoint)
-        export_encoder(loaded.model, encoder_dir, files[:: max(1, len(files) // 3)][:3],
-                       {"checkpoint": str(options.checkpoint), "sha256": checkpoint_sha})
+            loaded = load(self.options.checkpoint)
+            export_encoder(loaded.model, encoder_dir, self.files[:: max(1, len(self.files) // 3)][:3],
+                           {"checkpoint": str(self.options.checkpoint), "sha256": self.checkpoint_sha})
 
-    stage("encoder export", digest(checkpoint_sha, "encoder-v1"), [encoder_dir / "encoder.onnx"], export_encoder_stage)
+        self.stage("encoder export", digest(self.checkpoint_sha, "encoder-v1"), [encoder_dir / roles.ENCODER.file], run)
+        return encoder_dir
 
-    # 2. teacher answers (collection resumes by itself; the stamp only saves reopening the teacher)
-    cache_dir = work / "teacher-cache"
+    def teacher_answers(self) -> Path:
+        """Collection resumes by itself; the stamp only saves reopening the teacher."""
+        from naturelm_edge.distill.tasks import tasks_digest
 
-    def collect_stage() -> None:
-        from naturelm_edge.distill.collect import collect
-        from naturelm_edge.distill.teacher import NatureLMTeacher
+        cache_dir = self.work / "teacher-cache"
 
-        collect(NatureLMTeacher(options.checkpoint), options.audio, tasks, cache_dir, labels_file=options.labels_file)
+        def run() -> None:
+            from naturelm_edge.distill.collect import collect
+            from naturelm_edge.distill.teacher import NatureLMTeacher
 
-    audio_key = audio_digest(files)
-    stage("teacher answers", digest(checkpoint_sha, tasks_digest(tasks), audio_key), [cache_dir / "records.jsonl"],
-          collect_stage)
+            collect(NatureLMTeacher(self.options.checkpoint), self.options.audio, self.tasks, cache_dir,
+                    labels_file=self.options.labels_file)
 
-    # 3. species split
-    split_path = work / "split.json"
+        self.stage("teacher answers", digest(self.checkpoint_sha, tasks_digest(self.tasks), self.audio_key),
+                   [cache_dir / "records.jsonl"], run)
+        return cache_dir
 
-    def split_stage() -> None:
-        species = set(labels.values()) or species_from_answers(cache_dir)
-        split_species(species, options.held_out_fraction, options.seed,
-                      source=str(options.labels_file or options.audio)).write(split_path)
+    def species_split(self, cache_dir: Path) -> Path:
+        from naturelm_edge.distill.species import species_from_answers, split_species
 
-    stage("species split", digest(sorted(labels.items()), options.held_out_fraction, options.seed, audio_key),
-          [split_path], split_stage)
+        split_path, options = self.work / "split.json", self.options
 
-    # 4. student
-    student_dir = work / "student"
-    from naturelm_edge.distill.train import TrainConfig
+        def run() -> None:
+            species = set(self.labels.values()) or species_from_answers(cache_dir)
+            split_species(species, options.held_out_fraction, options.seed,
+                          source=str(options.labels_file or options.audio)).write(split_path)
 
-    train_config = TrainConfig(epochs=options.epochs, seed=options.seed, layers=options.student_layers,
-                               hidden=options.student_hidden, heads=options.student_heads)
+        self.stage("species split", digest(sorted(self.labels.items()), options.held_out_fraction, options.seed,
+                                           self.audio_key), [split_path], run)
+        return split_path
 
-    def train_stage() -> None:
-        from naturelm_edge.distill.train import train
+    def student(self, cache_dir: Path, split_path: Path) -> Path:
+        from naturelm_edge.distill.train import TrainConfig
 
-        shutil.rmtree(student_dir, ignore_errors=True)
-        train(cache_dir, student_dir, train_config, split_path)
+        student_dir, options = self.work / "student", self.options
+        config = TrainConfig(epochs=options.epochs, seed=options.seed, layers=options.student_layers,
+                             hidden=options.student_hidden, heads=options.student_heads)
 
-    stage("distillation", digest(file_digest(cache_dir / "records.jsonl"), file_digest(split_path), asdict(train_config)),
-          [student_dir / "model.safetensors"], train_stage)
+        def run() -> None:
+            from naturelm_edge.distill.train import train
 
-    # 5. decoder export
-    decoder_dir = work / "decoder"
+            shutil.rmtree(student_dir, ignore_errors=True)
+            train(cache_dir, student_dir, config, split_path)
 
-    def decoder_stage() -> None:
-        from naturelm_edge.export.decoder import export_decoder
+        self.stage("distillation", digest(file_digest(cache_dir / "records.jsonl"), file_digest(split_path),
+                                          asdict(config)), [student_dir / "model.safetensors"], run)
+        return student_dir
 
-        export_decoder(student_dir, decoder_dir, cache_dir)
+    def decoder(self, student_dir: Path, cache_dir: Path) -> Path:
+        decoder_dir = self.work / "decoder"
 
-    stage("decoder export", digest(file_digest(student_dir / "model.safetensors")), [decoder_dir / "decoder.onnx"],
-          decoder_stage)
+        def run() -> None:
+            from naturelm_edge.export.decoder import export_decoder
 
-    # 6. calibration + quantization, 7. report
-    from naturelm_edge.distill.species import SpeciesSplit
-    from naturelm_edge.quantization.quantize import QuantSpec
+            export_decoder(student_dir, decoder_dir, cache_dir)
 
-    split = SpeciesSplit.read(split_path)
-    profile = options.profile
-    specs = {role: QuantSpec(profile.precision[role], profile.quant_target, profile.calibration)
-             for role in ("encoder", "decoder")}
-    quant_dir = work / f"quantized-{profile.name}"
-    report_path = quant_dir / "quantization_report.json"
+        self.stage("decoder export", digest(file_digest(student_dir / "model.safetensors")),
+                   [decoder_dir / roles.DECODER.file], run)
+        return decoder_dir
 
-    def quantize_stage() -> None:
-        _quantize_and_report(options, split, labels, tasks, encoder_dir, decoder_dir, quant_dir, specs, report_path)
+    def quantized(self, encoder_dir: Path, decoder_dir: Path, split_path: Path) -> tuple[Path, dict, dict]:
+        """Calibration and quantization for the profile, then the accuracy report (refused below --min-agreement)."""
+        from naturelm_edge.distill.species import SpeciesSplit
+        from naturelm_edge.quantization.quantize import QuantSpec
 
-    stage("quantization", digest(file_digest(encoder_dir / "encoder.onnx"), file_digest(decoder_dir / "decoder.onnx"),
-                                 {r: asdict(s) for r, s in specs.items()}, file_digest(split_path),
-                                 options.calibration_windows),
-          [quant_dir / "encoder.onnx", quant_dir / "decoder.onnx", report_path], quantize_stage)
-    report = json.loads(report_path.read_text())
-    summary["report"] = report
-    if options.min_agreement is not None:
-        worst = min(s["end_to_end_agreement"] for s in report["sets"].values())
-        if worst < options.min_agreement:
-            raise EdgeError(f"{report_path}: quantized answers agree with fp32 on only {worst:.1%} of windows "
-                            f"(--min-agreement {options.min_agreement:.1%}); the previous bundle is kept.")
+        options, profile = self.options, self.options.profile
+        split = SpeciesSplit.read(split_path)
+        specs = {role: QuantSpec(profile.precision[role], profile.quant_target, profile.calibration)
+                 for role in (roles.ENCODER.name, roles.DECODER.name)}
+        quant_dir = self.work / f"quantized-{profile.name}"
+        report_path = quant_dir / "quantization_report.json"
 
-    # 8. bundle
-    with progress.step("bundle"):
-        options.out.parent.mkdir(parents=True, exist_ok=True)  # staging beside OUT: the final rename stays atomic
-        staging = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))
-        copies = {quant_dir / roles.ENCODER.file: (roles.ENCODER.file, roles.ENCODER, specs["encoder"].label()),
-                  quant_dir / roles.DECODER.file: (roles.DECODER.file, roles.DECODER, specs["decoder"].label())}
-        for role, precision in ((roles.DECODER_TABLES, "fp32"), (roles.DECODER_CONFIG, None), (roles.TOKENIZER, None)):
-            copies[decoder_dir / role.file] = (role.file, role, precision)
-        for source, name in ((encoder_dir / "export_report.json", "encoder_export.json"),
-                             (decoder_dir / "decoder_report.json", "decoder_export.json"),
-                             (report_path, "quantization.json")):
-            copies[source] = (roles.REPORT.file + name, roles.REPORT, None)
-        entries = stage_files(staging, copies)
-        decoder_meta = json.loads((decoder_dir / roles.DECODER_CONFIG.file).read_text())
-        manifest = new_manifest(
-            f"naturelm-{profile.name}", entries,
-            source_checkpoint={"id": str(options.checkpoint), "sha256": checkpoint_sha},
-            target_profile=profile.name,
-            audio={"sample_rate": DEFAULT_SETTINGS.sample_rate, "window_s": profile.audio.get("window_s", 10.0),
-                   "hop_s": profile.audio.get("hop_s", 5.0), "clip_seconds": 10.0,
-                   "time_expansion": profile.audio.get("time_expansion", 1.0), "fbank": asdict(DEFAULT_SETTINGS)},
-            tokenizer=roles.TOKENIZER.file,
-            prompts={"template": decoder_meta["prompt_template"], "tasks": decoder_meta["tasks"]},
-            labels=sorted(set(labels.values())),
-            species_split={"distill": split.distill, "held_out": split.held_out},
-            calibration=report.get("calibration", {}),
-            reports={"quantization": {k: report[k] for k in ("encoder", "decoder", "sets")}},
-        )
-        bundle = write_bundle(staging, options.out, manifest)
-        if options.sign_key is not None:
-            from naturelm_edge.bundle.signing import sign_bundle
+        def run() -> None:
+            _quantize_and_report(options, split, self.labels, self.tasks, encoder_dir, decoder_dir, quant_dir, specs,
+                                 report_path)
 
-            sign_bundle(bundle, options.sign_key)
-        if options.tar:
-            from naturelm_edge.bundle.manifest import pack
+        self.stage("quantization", digest(file_digest(encoder_dir / roles.ENCODER.file),
+                                          file_digest(decoder_dir / roles.DECODER.file),
+                                          {r: asdict(s) for r, s in specs.items()}, file_digest(split_path),
+                                          options.calibration_windows),
+                   [quant_dir / roles.ENCODER.file, quant_dir / roles.DECODER.file, report_path], run)
+        report = json.loads(report_path.read_text())
+        self.summary["report"] = report
+        if options.min_agreement is not None:
+            worst = min(s["end_to_end_agreement"] for s in report["sets"].values())
+            if worst < options.min_agreement:
+                raise EdgeError(f"{report_path}: quantized answers agree with fp32 on only {worst:.1%} of windows "
+                                f"(--min-agreement {options.min_agreement:.1%}); the previous bundle is kept.")
+        return quant_dir, specs, report
 
-            pack(bundle, bundle.with_suffix(".tar"))
-    summary["bundle"] = str(bundle)
-    summary["bundle_id"] = manifest["bundle_id"]
-    return summary
+    def bundle(self, encoder_dir: Path, decoder_dir: Path, quant_dir: Path, specs: dict, report: dict,
+               split_path: Path) -> Path:
+        """Every file by its role into a staging folder, the manifest, then one rename into place (and a signature)."""
+        from naturelm_edge.bundle.manifest import new_manifest, pack, stage_files, write_bundle
+        from naturelm_edge.distill.species import SpeciesSplit
+
+        options, profile = self.options, self.options.profile
+        split = SpeciesSplit.read(split_path)
+        with self.progress.step("bundle"):
+            options.out.parent.mkdir(parents=True, exist_ok=True)  # staging beside OUT: the final rename stays atomic
+            staging = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))
+            copies = {quant_dir / roles.ENCODER.file: (roles.ENCODER.file, roles.ENCODER, specs["encoder"].label()),
+                      quant_dir / roles.DECODER.file: (roles.DECODER.file, roles.DECODER, specs["decoder"].label())}
+            for role, precision in ((roles.DECODER_TABLES, "fp32"), (roles.DECODER_CONFIG, None), (roles.TOKENIZER, None)):
+                copies[decoder_dir / role.file] = (role.file, role, precision)
+            for source, name in ((encoder_dir / "export_report.json", "encoder_export.json"),
+                                 (decoder_dir / "decoder_report.json", "decoder_export.json"),
+                                 (quant_dir / "quantization_report.json", "quantization.json")):
+                copies[source] = (roles.REPORT.file + name, roles.REPORT, None)
+            decoder_meta = json.loads((decoder_dir / roles.DECODER_CONFIG.file).read_text())
+            manifest = new_manifest(
+                f"naturelm-{profile.name}", stage_files(staging, copies),
+                source_checkpoint={"id": str(options.checkpoint), "sha256": self.checkpoint_sha},
+                target_profile=profile.name,
+                audio={"sample_rate": DEFAULT_SETTINGS.sample_rate, "window_s": profile.audio.get("window_s", 10.0),
+                       "hop_s": profile.audio.get("hop_s", 5.0), "clip_seconds": 10.0,
+                       "time_expansion": profile.audio.get("time_expansion", 1.0), "fbank": asdict(DEFAULT_SETTINGS)},
+                tokenizer=roles.TOKENIZER.file,
+                prompts={"template": decoder_meta["prompt_template"], "tasks": decoder_meta["tasks"]},
+                labels=sorted(set(self.labels.values())),
+                species_split={"distill": split.distill, "held_out": split.held_out},
+                calibration=report.get("calibration", {}),
+                reports={"quantization": {k: report[k] for k in ("encoder", "decoder", "sets")}},
+            )
+            bundle = write_bundle(staging, options.out, manifest)
+            if options.sign_key is not None:
+                from naturelm_edge.bundle.signing import sign_bundle
+
+                sign_bundle(bundle, options.sign_key)
+            if options.tar:
+                pack(bundle, bundle.with_suffix(".tar"))
+        self.summary["bundle"] = str(bundle)
+        self.summary["bundle_id"] = manifest["bundle_id"]
+        return bundle
 
 
 def _quantize_and_report(options: BuildOptions, split, labels: dict, tasks, encoder_dir: Path, decoder_dir: Path,  # noqa: ANN001

@@ -18,6 +18,17 @@ AUDIO = SHARED / "data" / "audio"
 FIXTURES = SHARED / "data" / "fixtures"
 
 
+# the session chain: a taught teacher, then `edge build` on it; every test that needs one of these waits minutes
+SLOW_FIXTURES = {"taught_teacher", "built_bundle", "bundle", "detector_bundle", "proof", "rule_cache", "exported"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that needs the session chain (``pytest -m "not slow"`` is the fast subset)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def _require(path: Path) -> Path:
     if path.exists():
         return path

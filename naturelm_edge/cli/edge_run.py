@@ -71,7 +71,7 @@ def edge_run(
     if bundle is None:
         raise EdgeError("give --bundle DIR (a bundle from `edge build`).")
     from naturelm_edge.edge_runtime.runner import Runner, RunOptions
-    from naturelm_edge.edge_runtime.sources import file_sources, resolve_time_expansion, stdin_source
+    from naturelm_edge.edge_runtime.sources import resolve_time_expansion
 
     loaded = load_bundle(bundle, trusted_keys)
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
@@ -82,43 +82,66 @@ def edge_run(
     if sum([bool(inputs), stdin, mic, watch is not None]) != 1:
         raise EdgeError("give one of --input PATH (files or folders), --watch DIR, --stdin or --mic.")
     mode = escalate or chosen.escalation.get("mode", "queue")
-    token = None
-    if token_file is not None:
-        from naturelm_edge.wire.schema import read_tokens
-
-        tokens = read_tokens(token_file) if token_file.is_file() else []
-        if not tokens:
-            raise EdgeError(f"{token_file}: no bearer token in it (one per line; # starts a comment).")
-        token = tokens[0]
-    options = RunOptions(out, "off" if mode == "off" else mode, token,
+    options = RunOptions(out, "off" if mode == "off" else mode, read_token(token_file) if token_file else None,
                          GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
                          confidence_threshold=threshold, detector=not no_detector,
                          detector_threshold=detector_threshold)
     runner = Runner(loaded, chosen, options, err_console)
-    spec = runner.spec
     expansion = resolve_time_expansion(time_expansion, chosen, loaded)
     microphone = None
     if mic:
-        from naturelm_edge.edge_runtime.microphone import Microphone, mic_source
+        from naturelm_edge.edge_runtime.microphone import Microphone
 
-        microphone = Microphone(device, spec.sample_rate, max_seconds=max_seconds, time_expansion=expansion)
-        sources = [mic_source(microphone)]
-    elif stdin:
-        sources = [stdin_source(spec, rate, channels, time_expansion=expansion)]
-    elif watch is not None:
+        microphone = Microphone(device, runner.spec.sample_rate, max_seconds=max_seconds, time_expansion=expansion)
+    sources = make_sources(runner.spec, expansion, inputs, microphone, (rate, channels) if stdin else None, watch,
+                           idle_exit)
+    print_notes(runner.summary, loaded)
+    summary = runner.run(sources)
+    print_summary(summary, out, microphone, as_json)
+
+
+def print_notes(summary, bundle) -> None:  # noqa: ANN001 - Summary, Bundle
+    """What a user should know before the first window: providers missing here, a bundle from a tiny checkpoint."""
+    if summary.missing_providers:
+        err_console.print(f"[yellow]note:[/yellow] {', '.join(summary.missing_providers)} not available here; "
+                          f"running on {', '.join(summary.providers)}", highlight=False)
+    if "tiny" in str(bundle.manifest.get("source_checkpoint", {}).get("id", "")):
+        err_console.print("[yellow]note: this bundle comes from a tiny checkpoint; its answers mean little[/yellow]")
+
+
+def read_token(path: Path) -> str:
+    """The first bearer token of a token file (one per line; # starts a comment)."""
+    from naturelm_edge.errors import EdgeError
+    from naturelm_edge.wire.schema import read_tokens
+
+    tokens = read_tokens(path) if path.is_file() else []
+    if not tokens:
+        raise EdgeError(f"{path}: no bearer token in it (one per line; # starts a comment).")
+    return tokens[0]
+
+
+def make_sources(spec, expansion: float, inputs: list[Path], microphone, stdin: tuple[int, int] | None,  # noqa: ANN001
+                 watch: Path | None, idle_exit: float | None):  # noqa: ANN201 - iterable of Source
+    """The one kind of source asked for: the microphone, stdin (rate, channels), a watched folder, or recordings."""
+    from naturelm_edge.edge_runtime.sources import file_sources, stdin_source
+    from naturelm_edge.errors import EdgeError
+
+    if microphone is not None:
+        from naturelm_edge.edge_runtime.microphone import mic_source
+
+        return [mic_source(microphone)]
+    if stdin is not None:
+        return [stdin_source(spec, stdin[0], stdin[1], time_expansion=expansion)]
+    if watch is not None:
         from naturelm_edge.edge_runtime.watch import FolderWatcher
 
         if not watch.is_dir():
             raise EdgeError(f"{watch}: no such folder to watch.")
-        sources = FolderWatcher(watch, spec, expansion, poll_s=1.0, idle_exit_s=idle_exit).sources()
-    else:
-        sources = file_sources(inputs, spec, expansion)
-    if runner.summary.missing_providers:
-        err_console.print(f"[yellow]note:[/yellow] {', '.join(runner.summary.missing_providers)} not available here; "
-                          f"running on {', '.join(runner.summary.providers)}", highlight=False)
-    if "tiny" in str(loaded.manifest.get("source_checkpoint", {}).get("id", "")):
-        err_console.print("[yellow]note: this bundle comes from a tiny checkpoint; its answers mean little[/yellow]")
-    summary = runner.run(sources)
+        return FolderWatcher(watch, spec, expansion, poll_s=1.0, idle_exit_s=idle_exit).sources()
+    return file_sources(inputs, spec, expansion)
+
+
+def print_summary(summary, out: Path, microphone, as_json: bool) -> None:  # noqa: ANN001 - Summary, Microphone
     if as_json:
         print(json.dumps({**asdict(summary), "real_time_factor": summary.real_time_factor,
                           "events": str(out / "events.db")}, indent=2))
@@ -131,8 +154,8 @@ def edge_run(
         f"real-time factor {summary.real_time_factor:.3f} -> {out / 'events.db'}")
     if microphone is not None:
         stats = microphone.stats
-        console.print(f"microphone {microphone.device.name if microphone.device else device}: {stats.seconds:.1f} s "
-                      f"captured, {stats.overflows} overflows, {stats.reopens} reopens")
+        console.print(f"microphone {microphone.device.name if microphone.device else microphone.wanted}: "
+                      f"{stats.seconds:.1f} s captured, {stats.overflows} overflows, {stats.reopens} reopens")
 
 
 def write_service(path: Path) -> None:

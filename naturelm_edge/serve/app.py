@@ -89,58 +89,129 @@ class RateLimiter:
         return 0.0
 
 
-def create_app(settings: ServeSettings, model=None) -> FastAPI:  # noqa: ANN001 - FullModel
-    """The FastAPI application; ``model`` defaults to the checkpoint in ``settings`` (loaded once)."""
-    from naturelm_edge.serve.model import Clip, FullModel
+class Escalations:
+    """The server's state and the checks every request passes: tokens, rate, type, size, schema, audio."""
 
-    model = model or FullModel(settings.checkpoint, settings.device)
-    tokens = settings.tokens()
-    store = AnswerStore(Path(settings.state_dir) / "answers.db")
-    limiter = RateLimiter(settings.rate_per_minute, settings.burst)
-    registry = CollectorRegistry()
-    requests_total = Counter("escalation_requests_total", "Escalation requests by outcome", ["status"], registry=registry)
-    latency = Histogram("escalation_latency_seconds", "Time from request to answer", registry=registry)
-    inferences = Counter("escalation_inferences_total", "Clips the full model answered", registry=registry)
-    batch_sizes = Histogram("escalation_batch_size", "Clips per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry)
-    queue_depth = Gauge("escalation_queue_depth", "Clips waiting for the model", registry=registry)
+    def __init__(self, settings: ServeSettings, model) -> None:  # noqa: ANN001 - FullModel
+        from naturelm_edge.serve.model import Clip
 
-    def run_batch(clips: list[Clip]) -> list[tuple[object, float]]:
+        self.settings, self.model, self.clip = settings, model, Clip
+        self.tokens = settings.tokens()
+        self.store = AnswerStore(Path(settings.state_dir) / "answers.db")
+        self.limiter = RateLimiter(settings.rate_per_minute, settings.burst)
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter("escalation_requests_total", "Escalation requests by outcome", ["status"],
+                                registry=registry)
+        self.latency = Histogram("escalation_latency_seconds", "Time from request to answer", registry=registry)
+        self.inferences = Counter("escalation_inferences_total", "Clips the full model answered", registry=registry)
+        batch_sizes = Histogram("escalation_batch_size", "Clips per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64),
+                                registry=registry)
+        self.batcher = DynamicBatcher(self.run_batch, settings.max_batch, settings.max_wait_ms,
+                                      on_batch=batch_sizes.observe)
+        Gauge("escalation_queue_depth", "Clips waiting for the model", registry=registry).set_function(
+            lambda: self.batcher.depth)
+        self.in_flight: dict[str, asyncio.Future] = {}
+
+    def run_batch(self, clips: list) -> list[tuple[object, float]]:
         started = time.perf_counter()
-        answers = model.answer(clips)
-        inferences.inc(len(clips))
+        answers = self.model.answer(clips)
+        self.inferences.inc(len(clips))
         elapsed_ms = (time.perf_counter() - started) * 1000
         return [(a, elapsed_ms) for a in answers]
 
-    batcher = DynamicBatcher(run_batch, settings.max_batch, settings.max_wait_ms, on_batch=batch_sizes.observe)
-    queue_depth.set_function(lambda: batcher.depth)
-    in_flight: dict[str, asyncio.Future] = {}
-
-    @asynccontextmanager
-    async def lifespan(_app):  # noqa: ANN001, ANN202
-        batcher.start()
-        yield
-        await batcher.stop()
-
-    app = FastAPI(title="naturelm-edge escalation server", version=str(SCHEMA), lifespan=lifespan,
-                  description="The full NatureLM-audio model answering windows that devices escalate. "
-                              "Request and answer bodies are defined in naturelm_edge.wire.schema.")
-
-    def refuse(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-        requests_total.labels(str(status)).inc()
+    def refuse(self, status: int, message: str, headers: dict | None = None) -> JSONResponse:
+        self.requests.labels(str(status)).inc()
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    def caller(request: Request) -> str | None:
+    def caller(self, request: Request) -> str | None:
         """The token's identity when authorised (the client address when no tokens are configured)."""
-        if not tokens:
+        if not self.tokens:
             return request.client.host if request.client else "unknown"
         header = request.headers.get("authorization", "")
         given = header[7:].strip().encode() if header.lower().startswith("bearer ") else b""
         matched = None
-        for i, token in enumerate(tokens):  # every token compared, in constant time each
+        for i, token in enumerate(self.tokens):  # every token compared, in constant time each
             if hmac.compare_digest(given, token):
                 matched = f"token-{i}"
         return matched
 
+    async def admit(self, request: Request) -> EscalationRequest | JSONResponse:
+        """The request as an escalation, or the refusal that names what is wrong with it."""
+        settings = self.settings
+        who = self.caller(request)
+        if who is None:
+            return self.refuse(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        wait = self.limiter.allow(who)
+        if wait:
+            return self.refuse(429, f"rate limit of {settings.rate_per_minute:g} requests per minute exceeded",
+                               {"Retry-After": str(max(1, round(wait)))})
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return self.refuse(415, "send the escalation as application/json (see naturelm_edge.wire.schema)")
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > settings.max_body_bytes:
+            return self.refuse(413, f"request of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > settings.max_body_bytes:
+                return self.refuse(413, f"request exceeds the limit of {settings.max_body_bytes} bytes")
+        try:
+            escalation = EscalationRequest(**json.loads(body))
+        except (ValueError, TypeError) as err:
+            return self.refuse(422, f"not an escalation request: {err}")
+        if escalation.schema != SCHEMA:
+            return self.refuse(422, f"schema {escalation.schema} is not supported (this server speaks {SCHEMA})")
+        if not isinstance(escalation.sample_rate, int) or not 1_000 <= escalation.sample_rate <= 1_000_000:
+            return self.refuse(422, f"sample_rate {escalation.sample_rate!r} is not a rate in Hz between 1000 and "
+                                    "1000000")
+        if not isinstance(escalation.question, str) or not escalation.question.strip():
+            return self.refuse(422, "the question is empty")
+        return escalation
+
+    async def answer(self, escalation: EscalationRequest, started: float):  # noqa: ANN201 - stored JSON or refusal
+        """The stored answer for this id, or one inference (shared by duplicates arriving meanwhile), stored."""
+        stored = self.store.get(escalation.escalation_id)
+        if stored is not None:
+            self.requests.labels("200").inc()
+            return stored
+        try:
+            audio = escalation.audio()
+        except Exception:  # noqa: BLE001 - libsndfile says only that it cannot read it
+            return self.refuse(415, "audio_flac_b64 holds no FLAC or WAV audio")
+        if audio.size == 0 or not np.all(np.isfinite(audio)):
+            return self.refuse(422, "the clip is empty or holds non-finite samples")
+        key = escalation.escalation_id
+        if key not in self.in_flight:  # a duplicate arriving meanwhile waits for this inference
+            clip = self.clip(audio, escalation.sample_rate, escalation.question)
+            self.in_flight[key] = asyncio.ensure_future(self.batcher.submit(clip))
+        try:
+            answer, elapsed_ms = await asyncio.shield(self.in_flight[key])
+        except Exception as err:  # noqa: BLE001 - the model failed on this batch
+            self.in_flight.pop(key, None)
+            return self.refuse(500, f"the full model failed: {err}")
+        reply = EscalationAnswer(key, answer.answer, answer.prompt, self.model.model_id, round(elapsed_ms, 2))
+        result = self.store.put(key, reply.to_json())
+        self.in_flight.pop(key, None)
+        self.latency.observe(time.perf_counter() - started)
+        self.requests.labels("200").inc()
+        return result
+
+
+def create_app(settings: ServeSettings, model=None) -> FastAPI:  # noqa: ANN001 - FullModel
+    """The FastAPI application; ``model`` defaults to the checkpoint in ``settings`` (loaded once)."""
+    from naturelm_edge.serve.model import FullModel
+
+    service = Escalations(settings, model or FullModel(settings.checkpoint, settings.device))
+
+    @asynccontextmanager
+    async def lifespan(_app):  # noqa: ANN001, ANN202
+        service.batcher.start()
+        yield
+        await service.batcher.stop()
+
+    app = FastAPI(title="naturelm-edge escalation server", version=str(SCHEMA), lifespan=lifespan,
+                  description="The full NatureLM-audio model answering windows that devices escalate. "
+                              "Request and answer bodies are defined in naturelm_edge.wire.schema.")
     body_schema = TypeAdapter(EscalationRequest).json_schema()
     errors = {code: {"description": why} for code, why in (
         (401, "missing or wrong bearer token"), (413, "request too large"), (415, "not JSON, or the clip is not FLAC/WAV"),
@@ -151,76 +222,27 @@ def create_app(settings: ServeSettings, model=None) -> FastAPI:  # noqa: ANN001 
               responses=errors)
     async def escalate(request: Request):  # noqa: ANN202
         started = time.perf_counter()
-        who = caller(request)
-        if who is None:
-            return refuse(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-        wait = limiter.allow(who)
-        if wait:
-            return refuse(429, f"rate limit of {settings.rate_per_minute:g} requests per minute exceeded",
-                          {"Retry-After": str(max(1, round(wait)))})
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            return refuse(415, "send the escalation as application/json (see naturelm_edge.wire.schema)")
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > settings.max_body_bytes:
-            return refuse(413, f"request of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > settings.max_body_bytes:
-                return refuse(413, f"request exceeds the limit of {settings.max_body_bytes} bytes")
-        try:
-            data = json.loads(body)
-            escalation = EscalationRequest(**data)
-        except (ValueError, TypeError) as err:
-            return refuse(422, f"not an escalation request: {err}")
-        if escalation.schema != SCHEMA:
-            return refuse(422, f"schema {escalation.schema} is not supported (this server speaks {SCHEMA})")
-        if not isinstance(escalation.sample_rate, int) or not 1_000 <= escalation.sample_rate <= 1_000_000:
-            return refuse(422, f"sample_rate {escalation.sample_rate!r} is not a rate in Hz between 1000 and 1000000")
-        if not isinstance(escalation.question, str) or not escalation.question.strip():
-            return refuse(422, "the question is empty")
-        stored = store.get(escalation.escalation_id)
-        if stored is not None:
-            requests_total.labels("200").inc()
-            return stored
-        try:
-            audio = escalation.audio()
-        except Exception:  # noqa: BLE001 - libsndfile says only that it cannot read it
-            return refuse(415, "audio_flac_b64 holds no FLAC or WAV audio")
-        if audio.size == 0 or not np.all(np.isfinite(audio)):
-            return refuse(422, "the clip is empty or holds non-finite samples")
-        if escalation.escalation_id not in in_flight:  # a duplicate arriving meanwhile waits for this inference
-            clip = Clip(audio, escalation.sample_rate, escalation.question)
-            in_flight[escalation.escalation_id] = asyncio.ensure_future(batcher.submit(clip))
-        future = in_flight[escalation.escalation_id]
-        try:
-            answer, elapsed_ms = await asyncio.shield(future)
-        except Exception as err:  # noqa: BLE001 - the model failed on this batch
-            in_flight.pop(escalation.escalation_id, None)
-            return refuse(500, f"the full model failed: {err}")
-        reply = EscalationAnswer(escalation.escalation_id, answer.answer, answer.prompt, model.model_id, round(elapsed_ms, 2))
-        result = store.put(escalation.escalation_id, reply.to_json())
-        in_flight.pop(escalation.escalation_id, None)
-        latency.observe(time.perf_counter() - started)
-        requests_total.labels("200").inc()
-        return result
+        escalation = await service.admit(request)
+        if isinstance(escalation, JSONResponse):
+            return escalation
+        return await service.answer(escalation, started)
 
     @app.get("/healthz", summary="Liveness: the model is loaded and the batcher runs")
     async def healthz() -> dict:
-        return {"status": "ok", "queue_depth": batcher.depth}
+        return {"status": "ok", "queue_depth": service.batcher.depth}
 
     @app.get("/v1/model", summary="Which model answers, and how requests are batched and limited")
     async def model_info() -> dict:
-        return {"model_id": model.model_id, "checkpoint": model.checkpoint, "device": model.device, "schema": SCHEMA,
-                "max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
-                "max_body_bytes": settings.max_body_bytes, "rate_per_minute": settings.rate_per_minute,
-                "auth": bool(tokens)}
+        return {"model_id": service.model.model_id, "checkpoint": service.model.checkpoint,
+                "device": service.model.device, "schema": SCHEMA, "max_batch": settings.max_batch,
+                "max_wait_ms": settings.max_wait_ms, "max_body_bytes": settings.max_body_bytes,
+                "rate_per_minute": settings.rate_per_minute, "auth": bool(service.tokens)}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics():  # noqa: ANN202
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.state.batcher, app.state.store = batcher, store
+    app.state.batcher, app.state.store = service.batcher, service.store
     return app
 
 

@@ -1,0 +1,73 @@
+"""The house rules the layout promises, read from the source: who may import whom, and short functions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "naturelm_edge"
+DEVICE_FORBIDDEN = {"cli", "serve", "distill", "export", "models", "quantization", "detection", "build", "bench",
+                    "flash"}
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def package_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "naturelm_edge" and len(parts) > 1 else None
+
+
+def test_the_device_runtime_imports_no_torch_no_commands_and_no_server():
+    for path in (PACKAGE / "edge_runtime").rglob("*.py"):
+        for module in imports(path):
+            assert module.split(".")[0] not in ("torch", "transformers"), (path, module)
+            assert package_of(module) not in DEVICE_FORBIDDEN, f"{path.name} imports {module}"
+
+
+def test_no_import_cycles_between_packages():
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).parts
+        source = relative[0].removesuffix(".py")
+        targets = {package_of(m) for m in imports(path)} - {None, source}
+        graph.setdefault(source, set()).update(targets)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    cycles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if reaches(b, a, {b}))
+    # the command layer may be imported by nothing but itself; the rest of the graph must be acyclic
+    assert cycles == [], cycles
+    assert not any("cli" in targets for name, targets in graph.items() if name != "cli")
+
+
+def test_tests_and_benchmarks_do_not_import_each_other():
+    for folder, other in (("tests", "benchmarks"), ("benchmarks", "tests"), ("testbed", "tests"),
+                          ("testbed", "benchmarks")):
+        for path in (REPO / folder).rglob("*.py"):
+            assert not any(m.split(".")[0] == other for m in imports(path)), f"{path} imports {other}"
+
+
+def test_no_function_over_80_lines():
+    long = []
+    for folder in ("naturelm_edge", "benchmarks", "testbed"):
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > 80:
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+    assert long == []
