@@ -115,15 +115,21 @@ def write_synthetic_species(folder: Path, clips_per_species: int = 3, seconds: f
     return folder
 
 
-def species_soundscape(stretch_s: float = 10.0, sample_rate: int = 16_000,
-                       seed: int = 1) -> tuple[np.ndarray, list[str]]:
-    """A soundscape of the synthetic species: one window-long stretch of each in turn, then a quiet one.
+def species_soundscape(folder: Path, stretch_s: float = 10.0) -> tuple[np.ndarray, int, list[str]]:
+    """A soundscape of the synthetic species written to ``folder``: the first ``stretch_s`` of each species'
+    first clip in turn, then a quiet stretch.
 
-    Returns the audio and, per stretch, the species calling in it ("" for the quiet stretch), so a demo can
-    say how many of its answers are right.
+    It replays recordings the demo's tiny teacher was taught on: a random-weight encoder memorises the clips it
+    is shown and does not generalise to new ones, so fresh calls would show only that. Returns the audio, its
+    rate, and per stretch the species calling in it ("" for the quiet one), so a demo can say what is right.
     """
-    rng = np.random.default_rng(seed)
-    names = [*SYNTHETIC_SPECIES, ""]
-    stretches = [species_clip(n, stretch_s, sample_rate, rng) if n else
-                 rng.normal(0, 0.01, int(stretch_s * sample_rate)).astype(np.float32) for n in names]
-    return np.concatenate(stretches), names
+    import soundfile as sf
+
+    stretches, names, rate = [], [], 0
+    for name in SYNTHETIC_SPECIES:
+        slug = name.lower().replace(" ", "-")
+        wave, rate = sf.read(str(folder / slug / f"{slug}-0.wav"), dtype="float32", frames=int(stretch_s * 48_000))
+        stretches.append(wave[: int(stretch_s * rate)])
+        names.append(name)
+    stretches.append(np.random.default_rng(1).normal(0, 0.01, int(stretch_s * rate)).astype(np.float32))
+    return np.concatenate(stretches), rate, [*names, ""]

@@ -19,9 +19,9 @@ EXCLUDED = [*HELD_OUT, *(name for name, _ in CALL_FREE)]
 
 @pytest.fixture(scope="session")
 def detector_bundle(bundle: Path, audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`edge distill detector` on the shared recordings, held-out species and judged call-free files excluded."""
+    """`edge detector train` on the shared recordings, held-out species and judged call-free files excluded."""
     out = tmp_path_factory.mktemp("detector") / "bundle"
-    result = run_cli("distill", "detector", str(bundle), "--audio", str(audio_dir), "--out", str(out),
+    result = run_cli("detector", "train", str(bundle), "--audio", str(audio_dir), "--out", str(out),
                      *(arg for name in EXCLUDED for arg in ("--exclude", name)))
     assert result.returncode == 0, result.stderr
     assert "threshold" in result.stdout and str(out) in result.stdout
@@ -171,3 +171,12 @@ def test_self_test_checks_the_detector(detector_bundle: Path, bundle: Path):
     assert "ok  detector: score" in with_detector.stdout and "self-test passed" in with_detector.stdout
     without = run_edge("--bundle", str(bundle), "--profile", "x86-cpu", "--self-test")
     assert without.returncode == 0 and "detector" not in without.stdout
+
+
+def test_the_first_name_of_the_command_still_works():
+    """`edge distill detector` (the command's first name) is an alias of `edge detector train`."""
+    alias, new = run_cli("distill", "detector", "--help"), run_cli("detector", "train", "--help")
+    assert alias.returncode == new.returncode == 0
+    assert "--recall" in alias.stdout and "--recall" in new.stdout
+    missing = run_cli("distill", "detector", "/nonexistent-bundle", "--audio", "/tmp", "--out", "/tmp/x")
+    assert missing.returncode != 0 and "nonexistent-bundle" in missing.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -151,18 +152,21 @@ def test_gate_skips_silence_and_passes_calls(subset_audio):
     assert gate(call).passed
 
 
-def test_readme_demo_runs_end_to_end(tmp_path):
-    """The README's first command: tiny checkpoint -> bundle -> edge-run on a synthetic soundscape."""
+def test_readme_demo_runs_end_to_end_and_answers_in_words(tmp_path):
+    """The README's first command: a taught tiny teacher -> bundle -> edge-run naming the synthetic species."""
     from naturelm_edge.cli import app
+    from naturelm_edge.sample_data import SYNTHETIC_SPECIES
 
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
-    assert "untrained" in result.output and "edge-run on" in result.output
-    assert stored_events(tmp_path / "demo" / "run")
+    assert "not NatureLM's" in result.output
+    answers = [e["label"] or e["answer"] for e in stored_events(tmp_path / "demo" / "run")]
+    assert answers and sum(a in SYNTHETIC_SPECIES for a in answers) >= 0.75 * len(answers), answers
+    right, answered = map(int, re.search(r"(\d+) of (\d+) answered windows name a species", result.output).groups())
+    assert answered == len(answers) and right >= answered / 2, result.output
     from naturelm_edge.bundle.manifest import load_bundle
 
-    assert load_bundle(tmp_path / "demo" / "bundle").manifest["labels"] == sorted(
-        ["Rising Chirper", "Falling Whistler", "Steady Trill", "Low Hooter"])
+    assert load_bundle(tmp_path / "demo" / "bundle").labels == sorted(SYNTHETIC_SPECIES)
 
 
 def test_watched_folder_reads_files_once_complete_and_remembers(bundle, subset_audio, tmp_path):

@@ -16,7 +16,7 @@ kind = "common_name"
 question = "{QUESTION}"
 max_new_tokens = 12
 """
-TEACHER_STEPS = 300  # enough for the tiny teacher to name four synthetic species (loss < 0.05 here)
+TEACHER_STEPS = 1000  # the tiny teacher then names every window of the four species it was taught (36 s here)
 
 
 @user_errors
@@ -25,6 +25,9 @@ def demo(
     recording: Annotated[Path | None, typer.Option(help="Your own recording to run on (default: a synthetic soundscape).")] = None,
 ) -> None:
     """The field demo: tiny teacher taught four synthetic species -> bundle -> edge-run on a soundscape of them."""
+    import dataclasses
+    import shutil
+
     import soundfile as sf
 
     from naturelm_edge.build import BuildOptions, build
@@ -50,19 +53,24 @@ def demo(
             finetune_teacher(checkpoint, audio, teacher, QUESTION, steps=TEACHER_STEPS, progress=bar)
     tasks = out / "tasks.toml"
     tasks.write_text(DEMO_TASKS)
-    profile = detect()
+    # a random-weight encoder keeps only ~0.9 token cosine in int8 (its quantization report says so), which
+    # turns every answer into one name; NatureLM's trained encoder is what int8 is measured on
+    # (benchmarks/results/quantization), so the demo keeps its encoder at fp32 and quantizes the decoder
+    detected = detect()
+    profile = dataclasses.replace(detected, precision={**detected.precision, "encoder": "fp32"})
     options = BuildOptions(str(teacher), audio, profile, out / "bundle", out / "bundle.work", tasks, None,
-                           epochs=30, student_layers=2, student_hidden=128, student_heads=4, held_out_fraction=0.25,
+                           epochs=200, student_layers=2, student_hidden=128, student_heads=4, held_out_fraction=0.25,
                            calibration_windows=8)
     summary = build(options, Progress())
     console.print(f"bundle {summary['bundle_id']} for profile {profile.name} -> {summary['bundle']}")
     truth: list[str] | None = None
     if recording is None:
         recording = out / "soundscape.wav"
-        wave, truth = species_soundscape()
-        sf.write(str(recording), wave, 16000, subtype="PCM_16")
+        wave, rate, truth = species_soundscape(audio)
+        sf.write(str(recording), wave, rate, subtype="PCM_16")
     bundle = load_bundle(out / "bundle")
     run_dir = out / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # the demo answers afresh each time (edge-run itself resumes)
     result = Runner(bundle, profile, RunOptions(run_dir, escalate="queue", quiet=True), err_console).run(
         file_sources([recording], bundle.audio.spec))
     store = EventStore(run_dir / "events.db")
