@@ -104,7 +104,7 @@ def main() -> None:
     bundle = load_bundle(detector_bundle(args.work, audio))
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    detector = Detector(ort.InferenceSession(str(bundle.file("detector")), options, providers=["CPUExecutionProvider"]),
+    detector = Detector(ort.InferenceSession(str(bundle.detector.model), options, providers=["CPUExecutionProvider"]),
                         bundle.manifest["detector"]["threshold"])
     settings = GateSettings()
     print("scoring windows ...", flush=True)

@@ -35,13 +35,14 @@ def built(built_bundle):
 def test_build_end_to_end_and_skips_unchanged_stages(built):
     work, _, first, again = built
     bundle = load_bundle(work / "bundle")
-    roles = {e["role"] for e in bundle.manifest["files"]}
-    assert {"encoder", "decoder", "decoder-tables", "tokenizer", "decoder-config"} <= roles
-    assert bundle.entry("encoder")["precision"] == "int8-static-x86-minmax"
-    assert bundle.entry("decoder")["precision"] == "int8-dynamic"
+    present = {e["role"] for e in bundle.manifest["files"]}
+    assert {r.name for r in roles.REQUIRED} == {"encoder", "decoder", "decoder-tables", "tokenizer", "decoder-config"}
+    assert {r.name for r in roles.REQUIRED} <= present
+    assert bundle.entry(roles.ENCODER)["precision"] == "int8-static-x86-minmax"
+    assert bundle.entry(roles.DECODER)["precision"] == "int8-dynamic"
     assert bundle.manifest["target_profile"] == "x86-cpu" and bundle.manifest["audio"]["window_s"] == 10.0
     assert bundle.manifest["labels"] and bundle.manifest["species_split"]["held_out"]
-    assert [i["name"] for i in bundle.entry("encoder")["inputs"]] == ["fbank"]
+    assert [i["name"] for i in bundle.entry(roles.ENCODER)["inputs"]] == ["fbank"]
     assert "teacher answers (" in first and "teacher answers: inputs unchanged, skipped" in again
     assert "distillation: inputs unchanged" in again and "quantization: inputs unchanged" in again
 

@@ -36,7 +36,7 @@ def detector(detector_bundle: Path):
     from naturelm_edge.edge_runtime.detector import Detector
 
     loaded = load_bundle(detector_bundle)
-    return Detector(ort.InferenceSession(str(loaded.file("detector")), providers=["CPUExecutionProvider"]),
+    return Detector(ort.InferenceSession(str(loaded.detector.model), providers=["CPUExecutionProvider"]),
                     loaded.manifest["detector"]["threshold"])
 
 
@@ -44,7 +44,7 @@ def test_the_new_bundle_keeps_every_file_and_lists_the_detector(bundle: Path, de
     from naturelm_edge.bundle.manifest import load_bundle
 
     old, new = load_bundle(bundle), load_bundle(detector_bundle)  # every hash verified
-    assert new.id != old.id and new.has("detector") and not old.has("detector")
+    assert new.id != old.id and new.detector is not None and old.detector is None
     assert {e["path"]: e["sha256"] for e in old.manifest["files"]}.items() <= {e["path"]: e["sha256"] for e in new.manifest["files"]}.items()
     section = new.manifest["detector"]
     v = section["validation"]

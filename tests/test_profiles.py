@@ -128,7 +128,7 @@ def test_low_memory_runtime_gives_the_same_audio_tokens(bundle):
     options = session_options(lean)
     assert options.get_session_config_entry("session.disable_prepacking") == "1" and not options.enable_mem_pattern
     assert session_options(plain).enable_mem_pattern
-    encoder = load_bundle(bundle).file("encoder")
+    encoder = load_bundle(bundle).encoder
     features = fbank(synthetic_soundscape(10.0))
     tokens = [encode(ort.InferenceSession(str(encoder), session_options(p), providers=["CPUExecutionProvider"]), features)
               for p in (plain, lean)]

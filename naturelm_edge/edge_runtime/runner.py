@@ -8,6 +8,7 @@ lost. SIGINT and SIGTERM finish the current window, flush, and exit 0.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -121,7 +122,10 @@ class Runner:
         self._source = source
         try:
             for result in self.pipeline.run(source, skip=lambda offset_s: self.store.window_done(source.id, offset_s)):
+                started = time.perf_counter()
                 self._record(result, source)
+                if result.outcome != RESUMED:  # the models' time and the bookkeeping's: the real-time factor
+                    self.summary.busy_s += result.busy_s + time.perf_counter() - started
                 if self._stop:
                     return
         except AudioError as err:
@@ -138,7 +142,6 @@ class Runner:
         if source.overflows is not None:
             summary.overflows = source.overflows()
         summary.audio_s += min(result.duration_s, self.spec.hop_s / source.time_expansion)
-        summary.busy_s += result.busy_s
         setattr(summary, result.outcome, getattr(summary, result.outcome) + 1)
         if not result.answered:  # gated, not a call, or already heard: done, nothing to report
             self.store.record(result.source, result.offset_s, True, [], [])
