@@ -29,6 +29,7 @@ class DynamicBatcher:
         self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] | None = None
         self.stats = BatchStats()
         self._task: asyncio.Task | None = None
+        self._gathering = 0  # items taken off the queue into the batch being gathered
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -44,7 +45,8 @@ class DynamicBatcher:
 
     @property
     def depth(self) -> int:
-        return self.queue.qsize() if self.queue else 0
+        """Items waiting for the model: queued, or held while a batch gathers (not yet running)."""
+        return (self.queue.qsize() if self.queue else 0) + self._gathering
 
     async def submit(self, item: Any) -> Any:
         assert self.queue is not None, "start() the batcher inside the server's event loop"
@@ -57,6 +59,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
+            self._gathering = 1
             deadline = loop.time() + self.max_wait_s
             while len(batch) < self.max_batch:
                 remaining = deadline - loop.time()
@@ -64,8 +67,10 @@ class DynamicBatcher:
                     break
                 try:
                     batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                    self._gathering = len(batch)
                 except asyncio.TimeoutError:
                     break
+            self._gathering = 0
             items = [item for item, _ in batch]
             self.stats.batches += 1
             self.stats.items += len(items)
