@@ -119,3 +119,37 @@ def test_tables_are_whole_in_a_pipe_and_json_for_scripts():
     assert piped.returncode == 0 and "| jetson-agx-orin-64gb |" in piped.stdout
     records = json.loads(run_cli("profiles", "list", "--json").stdout)
     assert {"jetson-agx-orin-64gb", "raspberry-pi-5", "x86-cpu"} <= {r["name"] for r in records}
+
+
+def test_edge_run_names_bad_paths_before_any_work(bundle, subset_audio, tmp_path):
+    afile = tmp_path / "results.txt"
+    afile.write_text("not a folder")
+    cases = [(["--input", str(subset_audio / TOAD), "--out", str(afile)], "--out names a file"),
+             (["--input", str(tmp_path / "nope.wav"), "--out", str(tmp_path / "o")], "nope.wav: --input names no such"),
+             (["--watch", str(afile), "--out", str(tmp_path / "o")], "--watch names a file"),
+             (["--input", str(subset_audio / TOAD), "--token-file", str(tmp_path / "t"), "--out", str(tmp_path / "o")],
+              "--token-file names no such file")]
+    for args, message in cases:
+        result = run_edge("--bundle", str(bundle), "--profile", "x86-cpu", *args)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert afile.read_text() == "not a folder" and not (tmp_path / "o").exists()  # nothing touched
+
+
+def test_a_recording_cut_off_by_a_power_loss_is_answered(bundle, subset_audio, tmp_path):
+    """RIFF and data sizes of 0, as a recorder whose batteries died leaves them: every window is still answered."""
+    dead = tmp_path / "20240601_050000.WAV"
+    data = bytearray((subset_audio / TOAD).read_bytes())
+    data[4:8] = bytes(4)
+    at = data.find(b"data")
+    data[at + 4:at + 8] = bytes(4)
+    dead.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    result = run_edge("--bundle", str(bundle), dead.as_posix(), "--out", str(out), "--profile", "x86-cpu",
+                      "--escalate", "off", "--no-gate", "-q")
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {dead}: repaired" in result.stderr
+    intact = run_edge("--bundle", str(bundle), str(subset_audio / TOAD), "--out", str(tmp_path / "intact"),
+                      "--profile", "x86-cpu", "--escalate", "off", "--no-gate", "-q")
+    assert intact.returncode == 0
+    assert [e["answer"] for e in events(out)] == [e["answer"] for e in events(tmp_path / "intact")]

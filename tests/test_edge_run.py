@@ -49,6 +49,8 @@ def test_files_and_folders_to_store_and_sinks(bundle, subset_audio, audio_dir, t
     assert [e["id"] for e in jsonl] == [e["id"] for e in events]
     raven = (tmp_path / "out" / "events.selections.txt").read_text().splitlines()
     assert raven[0].startswith("Selection\tView\tChannel\tBegin Time (s)") and len(raven) == len(events) + 1
+    low, high = (raven[0].split("\t").index(c) for c in ("Low Freq (Hz)", "High Freq (Hz)"))
+    assert all(float(row.split("\t")[low]) == 0.0 and "." in row.split("\t")[high] for row in raven[1:])
     assert "windows" in result.stdout and "real-time factor" in result.stdout
 
 

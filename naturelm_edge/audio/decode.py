@@ -1,12 +1,14 @@
 """Decode recordings with soundfile (libsndfile: wav, flac, ogg, mp3), block by block, to mono float32.
 
 Long field recordings are never held whole: :func:`read_blocks` yields fixed-size blocks, and
-:func:`stream` resamples them on the fly, so a 2-hour 48 kHz file costs a few blocks of memory.
+:func:`stream` resamples them on the fly, so a 2-hour 48 kHz file costs a few blocks of memory. What can
+be recovered is: a WAV whose header sizes are unset, wrong or cut mid-frame is read to its last whole
+frame (``wav_repair``), NaN and infinite samples are zeroed; each with one warning naming the file.
 """
 
 from __future__ import annotations
 
-import struct
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,10 @@ import numpy as np
 import soundfile as sf
 
 from naturelm_edge.audio.resample import StreamResampler
+from naturelm_edge.audio.wav_repair import WavLayout, open_raw, read_layout
 from naturelm_edge.errors import AudioError
+
+log = logging.getLogger(__name__)
 
 BLOCK_SECONDS = 5.0
 
@@ -29,6 +34,7 @@ class AudioInfo:
     channels: int
     frames: int
     format: str
+    layout: WavLayout | None = None  # set when the WAV header had to be repaired to find the samples
 
     @property
     def duration_s(self) -> float:
@@ -42,73 +48,59 @@ def probe(path: str | Path) -> AudioInfo:
         raise AudioError(f"{path}: no such audio file.")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: the file is empty (0 bytes).")
+    layout = read_layout(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(f"{path}: not a readable audio file ({_reason(err)}).") from err
+        if layout is None or layout.frames == 0:
+            raise AudioError(f"{path}: not a readable audio file ({_reason(err)}).") from err
+        info = None
+    if layout is not None and (info is None or info.frames <= 0 or layout.repairs):
+        if layout.frames == 0:
+            raise AudioError(f"{path}: the recording holds no samples.")
+        return AudioInfo(path, layout.sample_rate, layout.channels, layout.frames, "WAV", layout)
     if info.frames <= 0:
         raise AudioError(f"{path}: the recording holds no samples.")
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(f"{path}: the header claims {info.samplerate} Hz and {info.channels} channels.")
-    frames = int(info.frames)
-    if info.format in ("WAV", "WAVEX", "RF64"):
-        # libsndfile silently shortens a cut-off WAV to the bytes present; the RIFF header still says
-        # how long the recording was meant to be, and that is what "truncated" is judged against
-        frames = max(frames, _declared_wav_frames(path) or 0)
-    return AudioInfo(path, int(info.samplerate), int(info.channels), frames, str(info.format))
-
-
-def _declared_wav_frames(path: Path) -> int | None:
-    """Frames promised by the ``data`` chunk header of a RIFF/WAVE file (None when not determinable)."""
-    with path.open("rb") as handle:
-        head = handle.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        block_align = None
-        while True:
-            chunk = handle.read(8)
-            if len(chunk) < 8:
-                return None
-            kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if kind == b"fmt ":
-                fmt = handle.read(size)
-                if len(fmt) >= 14:
-                    block_align = struct.unpack("<H", fmt[12:14])[0]
-                size = 0
-            elif kind == b"data":
-                if not block_align or size in (0, 0xFFFFFFFF):
-                    return None
-                return size // block_align
-            handle.seek(size + (size & 1), 1)
+    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), str(info.format))
 
 
 def read_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
     """Yield mono float32 blocks at the file's own rate (channels averaged, as NatureLM does).
 
-    Raises :class:`AudioError` for NaN or infinite samples, and for a file that ends before its header
-    says (a transfer cut short) once the readable part has been yielded.
+    A repaired WAV and zeroed NaN or infinite samples are each reported by one warning naming the file.
+    Raises :class:`AudioError` for a file that ends before its header says (a compressed file cut short)
+    once the readable part has been yielded.
     """
     info = probe(path)
+    if info.layout is not None:
+        log.warning("%s: repaired: %s; reading its %.2f s", info.path, "; ".join(info.layout.repairs) or
+                    "libsndfile could not read the header", info.duration_s)
     block_frames = max(1, int(block_seconds * info.sample_rate))
-    read = 0
+    read = zeroed = 0
+    first_bad: float | None = None
     try:
-        with sf.SoundFile(str(info.path)) as handle:
+        with open_raw(info.path, info.layout) if info.layout else sf.SoundFile(str(info.path)) as handle:
             while True:
                 data = handle.read(block_frames, dtype="float32", always_2d=True)
                 if data.shape[0] == 0:
                     break
                 mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-                if not np.all(np.isfinite(mono)):
-                    bad = int(np.argmax(~np.isfinite(mono)))
-                    raise AudioError(
-                        f"{info.path}: NaN or infinite samples at {(read + bad) / info.sample_rate:.3f} s."
-                    )
+                bad = ~np.isfinite(mono)
+                if bad.any():  # a burst of NaN costs those samples, not the hour around them
+                    if first_bad is None:
+                        first_bad = (read + int(np.argmax(bad))) / info.sample_rate
+                    zeroed += int(bad.sum())
+                    mono = np.where(bad, np.float32(0), mono)
                 read += mono.shape[0]
                 yield np.ascontiguousarray(mono)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(
             f"{info.path}: decoding failed after {read / info.sample_rate:.2f} s ({_reason(err)})."
         ) from err
+    if zeroed:
+        log.warning("%s: %d NaN or infinite samples set to 0 (the first at %.3f s)", info.path, zeroed, first_bad)
     if read == 0:
         raise AudioError(f"{info.path}: the recording holds no samples.")
     if read < info.frames * 0.999 - 1:

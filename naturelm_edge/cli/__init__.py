@@ -5,6 +5,7 @@ Every command lives in this package; the libraries it drives never import it.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Annotated
@@ -49,8 +50,14 @@ def single_threaded_numpy() -> None:
         os.environ.setdefault(name, "1")
 
 
+def warnings_on_stderr() -> None:
+    """Library warnings (a repaired recording, zeroed samples, a missing provider) as one line each on stderr."""
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+
+
 def run() -> None:
     """Entry point of the ``edge`` console script."""
+    warnings_on_stderr()
     if sys.argv[1:2] == ["bench"]:
         single_threaded_numpy()  # measure what edge-run runs
     app(prog_name="edge")
@@ -58,6 +65,7 @@ def run() -> None:
 
 def run_edge() -> None:
     """Entry point of the ``edge-run`` console script."""
+    warnings_on_stderr()
     single_threaded_numpy()
     run_app(prog_name="edge-run")
 

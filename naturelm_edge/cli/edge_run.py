@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from naturelm_edge.cli.common import ProfilesDir, console, err_console, user_errors
+from naturelm_edge.cli.paths import existing_file, existing_folder, existing_paths, output_folder
 
 run_app = typer.Typer(help="Run on-device detection on recordings or a live stream.", add_completion=False,
                       pretty_exceptions_enable=False)
@@ -75,6 +76,7 @@ def edge_run(
 
     loaded = load_bundle(bundle, trusted_keys)
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
+    check_paths(out, inputs, recordings, watch, token_file, self_test)
     if self_test:
         run_self_test(loaded, chosen)
         return
@@ -98,6 +100,18 @@ def edge_run(
     print_notes(runner.summary, loaded)
     summary = runner.run(sources)
     print_summary(summary, out, microphone, as_json)
+
+
+def check_paths(out: Path, inputs: list[Path] | None, recordings: list[Path] | None, watch: Path | None,
+                token_file: Path | None, self_test: bool) -> None:
+    """Every path this run needs, checked before the first window (nothing half-done on a bad argument)."""
+    existing_paths([*(inputs or []), *(recordings or [])], "--input")
+    if watch is not None:
+        existing_folder(watch, "--watch")
+    if token_file is not None:
+        existing_file(token_file, "--token-file")
+    if not self_test:
+        output_folder(out, "--out")
 
 
 def print_notes(summary, bundle) -> None:  # noqa: ANN001 - Summary, Bundle
@@ -124,7 +138,6 @@ def make_sources(spec, expansion: float, inputs: list[Path], microphone, stdin: 
                  watch: Path | None, idle_exit: float | None):  # noqa: ANN201 - iterable of Source
     """The one kind of source asked for: the microphone, stdin (rate, channels), a watched folder, or recordings."""
     from naturelm_edge.edge_runtime.sources import file_sources, stdin_source
-    from naturelm_edge.errors import EdgeError
 
     if microphone is not None:
         from naturelm_edge.edge_runtime.microphone import mic_source
@@ -135,8 +148,6 @@ def make_sources(spec, expansion: float, inputs: list[Path], microphone, stdin: 
     if watch is not None:
         from naturelm_edge.edge_runtime.watch import FolderWatcher
 
-        if not watch.is_dir():
-            raise EdgeError(f"{watch}: no such folder to watch.")
         return FolderWatcher(watch, spec, expansion, poll_s=1.0, idle_exit_s=idle_exit).sources()
     return file_sources(inputs, spec, expansion)
 

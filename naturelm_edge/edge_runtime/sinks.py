@@ -13,6 +13,7 @@ RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)
                  "Common Name", "Answer", "Confidence", "Begin Path", "File Offset (s)", "Begin Date Time"]
 
 
+# Raven writes frequencies as decimals; readers such as crowsetta refuse the integers an earlier version wrote
 class Sinks:
     """Writes each event as it is committed; files are opened in append mode so restarts add, never erase."""
 
@@ -40,6 +41,6 @@ class Sinks:
                 if new:
                     writer.writerow(RAVEN_COLUMNS)
                 writer.writerow([row["id"], "Spectrogram 1", 1, f"{event.offset_s:.3f}",
-                                 f"{event.offset_s + event.duration_s:.3f}", 0, 8000, event.label or "",
+                                 f"{event.offset_s + event.duration_s:.3f}", "0.0", "8000.0", event.label or "",
                                  event.answer, f"{event.confidence:.3f}", event.source, f"{event.offset_s:.3f}",
                                  event.start_utc or ""])

@@ -21,12 +21,15 @@ from naturelm_edge.errors import AudioError
 
 
 class FolderWatcher:
+    """``settle_s``: how long a WAV whose header is unfinished must stay unchanged before it is read as
+    repaired (a recorder that lost power never finishes it; one still writing appends within seconds)."""
+
     def __init__(self, folder: Path, spec: WindowSpec, time_expansion: float = 1.0, poll_s: float = 2.0,
-                 idle_exit_s: float | None = None) -> None:
+                 idle_exit_s: float | None = None, settle_s: float = 30.0) -> None:
         self.folder, self.spec, self.time_expansion = Path(folder), spec, time_expansion
-        self.poll_s, self.idle_exit_s = poll_s, idle_exit_s
+        self.poll_s, self.idle_exit_s, self.settle_s = poll_s, idle_exit_s, settle_s
         self.stopped = False
-        self._seen: dict[Path, tuple[int, float]] = {}
+        self._seen: dict[Path, tuple[tuple[int, float], float]] = {}  # path -> (size and mtime, seen since)
         self._done: set[Path] = set()
 
     def stop(self) -> None:
@@ -34,18 +37,17 @@ class FolderWatcher:
 
     def _complete(self, path: Path) -> bool:
         stat = path.stat()
-        signature = (stat.st_size, stat.st_mtime)
-        previous, self._seen[path] = self._seen.get(path), signature
-        if previous != signature:
+        signature, now = (stat.st_size, stat.st_mtime), time.monotonic()
+        previous = self._seen.get(path)
+        if previous is None or previous[0] != signature:
+            self._seen[path] = (signature, now)
             return False  # changed since the last poll (or first sighting): wait one more interval
         try:
             info = probe(path)
         except AudioError:
             return True  # unreadable but stable: hand it over, the runner reports it by name
-        if path.suffix.lower() == ".wav":
-            import soundfile as sf
-
-            return sf.info(str(path)).frames >= info.frames  # header promise met: the recorder closed it
+        if info.layout is not None:  # header unfinished: still being written, or abandoned by a dead recorder
+            return now - previous[1] >= self.settle_s
         return True
 
     def sources(self) -> Iterator[Source]:
