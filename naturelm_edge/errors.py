@@ -25,3 +25,9 @@ class ExportError(EdgeError):
     """An export that failed or whose result does not match PyTorch."""
 
     exit_code = 3
+
+
+class DiskFullError(EdgeError):
+    """The output disk is full: the run stops with every committed event kept, and resumes when space returns."""
+
+    exit_code = 4

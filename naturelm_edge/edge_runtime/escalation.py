@@ -84,7 +84,11 @@ class ClipStore:
     def save(self, samples: np.ndarray) -> Path:
         """Write one window's audio under a fresh name; the caller names it in the queue row."""
         path = self.root / f"{uuid.uuid4().hex}.npy"
-        np.save(path, samples.astype(np.float32))
+        try:
+            np.save(path, samples.astype(np.float32))
+        except OSError:
+            path.unlink(missing_ok=True)  # no half-written audio left behind for the sender to choke on
+            raise
         return path
 
 

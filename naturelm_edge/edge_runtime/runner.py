@@ -59,6 +59,8 @@ class Summary:
     failed: list[str] = field(default_factory=list)
     clips_saved: int = 0
     clips_skipped: int = 0
+    escalations_skipped: int = 0  # windows whose audio could not be queued (disk full or failing)
+    event_files_skipped: int = 0  # events the JSONL/CSV/Raven copies missed (events.db holds them all)
     audio_s: float = 0.0
     busy_s: float = 0.0
     providers: list[str] = field(default_factory=list)
@@ -114,6 +116,7 @@ class Runner:
             self.sender.flush()
             self.summary.delivered = self.sender.delivered
             self.summary.clips_saved, self.summary.clips_skipped = self.clip_writer.saved, self.clip_writer.skipped
+            self.summary.event_files_skipped = self.sinks.skipped
             self.summary.queue = self.store.queue_length()
             self.store.close()
         return self.summary
@@ -132,6 +135,16 @@ class Runner:
             self.summary.failed.append(str(err))
             self.console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False)
 
+    def _queue_audio(self, result: WindowResult) -> Path | None:
+        """The window's audio for the full model; a full or failing disk skips the escalation, not the event."""
+        try:
+            return self.clips.save(result.samples)
+        except OSError as err:
+            self.summary.escalations_skipped += 1
+            self.console.print(f"[yellow]escalation skipped:[/yellow] {self.clips.root}: {err.strerror or err}",
+                               highlight=False)
+            return None
+
     def _record(self, result: WindowResult, source: Source) -> None:
         """Commit the window (its event, escalation and 'done' mark in one transaction), then write and show it."""
         summary = self.summary
@@ -146,7 +159,7 @@ class Runner:
         if not result.answered:  # gated, not a call, or already heard: done, nothing to report
             self.store.record(result.source, result.offset_s, True, [], [])
             return
-        queued = self.clips.save(result.samples) if result.escalation else None
+        queued = self._queue_audio(result) if result.escalation else None
         saved = None
         if self.options.clips and result.detection:
             saved = self.clip_writer.save(result.label, result.source, result.offset_s, result.samples)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
 from naturelm_edge.edge_runtime.store import Event
 
+log = logging.getLogger(__name__)
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
                  "Common Name", "Answer", "Confidence", "Begin Path", "File Offset (s)", "Begin Date Time"]
 
@@ -19,8 +21,19 @@ class Sinks:
 
     def __init__(self, out: Path, formats: list[str]) -> None:
         self.out, self.formats = out, formats
+        self.skipped = 0  # events the text files missed (full or failing disk); events.db holds them all
 
     def write(self, event: Event) -> None:
+        """Append the event to every text file; a failing disk costs these copies, never the run."""
+        try:
+            self._write(event)
+        except OSError as err:
+            if not self.skipped:
+                log.warning("%s: event files could not be written (%s); events.db keeps every event",
+                            self.out, err.strerror or err)
+            self.skipped += 1
+
+    def _write(self, event: Event) -> None:
         row = asdict(event)
         if "jsonl" in self.formats:
             with (self.out / "events.jsonl").open("a") as handle:

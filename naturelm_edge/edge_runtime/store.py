@@ -7,11 +7,16 @@ window twice; ``escalations`` is the store-and-forward queue. The schema is vers
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from naturelm_edge.errors import DiskFullError
 
 SCHEMA_VERSION = 1
 MIGRATIONS = {
@@ -75,15 +80,27 @@ class Event:
     id: int | None = None
 
 
+@contextmanager
+def disk_full_is(message: str) -> Iterator[None]:
+    """SQLite's 'database or disk is full' (and ENOSPC) as one :class:`DiskFullError` sentence."""
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as err:
+        if "full" not in str(err).lower() and getattr(err, "errno", None) != errno.ENOSPC:
+            raise
+        raise DiskFullError(message) from err
+
+
 class EventStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
         self.lock = threading.Lock()
-        self._migrate()
+        with disk_full_is(f"{self.path}: the disk is full; nothing was run. Free space and start again."):
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -105,7 +122,17 @@ class EventStore:
 
     def record(self, source: str, offset_s: float, gated: bool, events: list[Event],
                escalate: list[str | None]) -> list[int]:
-        """Commit a window's events, its escalations (audio path or None) and its 'done' mark in one transaction."""
+        """Commit a window's events, its escalations (audio path or None) and its 'done' mark in one transaction.
+
+        A full disk raises :class:`DiskFullError` with the transaction rolled back: the window is not marked
+        done, so a run started once there is space again answers it.
+        """
+        with disk_full_is(f"{self.path}: the disk is full; stopped before the window at {offset_s:.1f} s of "
+                          f"{source} (every event before it is kept); free space and run again to resume."):
+            return self._record(source, offset_s, gated, events, escalate)
+
+    def _record(self, source: str, offset_s: float, gated: bool, events: list[Event],
+                escalate: list[str | None]) -> list[int]:
         ids = []
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
@@ -124,7 +151,8 @@ class EventStore:
                                 (source, round(offset_s, 3), int(gated)))
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+                    self.db.execute("ROLLBACK")
                 raise
         return ids
 

@@ -1,0 +1,65 @@
+"""Faults a field season brings, injected for real: a full output disk, a failing escalation server, kills."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import events
+
+TOAD = "opensoundscape/great_plains_toad.wav"
+EDGE_RUN = [sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()"]
+
+
+def answered(out: Path) -> list[tuple[str, float, str]]:
+    return [(e["source"], e["offset_s"], e["answer"]) for e in events(out)] if (out / "events.db").exists() else []
+
+
+def in_a_small_filesystem(script: str, size_kb: int) -> subprocess.CompletedProcess:
+    """Run ``script`` (sh) with $D a fresh tmpfs of ``size_kb``, in a mount namespace of its own (no root needed
+    where user namespaces are enabled); the tmpfs vanishes with it, so the script copies out what it needs."""
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "-rm", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("unshare -rm (util-linux, user namespaces) is needed for the full-disk test")
+        pytest.skip("no user namespaces here")
+    wrapped = f'D=$(mktemp -d) && mount -t tmpfs -o size={size_kb}k tmpfs "$D" && {script}'
+    return subprocess.run([unshare, "-rm", "sh", "-c", wrapped], capture_output=True, text=True, timeout=600)
+
+
+def test_a_full_disk_stops_or_skips_cleanly_and_the_run_resumes_when_space_returns(bundle, subset_audio, tmp_path):
+    recording = subset_audio / TOAD
+    args = ["--bundle", str(bundle), str(recording), "--profile", "x86-cpu", "--escalate", "queue", "--threshold",
+            "1.01", "--no-gate", "-q"]
+    clean = subprocess.run([*EDGE_RUN, *args, "--out", str(tmp_path / "clean")], capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    want = answered(tmp_path / "clean")
+    assert len(want) >= 3
+    run = " ".join(f"'{a}'" for a in [*EDGE_RUN, *args])
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    script = (f'head -c 700000 /dev/zero > "$D/filler"; {run} --out "$D/out"; echo "full-rc=$?" >&2; '
+              f'cp -r "$D/out" "{saved}/full"; rm "$D/filler"; {run} --out "$D/out"; echo "resumed-rc=$?" >&2; '
+              f'cp -r "$D/out" "{saved}/resumed"')
+    result = in_a_small_filesystem(script, 1024)
+    assert "Traceback" not in result.stderr, result.stderr
+    full_rc = int(result.stderr.split("full-rc=")[1].split()[0])
+    assert full_rc in (0, 4), result.stderr  # went on without clips and queue, or stopped cleanly
+    if full_rc == 4:
+        assert "the disk is full" in result.stderr and "run again to resume" in result.stderr
+    skipped_something = full_rc == 4 or "escalation skipped" in result.stderr
+    assert skipped_something, result.stderr  # the disk really filled up
+    before = answered(saved / "full")
+    assert before == want[: len(before)]  # what was committed is a prefix of the clean run: nothing lost or changed
+    assert "resumed-rc=0" in result.stderr, result.stderr
+    after = answered(saved / "resumed")
+    assert after == want  # every window once, none twice
+    db = sqlite3.connect(saved / "resumed" / "events.db")
+    assert db.execute("SELECT COUNT(*) FROM windows").fetchone()[0] == len(want)
