@@ -7,10 +7,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from naturelm_edge.wire.loopback import EscalationServer
+from testbed.faulty_server import MODES, FaultyServer
 from tests.helpers import events
 
 TOAD = "opensoundscape/great_plains_toad.wav"
@@ -63,3 +66,42 @@ def test_a_full_disk_stops_or_skips_cleanly_and_the_run_resumes_when_space_retur
     assert after == want  # every window once, none twice
     db = sqlite3.connect(saved / "resumed" / "events.db")
     assert db.execute("SELECT COUNT(*) FROM windows").fetchone()[0] == len(want)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_failing_escalation_server_never_holds_the_run(bundle, subset_audio, tmp_path, mode):
+    """500s, silence, a dropped connection, a trickled answer: the run finishes in bounded time, the queue holds
+    with backed-off retries, and once a working server answers every escalation is delivered exactly once."""
+    server = FaultyServer(mode).start()
+    out = tmp_path / "out"
+    args = ["--bundle", str(bundle), str(subset_audio / TOAD), "--profile", "x86-cpu", "--threshold", "1.01",
+            "--no-gate", "-q", "--out", str(out)]
+    try:
+        started = time.monotonic()
+        result = subprocess.run([*EDGE_RUN, *args, "--escalate", server.url], capture_output=True, text=True,
+                                timeout=300)
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert elapsed < 60, f"{mode}: the run took {elapsed:.0f} s"  # two 10 s request deadlines at most, plus work
+    assert server.requests >= 1
+    db = sqlite3.connect(out / "events.db")
+    queued = db.execute("SELECT status, attempts, next_try, last_error FROM escalations").fetchall()
+    assert queued and all(status == "queued" for status, *_ in queued)
+    tried = [row for row in queued if row[1] >= 1]
+    assert tried and all(row[2] > time.time() - 5 and row[3] for row in tried)  # backed off, with the reason
+    healthy = EscalationServer().start()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # back-off delays the first retries by up to a few seconds
+            again = subprocess.run([*EDGE_RUN, *args, "--escalate", healthy.url], capture_output=True, text=True,
+                                   timeout=300)
+            assert again.returncode == 0, again.stderr
+            if all(e["escalation_status"] != "queued" for e in events(out)):
+                break
+            time.sleep(2)
+    finally:
+        healthy.stop()
+    assert all(e["escalation_status"] in ("confirmed", "revised") for e in events(out))
+    assert sorted(healthy.requests.values()) == [1] * len(queued)  # each delivered once

@@ -8,10 +8,10 @@ when the link is up, retried with exponential back-off when it is not, and marke
 
 from __future__ import annotations
 
+import http.client
 import random
 import threading
 import time
-import urllib.error
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -143,10 +143,10 @@ class Sender:
                  "device_answer": event.answer, "device_confidence": event.confidence, "bundle_id": event.bundle_id})
             try:
                 reply = post_escalation(self.url, request, self.token, self.timeout_s)
-            except (urllib.error.URLError, OSError, ValueError, TimeoutError) as err:
+            except (OSError, ValueError, TimeoutError, http.client.HTTPException) as err:
                 attempts = self.store.escalation_attempts(event_id)
-                self.store.failed(event_id, str(err), min(self.max_backoff_s, 0.5 * 2 ** attempts))
-                continue
+                self.store.failed(event_id, str(err) or type(err).__name__, min(self.max_backoff_s, 0.5 * 2 ** attempts))
+                break  # the link or the server is the trouble: the rest waits for the next pass, not a timeout each
             self.store.delivered(event_id, reply["answer"], label_of(reply["answer"], self.labels))
             clip.unlink(missing_ok=True)
             self.delivered += 1
