@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -105,3 +106,33 @@ def test_a_failing_escalation_server_never_holds_the_run(bundle, subset_audio, t
         healthy.stop()
     assert all(e["escalation_status"] in ("confirmed", "revised") for e in events(out))
     assert sorted(healthy.requests.values()) == [1] * len(queued)  # each delivered once
+
+
+def test_thirty_kills_at_random_instants_then_a_resume_equal_one_clean_run(bundle, audio_dir, tmp_path):
+    """SIGTERM and SIGKILL, alternating, at seeded random instants of 30 runs over the same input; then a final
+    resume: the events are those of one clean run, none twice, none missing (answers and escalation marks)."""
+    import random
+
+    source = audio_dir / "librosa-data" / "glacier-bay-humpback.hq.ogg"
+    args = ["--bundle", str(bundle), str(source), "--profile", "x86-cpu", "--escalate", "queue", "--no-gate", "-q"]
+    clean = subprocess.run([*EDGE_RUN, *args, "--out", str(tmp_path / "clean")], capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    out = tmp_path / "killed"
+    rng = random.Random(7)
+    for i in range(30):
+        process = subprocess.Popen([*EDGE_RUN, *args, "--out", str(out)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.5, 4.0))  # import, bundle load, and somewhere in the windows
+        process.send_signal(signal.SIGTERM if i % 2 else signal.SIGKILL)
+        _, stderr = process.communicate(timeout=120)
+        assert "Traceback" not in stderr, stderr
+    final = subprocess.run([*EDGE_RUN, *args, "--out", str(out)], capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+
+    def stored(folder: Path) -> list[tuple]:
+        return sorted((e["source"], e["offset_s"], e["answer"], e["escalation_status"]) for e in events(folder))
+
+    assert stored(out) == stored(tmp_path / "clean")
+    db = sqlite3.connect(out / "events.db")
+    assert db.execute("SELECT COUNT(*) FROM windows").fetchone()[0] == len(
+        sqlite3.connect(tmp_path / "clean" / "events.db").execute("SELECT source FROM windows").fetchall())
