@@ -171,7 +171,7 @@ class Runner:
                       created_utc=datetime.now(timezone.utc).isoformat())
         (event.id,) = self.store.record(result.source, result.offset_s, False, [event], [str(queued) if queued else None])
         summary.escalated += bool(queued)
-        self.sinks.write(event)
+        self.sinks.write(event, high_hz=self.spec.sample_rate / 2 * source.time_expansion)
         if not self.options.quiet:
             flag = f" [magenta]-> full model ({result.escalation})[/magenta]" if queued else ""
             self.view.answer(f"{Path(result.source).name} {result.offset_s:7.1f}s  {result.answer!r} "

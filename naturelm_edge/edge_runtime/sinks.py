@@ -23,17 +23,21 @@ class Sinks:
         self.out, self.formats = out, formats
         self.skipped = 0  # events the text files missed (full or failing disk); events.db holds them all
 
-    def write(self, event: Event) -> None:
-        """Append the event to every text file; a failing disk costs these copies, never the run."""
+    def write(self, event: Event, high_hz: float = 8000.0) -> None:
+        """Append the event to every text file; a failing disk costs these copies, never the run.
+
+        ``high_hz``: the top of the band the model heard, in the recording's real Hz (time expansion undone:
+        a bat recording slowed 10 times was heard up to 80 kHz).
+        """
         try:
-            self._write(event)
+            self._write(event, high_hz)
         except OSError as err:
             if not self.skipped:
                 log.warning("%s: event files could not be written (%s); events.db keeps every event",
                             self.out, err.strerror or err)
             self.skipped += 1
 
-    def _write(self, event: Event) -> None:
+    def _write(self, event: Event, high_hz: float) -> None:
         row = asdict(event)
         if "jsonl" in self.formats:
             with (self.out / "events.jsonl").open("a") as handle:
@@ -54,6 +58,6 @@ class Sinks:
                 if new:
                     writer.writerow(RAVEN_COLUMNS)
                 writer.writerow([row["id"], "Spectrogram 1", 1, f"{event.offset_s:.3f}",
-                                 f"{event.offset_s + event.duration_s:.3f}", "0.0", "8000.0", event.label or "",
+                                 f"{event.offset_s + event.duration_s:.3f}", "0.0", f"{high_hz:.1f}", event.label or "",
                                  event.answer, f"{event.confidence:.3f}", event.source, f"{event.offset_s:.3f}",
                                  event.start_utc or ""])
