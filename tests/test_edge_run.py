@@ -249,6 +249,21 @@ def test_clip_retention_and_write_failures(tmp_path):
     assert full.save("x", "rec.wav", 0.0, audio) is None and full.skipped == 1
 
 
+def test_clip_folder_size_limit_drops_the_oldest_first(tmp_path):
+    from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
+
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)  # ~30 kB as FLAC
+    writer = ClipWriter(tmp_path / "clips", 16000, RetentionPolicy(max_mb=0.1, keep_per_label=1))
+    paths = []
+    for i in range(12):
+        paths.append(writer.save("Wren" if i % 2 else "Robin", "rec.wav", float(i), noise))
+        os.utime(paths[-1], (1_000_000 + i, 1_000_000 + i))  # saved in this order
+    kept = sorted(tmp_path.glob("clips/*/*.flac"))
+    assert sum(p.stat().st_size for p in kept) <= 0.1e6
+    assert {Path(paths[-1]), Path(paths[-2])} <= set(kept)  # the newest of each label always stay
+    assert Path(paths[0]) not in kept  # the oldest went first
+
+
 def test_profile_time_expansion_keeps_real_time_offsets(bundle, tmp_path):
     """A user's bat-station profile slows a 192 kHz stream 10x; offsets and durations stay in real seconds."""
     profiles = tmp_path / "profiles"

@@ -25,7 +25,7 @@ def answered(out: Path) -> list[tuple[str, float, str]]:
     return [(e["source"], e["offset_s"], e["answer"]) for e in events(out)] if (out / "events.db").exists() else []
 
 
-def in_a_small_filesystem(script: str, size_kb: int) -> subprocess.CompletedProcess:
+def in_a_small_filesystem(script: str, size_kb: int, options: str = "") -> subprocess.CompletedProcess:
     """Run ``script`` (sh) with $D a fresh tmpfs of ``size_kb``, in a mount namespace of its own (no root needed
     where user namespaces are enabled); the tmpfs vanishes with it, so the script copies out what it needs."""
     unshare = shutil.which("unshare")
@@ -34,7 +34,7 @@ def in_a_small_filesystem(script: str, size_kb: int) -> subprocess.CompletedProc
         if os.environ.get("CI") == "true":
             pytest.fail("unshare -rm (util-linux, user namespaces) is needed for the full-disk test")
         pytest.skip("no user namespaces here")
-    wrapped = f'D=$(mktemp -d) && mount -t tmpfs -o size={size_kb}k tmpfs "$D" && {script}'
+    wrapped = f'D=$(mktemp -d) && mount -t tmpfs -o size={size_kb}k{options} tmpfs "$D" && {script}'
     return subprocess.run([unshare, "-rm", "sh", "-c", wrapped], capture_output=True, text=True, timeout=600)
 
 
@@ -136,3 +136,11 @@ def test_thirty_kills_at_random_instants_then_a_resume_equal_one_clean_run(bundl
     db = sqlite3.connect(out / "events.db")
     assert db.execute("SELECT COUNT(*) FROM windows").fetchone()[0] == len(
         sqlite3.connect(tmp_path / "clean" / "events.db").execute("SELECT source FROM windows").fetchall())
+
+
+def test_out_on_a_read_only_card_is_named_before_any_work(bundle, subset_audio):
+    run = " ".join(f"'{a}'" for a in [*EDGE_RUN, "--bundle", str(bundle), str(subset_audio / TOAD), "--profile",
+                                      "x86-cpu"])
+    result = in_a_small_filesystem(f'{run} --out "$D/results"; echo "rc=$?" >&2', 1024, ",ro")
+    assert "rc=2" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "--out is on a read-only file system" in result.stderr

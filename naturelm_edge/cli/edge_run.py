@@ -47,6 +47,8 @@ def edge_run(
     detector_threshold: Annotated[float | None, typer.Option(
         help="Detector score a window needs to reach the encoder; default: the bundle's (set for its recall target).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
+    clips_max_mb: Annotated[float | None, typer.Option(
+        help="Keep the clip folder under this size (oldest clips go first; the newest 10 per label stay).")] = None,
     trusted_keys: Annotated[Path | None, typer.Option(help="Only accept bundles signed by these keys.")] = None,
     self_test: Annotated[bool, typer.Option("--self-test", help="Check bundle, profile and providers; print a verdict.")] = False,
     install_service: Annotated[bool, typer.Option("--install-service", help="Write a systemd unit running this command.")] = False,
@@ -71,6 +73,7 @@ def edge_run(
 
     if bundle is None:
         raise EdgeError("give --bundle DIR (a bundle from `edge build`).")
+    from naturelm_edge.edge_runtime.clips import RetentionPolicy
     from naturelm_edge.edge_runtime.runner import Runner, RunOptions
     from naturelm_edge.edge_runtime.sources import resolve_time_expansion
 
@@ -87,6 +90,7 @@ def edge_run(
     options = RunOptions(out, "off" if mode == "off" else mode, read_token(token_file) if token_file else None,
                          GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
                          confidence_threshold=threshold, detector=not no_detector,
+                         retention=RetentionPolicy(max_mb=clips_max_mb),
                          detector_threshold=detector_threshold)
     runner = Runner(loaded, chosen, options, err_console)
     expansion = resolve_time_expansion(time_expansion, chosen, loaded)

@@ -21,7 +21,8 @@ import soundfile as sf
 class RetentionPolicy:
     max_disk_share: float = 0.8
     max_age_days: float = 90.0
-    keep_per_label: int = 10
+    keep_per_label: int = 10  # the newest clips of each label, kept whatever the other limits say
+    max_mb: float | None = None  # the clip folder's own size limit (a shared card, a long season)
 
 
 class ClipWriter:
@@ -65,6 +66,14 @@ class ClipWriter:
             size = clip.stat().st_size
             clip.unlink(missing_ok=True)
             usage = usage._replace(used=usage.used - size)
+        if self.policy.max_mb is not None:
+            kept = [c for c in clips if c.exists()]
+            total = sum(c.stat().st_size for c in kept)
+            for clip in [c for c in kept if c not in protected]:  # oldest first
+                if total <= self.policy.max_mb * 1e6:
+                    break
+                total -= clip.stat().st_size
+                clip.unlink(missing_ok=True)
 
 
 def _slug(text: str) -> str:
