@@ -68,7 +68,3 @@ def run_edge() -> None:
     warnings_on_stderr()
     single_threaded_numpy()
     run_app(prog_name="edge-run")
-
-
-if __name__ == "__main__":
-    sys.exit(run())
