@@ -61,21 +61,18 @@ def edge_run(
         write_service(service_path)
         return
     if list_devices:
-        from naturelm_edge.edge_runtime.microphone import list_devices as devices
-
-        for d in devices():
-            console.print(f"{d.index:3d}  {d.name}  ({d.channels} channels, {d.rate} Hz)", highlight=False)
+        print_devices()
         return
     from naturelm_edge.bundle.manifest import load_bundle
     from naturelm_edge.device_profiles import detect, get
+    from naturelm_edge.edge_runtime.clips import RetentionPolicy
     from naturelm_edge.edge_runtime.gate import GateSettings
+    from naturelm_edge.edge_runtime.runner import Runner, RunOptions
+    from naturelm_edge.edge_runtime.sources import resolve_time_expansion
     from naturelm_edge.errors import EdgeError
 
     if bundle is None:
         raise EdgeError("give --bundle DIR (a bundle from `edge build`).")
-    from naturelm_edge.edge_runtime.clips import RetentionPolicy
-    from naturelm_edge.edge_runtime.runner import Runner, RunOptions
-    from naturelm_edge.edge_runtime.sources import resolve_time_expansion
 
     loaded = load_bundle(bundle, trusted_keys)
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
@@ -86,12 +83,11 @@ def edge_run(
     inputs = [*(inputs or []), *(recordings or [])]
     if sum([bool(inputs), stdin, mic, watch is not None]) != 1:
         raise EdgeError("give one of --input PATH (files or folders), --watch DIR, --stdin or --mic.")
-    mode = escalate or chosen.escalation.get("mode", "queue")
-    options = RunOptions(out, "off" if mode == "off" else mode, read_token(token_file) if token_file else None,
+    options = RunOptions(out, escalate or chosen.escalation.get("mode", "queue"),
+                         read_token(token_file) if token_file else None,
                          GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
-                         confidence_threshold=threshold, detector=not no_detector,
-                         retention=RetentionPolicy(max_mb=clips_max_mb),
-                         detector_threshold=detector_threshold)
+                         confidence_threshold=threshold, detector=not no_detector, detector_threshold=detector_threshold,
+                         retention=RetentionPolicy(max_mb=clips_max_mb))
     runner = Runner(loaded, chosen, options, err_console)
     expansion = resolve_time_expansion(time_expansion, chosen, loaded)
     microphone = None
@@ -104,6 +100,13 @@ def edge_run(
     print_notes(runner.summary, loaded)
     summary = runner.run(sources)
     print_summary(summary, out, microphone, as_json)
+
+
+def print_devices() -> None:
+    from naturelm_edge.edge_runtime.microphone import list_devices
+
+    for d in list_devices():
+        console.print(f"{d.index:3d}  {d.name}  ({d.channels} channels, {d.rate} Hz)", highlight=False)
 
 
 def check_paths(out: Path, inputs: list[Path] | None, recordings: list[Path] | None, watch: Path | None,
