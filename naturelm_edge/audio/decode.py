@@ -73,7 +73,11 @@ def read_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Itera
     Raises :class:`AudioError` for a file that ends before its header says (a compressed file cut short)
     once the readable part has been yielded.
     """
-    info = probe(path)
+    yield from _decoded(probe(path), block_seconds)
+
+
+def _decoded(info: AudioInfo, block_seconds: float) -> Iterator[np.ndarray]:
+    """The blocks of a probed recording (callers that probed already do not probe again)."""
     if info.layout is not None:
         log.warning("%s: repaired: %s; reading its %.2f s", info.path, "; ".join(info.layout.repairs) or
                     "libsndfile could not read the header", info.duration_s)
@@ -121,7 +125,7 @@ def stream(
     info = probe(path)
     source_rate = info.sample_rate / time_expansion
     resampler = StreamResampler(source_rate, sample_rate)
-    for block in read_blocks(info.path, block_seconds):
+    for block in _decoded(info, block_seconds):
         out = resampler.process(block)
         if out.size:
             yield out

@@ -41,23 +41,28 @@ class WavLayout:
         return self.data_bytes // self.block_align
 
 
-def _chunks(data: bytes) -> dict[bytes, tuple[int, int]]:
+def _chunks(handle, file_size: int, scan_bytes: int) -> dict[bytes, tuple[int, int]]:  # noqa: ANN001 - binary file
     """{chunk id: (payload offset, declared size)} of the first ``fmt `` and ``data`` chunks.
 
-    Chunks are walked by their headers; where a header makes no sense (junk bytes) the walk resumes at
-    the next ``fmt `` or ``data`` marker instead of giving up.
+    Chunks are walked by their 8-byte headers, seeking past each payload (a probe reads a few headers, not
+    the recording); where a header makes no sense (junk bytes) the next ``scan_bytes`` are searched for a
+    ``fmt `` or ``data`` marker and the walk resumes there.
     """
     found: dict[bytes, tuple[int, int]] = {}
     position = 12
-    while position + 8 <= len(data) and b"data" not in found:
-        kind, size = data[position:position + 4], struct.unpack("<I", data[position + 4:position + 8])[0]
+    while position + 8 <= file_size:
+        handle.seek(position)
+        header = handle.read(8)
+        kind, size = header[:4], struct.unpack("<I", header[4:])[0]
         if kind in (b"fmt ", b"data"):
             found.setdefault(kind, (position + 8, size))
         if not kind.isascii() or not kind.strip(b" ").isalnum():  # junk: look for the next real chunk
-            markers = [i for i in (data.find(b"fmt ", position + 1), data.find(b"data", position + 1)) if i > 0]
+            handle.seek(position + 1)
+            ahead = handle.read(scan_bytes)
+            markers = [i for i in (ahead.find(b"fmt "), ahead.find(b"data")) if i >= 0]
             if not markers:
                 break
-            position = min(markers)
+            position += 1 + min(markers)
             found.setdefault(b"junk", (position, 0))
             continue
         if kind == b"data":
@@ -66,19 +71,19 @@ def _chunks(data: bytes) -> dict[bytes, tuple[int, int]]:
     return found
 
 
-def read_layout(path: Path, head_bytes: int = 1 << 20) -> WavLayout | None:
+def read_layout(path: Path, scan_bytes: int = 1 << 20) -> WavLayout | None:
     """The layout of a RIFF/WAVE file (None when it is not one, or holds no usable ``fmt `` chunk)."""
     file_size = path.stat().st_size
     with path.open("rb") as handle:
-        data = handle.read(12)
-        if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
-        data += handle.read(min(file_size, head_bytes) - 12)
-    chunks = _chunks(data)
-    if b"fmt " not in chunks or b"data" not in chunks:
-        return None
-    fmt_offset, fmt_size = chunks[b"fmt "]
-    fmt = data[fmt_offset:fmt_offset + max(16, min(fmt_size, 40))]
+        chunks = _chunks(handle, file_size, scan_bytes)
+        if b"fmt " not in chunks or b"data" not in chunks:
+            return None
+        fmt_offset, fmt_size = chunks[b"fmt "]
+        handle.seek(fmt_offset)
+        fmt = handle.read(max(16, min(fmt_size, 40)))
     if len(fmt) < 16:
         return None
     tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
@@ -90,7 +95,7 @@ def read_layout(path: Path, head_bytes: int = 1 << 20) -> WavLayout | None:
     repairs = []
     if b"junk" in chunks:
         repairs.append("skipped junk before its chunks")
-    declared_riff = struct.unpack("<I", data[4:8])[0]
+    declared_riff = struct.unpack("<I", head[4:8])[0]
     offset, declared = chunks[b"data"]
     present = max(0, file_size - offset)
     if declared in UNSET or declared > present:
