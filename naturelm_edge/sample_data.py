@@ -128,8 +128,9 @@ def species_soundscape(folder: Path, stretch_s: float = 10.0) -> tuple[np.ndarra
     stretches, names, rate = [], [], 0
     for name in SYNTHETIC_SPECIES:
         slug = name.lower().replace(" ", "-")
-        wave, rate = sf.read(str(folder / slug / f"{slug}-0.wav"), dtype="float32", frames=int(stretch_s * 48_000))
-        stretches.append(wave[: int(stretch_s * rate)])
+        with sf.SoundFile(str(folder / slug / f"{slug}-0.wav")) as clip:
+            rate = clip.samplerate
+            stretches.append(clip.read(int(stretch_s * rate), dtype="float32"))
         names.append(name)
     stretches.append(np.random.default_rng(1).normal(0, 0.01, int(stretch_s * rate)).astype(np.float32))
     return np.concatenate(stretches), rate, [*names, ""]

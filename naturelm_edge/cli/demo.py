@@ -76,19 +76,19 @@ def demo(
     store = EventStore(run_dir / "events.db")
     events = [e for e in store.events() if e.source == str(recording)]
     store.close()
+    calling = [heard_there(truth, e.offset_s, e.duration_s) if truth else [] for e in events]
     rows = [[f"{e.offset_s:.0f}-{e.offset_s + e.duration_s:.0f} s", e.label or e.answer, f"{e.confidence:.2f}",
-             *([heard_there(truth, e.offset_s, e.duration_s)] if truth else [])] for e in events]
+             *([" / ".join(names) or "none"] if truth else [])] for e, names in zip(events, calling)]
     print_table(["window", "answer", "confidence", *(["calling there"] if truth else [])], rows, f"edge-run on {recording}")
     if truth:
-        right = sum(1 for e, row in zip(events, rows) if (e.label or e.answer) in row[-1].split(" / "))
+        right = sum(1 for e, names in zip(events, calling) if (e.label or e.answer) in names)
         console.print(f"{right} of {len(events)} answered windows name a species calling in them "
                       f"(held out of distillation, to calibrate quantization: {', '.join(bundle.manifest['species_split']['held_out'])})")
     console.print(f"{result.windows} windows, {result.gated} gated, {result.answered} answered, {result.escalated} "
                   f"queued for the full model; events in {run_dir / 'events.db'}")
 
 
-def heard_there(truth: list[str], offset_s: float, duration_s: float, stretch_s: float = 10.0) -> str:
+def heard_there(truth: list[str], offset_s: float, duration_s: float, stretch_s: float = 10.0) -> list[str]:
     """The species calling in a window of the demo soundscape (its stretches are ``stretch_s`` long)."""
     first, last = int(offset_s // stretch_s), int((offset_s + duration_s - 1e-6) // stretch_s)
-    names = [truth[i] for i in range(first, min(last, len(truth) - 1) + 1) if truth[i]]
-    return " / ".join(names) or "none"
+    return [truth[i] for i in range(first, min(last, len(truth) - 1) + 1) if truth[i]]
