@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from naturelm_edge.audio import fbank
+from naturelm_edge.audio import fbank, prepare
+from naturelm_edge.audio import load as load_audio
 from naturelm_edge.models import load
 
 ATOL = 1e-4
@@ -33,6 +34,17 @@ def test_audio_path_matches_every_intermediate(reference_model, reference_io):
         got = getattr(out, name).numpy()
         assert got.shape == reference_io[name].shape, name
         assert np.abs(got - reference_io[name]).max() < ATOL, name
+
+
+def test_raw_recordings_give_the_originals_waveform_and_fbank(reference_io, reference_meta, audio_dir):
+    """Decoding and resampling the raw clips as the device does gives what NatureLM's processor gave
+    (resampy kaiser_best over the whole file, then cut to 10 s), top mel bins included."""
+    for i, name in enumerate(reference_meta["audio_files"]):
+        wave = prepare(load_audio(audio_dir / name, 16_000, max_seconds=10), 160_000)
+        assert np.abs(wave - reference_io["wave16k"][i]).max() < 1e-6, name
+        features = fbank(wave)
+        assert np.abs(features - reference_io["fbank"][i]).max() < 1e-3, name
+        assert np.abs(features[:, -8:] - reference_io["fbank"][i][:, -8:]).max() < 1e-3, name
 
 
 def test_prompt_embeddings_logits_and_merging(reference_model, reference_io, reference_meta):

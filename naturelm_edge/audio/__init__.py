@@ -1,4 +1,4 @@
-"""Audio front end (numpy, soundfile, soxr only): decode, resample, window, and NatureLM's fbank."""
+"""Audio front end (numpy, soundfile, scipy only): decode, resample, window, and NatureLM's fbank."""
 
 from naturelm_edge.audio.decode import AudioInfo, load, probe, read_blocks, stream
 from naturelm_edge.audio.fbank import DEFAULT_SETTINGS, FbankSettings, fbank

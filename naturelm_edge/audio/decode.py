@@ -117,7 +117,7 @@ def _decoded(info: AudioInfo, block_seconds: float) -> Iterator[np.ndarray]:
 def stream(
     path: str | Path, sample_rate: int, block_seconds: float = BLOCK_SECONDS, time_expansion: float = 1.0
 ) -> Iterator[np.ndarray]:
-    """Yield mono float32 blocks of ``path`` resampled to ``sample_rate`` with soxr, in bounded memory.
+    """Yield mono float32 blocks of ``path`` resampled to ``sample_rate`` as NatureLM does (kaiser_best), in bounded memory.
 
     ``time_expansion`` N plays the recording N times slower (a 384 kHz bat file read at 38.4 kHz for N=10),
     moving ultrasonic calls into the model's band; callers keep timestamps in real time.

@@ -27,13 +27,13 @@ def device_name(facts: DeviceFacts) -> str:
 def versions() -> dict:
     import numpy
     import onnxruntime
+    import scipy
     import soundfile
-    import soxr
 
     from naturelm_edge import __version__
 
     return {"naturelm_edge": __version__, "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-            "numpy": numpy.__version__, "soundfile": soundfile.__version__, "soxr": soxr.__version__}
+            "numpy": numpy.__version__, "soundfile": soundfile.__version__, "scipy": scipy.__version__}
 
 
 def build_report(m: Measurement, profile: Profile, facts: DeviceFacts, overhead_per_call_s: float,
