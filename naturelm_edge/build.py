@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,7 @@ class BuildOptions:
     min_agreement: float | None = None
     sign_key: Path | None = None
     tar: bool = False
+    full_model: Any = None  # distill.teacher.FullModelOptions (torch is imported only when the teacher runs)
 
 
 class Stamps:
@@ -93,14 +95,16 @@ class Builder:
     def __init__(self, options: BuildOptions, progress: Progress) -> None:
         from naturelm_edge.distill.species import labels_for
         from naturelm_edge.distill.tasks import load_tasks
+        from naturelm_edge.distill.teacher import FullModelOptions
         from naturelm_edge.models import resolve
 
         self.options, self.progress = options, progress
+        self.full_model = options.full_model or FullModelOptions()
         self.work = options.work
         self.work.mkdir(parents=True, exist_ok=True)
         self.stamps = Stamps(self.work)
         self.checkpoint_sha = resolve(options.checkpoint).sha256()
-        self.tasks = load_tasks(options.tasks_file)
+        self.tasks = [task.resolved(self.full_model.generation) for task in load_tasks(options.tasks_file)]
         self.files = list_audio(options.audio)
         if not self.files:
             raise EdgeError(f"{options.audio}: no recordings to build from.")
@@ -142,10 +146,11 @@ class Builder:
             from naturelm_edge.distill.collect import collect
             from naturelm_edge.distill.teacher import NatureLMTeacher
 
-            collect(NatureLMTeacher(self.options.checkpoint), self.options.audio, self.tasks, cache_dir,
-                    labels_file=self.options.labels_file)
+            collect(NatureLMTeacher(self.options.checkpoint, self.full_model), self.options.audio, self.tasks,
+                    cache_dir, labels_file=self.options.labels_file)
 
-        self.stage("teacher answers", digest(self.checkpoint_sha, tasks_digest(self.tasks), self.audio_key),
+        precision = self.full_model.placement.describe()
+        self.stage("teacher answers", digest(self.checkpoint_sha, tasks_digest(self.tasks), self.audio_key, precision),
                    [cache_dir / "records.jsonl"], run)
         return cache_dir
 

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from naturelm_edge.errors import CheckpointError
 from naturelm_edge.models import load
 from naturelm_edge.models.tiny import bytes_to_unicode
+from naturelm_edge.prompt import GenerationSettings
 
 
 def _layout(path):
@@ -60,7 +61,7 @@ def test_tiny_checkpoint_round_trip(tiny_checkpoint):
     assert torch.equal(lora, stored["llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"].float())
     assert lora.abs().sum() > 0
     embeds = loaded.llm.prompt_embeds(torch.zeros(1, 29, 64), "What is the common name?")
-    out = loaded.llm.generate(embeds, max_new_tokens=4)
+    out = loaded.llm.generate(embeds, GenerationSettings(max_new_tokens=4))
     assert 1 <= len(out[0].token_ids) <= 4
 
 

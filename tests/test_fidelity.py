@@ -11,6 +11,8 @@ import torch
 from naturelm_edge.audio import fbank, prepare
 from naturelm_edge.audio import load as load_audio
 from naturelm_edge.models import load
+from naturelm_edge.models.placement import Placement
+from naturelm_edge.prompt import GenerationSettings
 
 ATOL = 1e-4
 
@@ -77,10 +79,59 @@ def test_prompt_token_ids(reference_model, reference_meta):
 def test_greedy_generation_is_identical(reference_model, reference_io, reference_meta):
     llm = reference_model.llm
     embeds = llm.prompt_embeds(torch.from_numpy(reference_io["audio_tokens"]), reference_meta["query"])
-    results = llm.generate(embeds, max_new_tokens=reference_meta["generate_cfg"]["max_new_tokens"])
+    greedy = GenerationSettings(num_beams=1, max_new_tokens=reference_meta["generate_cfg"]["max_new_tokens"])
+    results = llm.generate(embeds, greedy)
     want = reference_io["greedy_ids"]
     for result, row, step_logits in zip(results, want, reference_io["greedy_step_logits"]):
         expected = [int(t) for t in row if t >= 0]
         assert result.token_ids == expected
         steps = len(expected)
         assert np.abs(result.step_logits[:steps].numpy() - step_logits[:steps]).max() < ATOL
+
+
+def test_beam_answers_are_what_generate_gives_on_the_reference_embeddings(reference_model, reference_io,
+                                                                          reference_meta):
+    """The original hands its prompt embeddings to transformers' generate with configs/inference.yml's
+    settings (2 beams, min_length 1, penalties 1, a stop criterion on token id 2); the teacher's default
+    answers are what that call returns on the fixture's reference embeddings."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopOnTwo(StoppingCriteria):  # the original's StoppingCriteriaSub with stops=[2]
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.tensor([int(row[-1]) == 2 for row in input_ids])
+
+    llm = reference_model.llm
+    settings = GenerationSettings(max_new_tokens=12)
+    assert (settings.num_beams, settings.min_length, settings.repetition_penalty) == (2, 1, 1.0)
+    reference = torch.from_numpy(reference_io["llm_inputs_embeds"])
+    with torch.no_grad():
+        want = llm.model.generate(
+            inputs_embeds=reference, attention_mask=torch.ones(reference.shape[:2], dtype=torch.long),
+            max_new_tokens=12, num_beams=2, do_sample=False, min_length=1, repetition_penalty=1.0,
+            length_penalty=1.0, stopping_criteria=StoppingCriteriaList([StopOnTwo()]),
+            pad_token_id=llm.tokenizer.pad_token_id,
+        ).tolist()
+    embeds = llm.prompt_embeds(torch.from_numpy(reference_io["audio_tokens"]), reference_meta["query"])
+    got = llm.generate(embeds, settings)
+    greedy = llm.generate(embeds, GenerationSettings(num_beams=1, max_new_tokens=12))
+    for answer, row in zip(got, want):
+        cut = next((i for i, t in enumerate(row) if t in llm.stop_ids), len(row))
+        assert answer.token_ids == row[:cut]
+        assert answer.step_logits.shape == (len(answer.token_ids) + (answer.stop_id is not None), 385)
+    assert any(b.token_ids != g.token_ids for b, g in zip(got, greedy))  # beams do choose other answers here
+
+
+def test_bf16_placement_reads_the_llm_in_bf16_and_answers(fixtures_dir, reference_io, reference_meta):
+    """bfloat16 as the original runs on a GPU: the Llama weights are bf16 (never a float32 copy), the audio
+    path stays float32 under autocast, and the tokens stay within bf16 rounding of the float32 ones."""
+    placement = Placement("cpu", "bfloat16")
+    loaded = load(fixtures_dir / "tiny_naturelm", with_llm=True, placement=placement)
+    assert {p.dtype for p in loaded.llm.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    with torch.no_grad(), placement.autocast():
+        tokens = loaded.model.encode_audio(torch.from_numpy(reference_io["fbank"]))
+        answers = loaded.llm.generate(loaded.llm.prompt_embeds(tokens, reference_meta["query"]),
+                                      GenerationSettings(num_beams=1, max_new_tokens=8))
+    scale = np.abs(reference_io["audio_tokens"]).max()
+    assert np.abs(tokens.float().numpy() - reference_io["audio_tokens"]).max() < 0.02 * scale
+    assert sum(a.token_ids == [int(t) for t in row] for a, row in zip(answers, reference_io["greedy_ids"])) >= 3

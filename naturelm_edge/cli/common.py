@@ -19,6 +19,29 @@ err_console = Console(stderr=True, soft_wrap=True)
 state = {"debug": False}
 ProfilesDir = Annotated[Path | None, typer.Option("--profiles-dir", help="Folder of your own profile TOML files.")]
 F = TypeVar("F", bound=Callable[..., Any])
+# every command that runs the full model (collect, build, serve) takes these, with one meaning
+Device = Annotated[str, typer.Option("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N.")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on a GPU as the original, float32 on a CPU), "
+                                                     "bfloat16 or float32.")]
+LlamaPath = Annotated[str | None, typer.Option("--llama-path", help="Llama-3.1-8B-Instruct folder or hub id "
+                                                                     "(default: the checkpoint's llama_path).")]
+Beams = Annotated[int | None, typer.Option("--beams", help="Beams per answer (default: the original's 2; a task "
+                                                           "file's num_beams wins for its task).")]
+MaxNewTokens = Annotated[int | None, typer.Option("--max-new-tokens", help="Answer length limit (default: the "
+                                                  "original's 300; a task file's max_new_tokens wins for its task).")]
+
+
+def full_model_options(device: str, dtype: str, llama_path: str | None, beams: int | None,
+                       max_new_tokens: int | None, merging_factor: float = 1.0):  # noqa: ANN201 - FullModelOptions
+    """The options above as one object; the placement is checked now, before anything is loaded."""
+    from naturelm_edge.distill.teacher import FullModelOptions
+    from naturelm_edge.models.placement import Placement
+    from naturelm_edge.prompt import GenerationSettings
+
+    placement = Placement(device, dtype)
+    placement.check()
+    generation = GenerationSettings().but(num_beams=beams, max_new_tokens=max_new_tokens)
+    return FullModelOptions(placement, llama_path, generation, merging_factor)
 
 
 def progress_bar():  # noqa: ANN201 - rich.progress.Progress

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from naturelm_edge.cli.common import err_console, user_errors
+from naturelm_edge.cli.common import (
+    Beams,
+    Device,
+    Dtype,
+    LlamaPath,
+    MaxNewTokens,
+    err_console,
+    full_model_options,
+    user_errors,
+)
 from naturelm_edge.errors import EdgeError
 
 
@@ -17,14 +26,18 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     token_file: Annotated[Path | None, typer.Option(help="Bearer tokens, one per line (none: no authentication).")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     state_dir: Annotated[Path, typer.Option(help="Where answers are kept by escalation id (shared by workers).")] = Path("serve-state"),
     max_batch: Annotated[int, typer.Option(help="Clips per forward pass at most.")] = 8,
     max_wait_ms: Annotated[float, typer.Option(help="How long a clip waits for others to batch with.")] = 20.0,
     rate_per_minute: Annotated[float, typer.Option(help="Requests per minute per token.")] = 600.0,
     tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM); with --tls-key serves HTTPS.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (each loads the model; answers are shared).")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes (each loads its own model; answers are shared).")] = 1,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    llama_path: LlamaPath = None,
+    beams: Beams = None,
+    max_new_tokens: MaxNewTokens = None,
 ) -> None:
     """The full model behind the escalation API (OpenAPI at /docs): POST /v1/escalations, /healthz, /v1/model, /metrics."""
     import uvicorn
@@ -35,13 +48,20 @@ def serve_cmd(
         raise EdgeError("give both --tls-cert and --tls-key, or neither.")
     if token_file is not None and not token_file.is_file():
         raise EdgeError(f"{token_file}: no such token file.")
-    settings = ServeSettings(str(checkpoint), device, str(state_dir), str(token_file) if token_file else None,
+    options = full_model_options(device, dtype, llama_path, beams, max_new_tokens)
+    settings = ServeSettings(str(checkpoint), device, dtype, llama_path, options.generation.num_beams,
+                             options.generation.max_new_tokens, str(state_dir), str(token_file) if token_file else None,
                              max_batch, max_wait_ms, rate_per_minute=rate_per_minute)
     tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
     if not settings.tokens():
         err_console.print("[yellow]note:[/yellow] no --token-file: anyone who reaches this port can use the model")
     if workers > 1:
         import os
+
+        from naturelm_edge.models import full_model_parameters
+
+        options.placement.check_memory(full_model_parameters(checkpoint, llama_path) * workers,
+                                       f"--workers {workers} (one model per worker process)")
 
         os.environ.update(settings_env(settings))
         uvicorn.run("naturelm_edge.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,

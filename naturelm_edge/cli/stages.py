@@ -9,7 +9,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from naturelm_edge.cli.common import ProfilesDir, console, err_console, progress_bar, user_errors
+from naturelm_edge.cli.common import (
+    Beams,
+    Device,
+    Dtype,
+    LlamaPath,
+    MaxNewTokens,
+    ProfilesDir,
+    console,
+    err_console,
+    full_model_options,
+    progress_bar,
+    user_errors,
+)
 from naturelm_edge.errors import EdgeError
 
 checkpoint_app = typer.Typer(help="Build or inspect NatureLM-audio checkpoints.", no_args_is_help=True)
@@ -29,6 +41,32 @@ def checkpoint_tiny(
 
     write_tiny_checkpoint(out_dir, seed)
     console.print(f"tiny checkpoint written to {out_dir} (random weights, seed {seed})")
+
+
+@checkpoint_app.command("official-shape")
+@user_errors
+def checkpoint_official_shape(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the checkpoint to.")],
+    llm_layers: Annotated[int | None, typer.Option(help="Decoder layers of the Llama base (default: all 32).")] = None,
+    narrow: Annotated[bool, typer.Option("--narrow", help="The official vocabulary, special ids, head layout and "
+                                                            "LoRA at a width CI can build (LLM 256 wide, tiny BEATs).")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+) -> None:
+    """Write a checkpoint in the official layout at the official sizes (random weights, bf16 safetensors):
+    BEATs 12x768, Q-Former, projection into Llama-3.1-8B's widths (4096, 32 heads, 8 KV heads, FFN 14336,
+    vocabulary 128256 with the special tokens at their real ids), LoRA r 32 on q/k/v/o."""
+    from naturelm_edge.models.tiny import SHAPES, write_checkpoint
+
+    if llm_layers is not None and llm_layers < 1:
+        raise EdgeError("--llm-layers must be at least 1.")
+    shape = SHAPES["narrow" if narrow else "official"]
+    with progress_bar() as progress:
+        bar = progress.add_task(f"writing the {shape.name} shape (bytes)", total=None)
+        write_checkpoint(out_dir, shape, seed, llm_layers,
+                         on_tensor=lambda n, total: progress.update(bar, advance=n, total=total))
+    total = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    console.print(f"{shape.name}-shape checkpoint written to {out_dir}: {total / 2**30:.2f} GiB "
+                  f"(random weights, {llm_layers or shape.num_hidden_layers} LLM layers, seed {seed})")
 
 
 @export_app.command("encoder")
@@ -56,7 +94,8 @@ def run_encoder_export(
     progress = Progress(quiet=quiet)
     with progress.step(f"loading {checkpoint}"):
         loaded = load(checkpoint, preset_name=preset)
-    source = {"checkpoint": loaded.source.name, "sha256": loaded.source.sha256()}
+    source = {"checkpoint": loaded.source.name, "sha256": loaded.source.sha256(), "settings": loaded.source.describe()}
+    progress.note(f"settings: {source['settings']}")
     try:
         report = export_encoder(loaded.model, out, verify_audio, source, progress)
     finally:
@@ -97,20 +136,29 @@ def distill_collect(
     window: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
     hop: Annotated[float, typer.Option(help="Hop in seconds.")] = 5.0,
     merging_factor: Annotated[float, typer.Option(help="LoRA merging factor of the teacher.")] = 1.0,
+    batch: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    llama_path: LlamaPath = None,
+    beams: Beams = None,
+    max_new_tokens: MaxNewTokens = None,
 ) -> None:
     """Cache what the teacher answers for every window and task (resumable)."""
     from naturelm_edge.distill.collect import collect
     from naturelm_edge.distill.tasks import load_tasks
     from naturelm_edge.distill.teacher import NatureLMTeacher
 
-    task_list = load_tasks(tasks)
-    teacher = NatureLMTeacher(checkpoint, merging_factor)
+    options = full_model_options(device, dtype, llama_path, beams, max_new_tokens, merging_factor)
+    task_list = [task.resolved(options.generation) for task in load_tasks(tasks)]
+    teacher = NatureLMTeacher(checkpoint, options)
+    console.print(f"teacher on {options.placement.describe()}, {options.generation.num_beams} beams by default")
     with progress_bar() as progress:
-        summary = collect(teacher, audio, task_list, out, window, hop, top_k, labels, progress=progress)
+        summary = collect(teacher, audio, task_list, out, window, hop, top_k, labels, progress=progress,
+                          batch_size=batch)
     for failure in summary.failed or []:
         err_console.print(f"[yellow]skipped:[/yellow] {failure}", highlight=False)
-    console.print(f"{summary.files} recordings, {summary.windows} windows: {summary.asked} answers asked, "
-                  f"{summary.reused} already cached -> {out}")
+    console.print(f"{summary.files} recordings, {summary.windows} windows: {summary.asked} answers asked "
+                  f"({summary.answers_per_second:.1f}/s), {summary.reused} already cached -> {out}")
 
 
 @distill_app.command("split")
@@ -242,6 +290,11 @@ def build_cmd(
     min_agreement: Annotated[float | None, typer.Option(help="Fail when quantized answers agree with fp32 less often.")] = None,
     sign: Annotated[Path | None, typer.Option(help="ed25519 private key to sign the bundle with.")] = None,
     tar: Annotated[bool, typer.Option("--tar", help="Also write BUNDLE.tar.")] = False,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    llama_path: LlamaPath = None,
+    beams: Beams = None,
+    max_new_tokens: MaxNewTokens = None,
 ) -> None:
     """Export, distil, quantize and bundle: the whole export stage in one command."""
     from naturelm_edge.build import BuildOptions, build
@@ -252,7 +305,8 @@ def build_cmd(
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
     options = BuildOptions(checkpoint, audio, chosen, out, work or out.with_name(out.name + ".work"), tasks, labels,
                            epochs, student_layers, student_hidden, student_heads,
-                           calibration_windows=calibration_windows, min_agreement=min_agreement, sign_key=sign, tar=tar)
+                           calibration_windows=calibration_windows, min_agreement=min_agreement, sign_key=sign, tar=tar,
+                           full_model=full_model_options(device, dtype, llama_path, beams, max_new_tokens))
     console.print(f"building for profile [bold]{chosen.name}[/bold] ({chosen.precision['encoder']} encoder, "
                   f"{chosen.precision['decoder']} decoder)")
     summary = build(options, Progress())

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 from naturelm_edge.errors import EdgeError
+from naturelm_edge.prompt import GenerationSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,10 +26,21 @@ class TaskFileError(EdgeError):
 
 @dataclass(frozen=True)
 class Task:
+    """One prompt. ``max_new_tokens`` and ``num_beams`` left out take the command's generation settings
+    (the original's: 2 beams, 300 tokens); :meth:`resolved` fixes them before a teacher answers."""
+
     id: str
     kind: str
     question: str
-    max_new_tokens: int = 24
+    max_new_tokens: int | None = None
+    num_beams: int | None = None
+
+    def resolved(self, settings: GenerationSettings) -> Task:
+        generation = self.generation(settings)
+        return replace(self, max_new_tokens=generation.max_new_tokens, num_beams=generation.num_beams)
+
+    def generation(self, settings: GenerationSettings) -> GenerationSettings:
+        return settings.but(num_beams=self.num_beams, max_new_tokens=self.max_new_tokens)
 
 
 def load_tasks(path: Path | None = None) -> list[Task]:
@@ -62,10 +74,14 @@ def _parse(data: object, name: str) -> list[Task]:
             raise TaskFileError(f"{name}: task {i + 1} needs id, kind and question.")
         if entry["kind"] not in KINDS:
             raise TaskFileError(f"{name}: task {entry['id']!r} has kind {entry['kind']!r}; allowed: {', '.join(KINDS)}.")
-        unknown = set(entry) - {"id", "kind", "question", "max_new_tokens"}
+        unknown = set(entry) - {"id", "kind", "question", "max_new_tokens", "num_beams"}
         if unknown:
             raise TaskFileError(f"{name}: task {entry['id']!r} has unknown keys {sorted(unknown)}.")
-        tasks.append(Task(str(entry["id"]), entry["kind"], str(entry["question"]), int(entry.get("max_new_tokens", 24))))
+        limits = {key: entry.get(key) for key in ("max_new_tokens", "num_beams")}
+        for key, value in limits.items():
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise TaskFileError(f"{name}: task {entry['id']!r}: {key} must be a whole number >= 1.")
+        tasks.append(Task(str(entry["id"]), entry["kind"], str(entry["question"]), **limits))
     if len({t.id for t in tasks}) != len(tasks):
         raise TaskFileError(f"{name}: task ids must be unique.")
     return tasks

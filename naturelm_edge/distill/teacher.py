@@ -9,6 +9,9 @@ from typing import Protocol
 
 import numpy as np
 
+from naturelm_edge.models.placement import Placement
+from naturelm_edge.prompt import GenerationSettings
+
 
 @dataclass
 class TeacherAnswer:
@@ -40,27 +43,41 @@ class Teacher(Protocol):
         """(batch, frames, 128) normalised fbank -> (batch, tokens, audio_dim)."""
         ...
 
-    def answer(self, audio_tokens: np.ndarray, question: str, max_new_tokens: int, top_k: int) -> list[TeacherAnswer]:
-        """Greedy answers for a batch of windows."""
+    def answer(
+        self, audio_tokens: np.ndarray, question: str, generation: GenerationSettings, top_k: int
+    ) -> list[TeacherAnswer]:
+        """Answers to one question for a batch of windows."""
         ...
 
 
-class NatureLMTeacher:
-    """NatureLM-audio (tiny in tests, official on a GPU box) as a teacher."""
+@dataclass(frozen=True)
+class FullModelOptions:
+    """How the full model is loaded and asked, on every command that runs it (collect, build, serve)."""
 
-    def __init__(self, checkpoint: str | Path, merging_factor: float = 1.0, device: str = "cpu") -> None:
+    placement: Placement = Placement()
+    llama_path: str | None = None  # folder or hub id; default: the checkpoint's llama_path
+    generation: GenerationSettings = GenerationSettings()
+    merging_factor: float = 1.0
+
+
+class NatureLMTeacher:
+    """NatureLM-audio (tiny in tests, official on a GPU box) as a teacher, run as the original runs it:
+    bf16 autocast around BEATs, the Q-Former and the LLM unless float32 is asked for."""
+
+    def __init__(self, checkpoint: str | Path, options: FullModelOptions | None = None) -> None:
         import torch
 
         from naturelm_edge.models import load
 
         self._torch = torch
-        self.loaded = load(checkpoint, with_llm=True)
-        self.device = torch.device(device)
-        self.loaded.model.to(self.device)
+        self.options = options or FullModelOptions()
+        self.placement = self.options.placement
+        self.loaded = load(checkpoint, with_llm=True, llama_path=self.options.llama_path, placement=self.placement)
+        self.device = self.placement.torch_device
         self.llm = self.loaded.llm
-        self.llm.model.to(self.device)
-        self.llm.set_merging_factor(merging_factor)
-        digest = hashlib.sha256(f"{self.loaded.source.sha256()}|merge={merging_factor}".encode())
+        self.llm.set_merging_factor(self.options.merging_factor)
+        precision = str(self.placement.torch_dtype).removeprefix("torch.")
+        digest = hashlib.sha256(f"{self.loaded.source.sha256()}|merge={self.options.merging_factor}|{precision}".encode())
         self.identity = f"naturelm:{digest.hexdigest()[:32]}"
         self.audio_dim = self.loaded.model.audio_llama_proj.out_features
         self.tokenizer_dir = Path(self.llm.tokenizer.name_or_path)
@@ -69,23 +86,24 @@ class NatureLMTeacher:
         self.prompt_template = self.loaded.model.config.prompt_template
 
     def audio_tokens(self, fbank: np.ndarray) -> np.ndarray:
-        with self._torch.no_grad():
+        with self._torch.no_grad(), self.placement.autocast():
             features = self._torch.from_numpy(np.ascontiguousarray(fbank, dtype=np.float32)).to(self.device)
             return self.loaded.model.encode_audio(features).float().cpu().numpy()
 
-    def answer(self, audio_tokens: np.ndarray, question: str, max_new_tokens: int, top_k: int) -> list[TeacherAnswer]:
+    def answer(
+        self, audio_tokens: np.ndarray, question: str, generation: GenerationSettings, top_k: int
+    ) -> list[TeacherAnswer]:
         torch = self._torch
-        with torch.no_grad():
+        with torch.no_grad(), self.placement.autocast():
             tokens = torch.from_numpy(audio_tokens).to(self.device)
             embeds = self.llm.prompt_embeds(tokens, question)
-            generations = self.llm.generate(embeds, max_new_tokens=max_new_tokens)
+            generations = self.llm.generate(embeds, generation)
         answers = []
         for gen in generations:
             logp = torch.log_softmax(gen.step_logits.float(), dim=-1)
             ids = list(gen.token_ids) + ([gen.stop_id] if gen.stop_id is not None else [])
-            steps = logp[: len(ids)]
-            top = torch.topk(steps, k=min(top_k, steps.shape[-1]), dim=-1)
-            chosen = steps.gather(1, torch.tensor(ids, device=steps.device).unsqueeze(1)).squeeze(1)
+            top = torch.topk(logp, k=min(top_k, logp.shape[-1]), dim=-1)
+            chosen = logp.gather(1, torch.tensor(ids, device=logp.device, dtype=torch.long).unsqueeze(1)).squeeze(1)
             answers.append(
                 TeacherAnswer(
                     text=gen.text,

@@ -1,6 +1,6 @@
 """NatureLM-audio in PyTorch (export side only: the device never imports this package)."""
 
-from naturelm_edge.models.checkpoint import LoadedCheckpoint, load, resolve
+from naturelm_edge.models.checkpoint import LoadedCheckpoint, full_model_parameters, load, resolve
 from naturelm_edge.models.config import PRESETS, BEATsConfig, NatureLMConfig, preset
 from naturelm_edge.models.naturelm import AudioEncoder, NatureLM
 
@@ -11,6 +11,7 @@ __all__ = [
     "LoadedCheckpoint",
     "NatureLM",
     "NatureLMConfig",
+    "full_model_parameters",
     "load",
     "preset",
     "resolve",

@@ -14,6 +14,8 @@ checkpoint never materialises the language-model weights.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from naturelm_edge.errors import CheckpointError
 from naturelm_edge.hashing import sha256_file
 from naturelm_edge.models.config import NatureLMConfig, preset
 from naturelm_edge.models.naturelm import NatureLM
+from naturelm_edge.models.placement import Placement
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -44,6 +47,13 @@ class CheckpointSource:
     config: NatureLMConfig
     weights: Path
     root: Path  # where relative llama_path is resolved
+    origin: str = "config.json"  # where the settings came from: the file beside the weights, or a preset
+
+    def describe(self) -> str:
+        """The settings used, as ``edge export encoder`` prints them and its report records them."""
+        beats = self.config.beats_cfg
+        sizes = f"BEATs {beats.encoder_layers}x{beats.encoder_embed_dim}, LLM width {self.config.llm_hidden_size}"
+        return "; ".join([f"{self.origin} ({sizes})", *self.config.notes()])
 
     def sha256(self) -> str:
         return sha256_file(self.weights)
@@ -71,7 +81,10 @@ def resolve(source: str | Path, preset_name: str | None = None) -> CheckpointSou
     if path.is_file():
         beside = path.parent / CONFIG_FILE
         config = _config_for(beside, preset_name) if beside.is_file() and preset_name is None else None
-        return CheckpointSource(str(source), config or preset(preset_name or "official"), path, path.parent)
+        if config is not None:
+            return CheckpointSource(str(source), config, path, path.parent)
+        name = preset_name or "official"
+        return CheckpointSource(str(source), preset(name), path, path.parent, f"preset {name}")
     if _HUB_ID.match(str(source)) and not str(source).startswith((".", "/")):
         return _from_hub(str(source), preset_name)
     raise CheckpointError(f"{source}: no such checkpoint directory or file.")
@@ -108,18 +121,19 @@ def _from_hub(repo_id: str, preset_name: str | None) -> CheckpointSource:
 
 
 def read_tensors(path: Path, wanted: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors or training file (only ``wanted`` keys when given), floats as float32."""
+    """Tensors of a safetensors or training file (only ``wanted`` keys when given), in their stored dtype:
+    loading copies them into the model's own dtype, so nothing passes through a float32 copy."""
     keep = None if wanted is None else set(wanted)
     if path.suffix in TRAINING_SUFFIXES:
         state = _read_training_file(path)
         items = state.items() if keep is None else ((k, v) for k, v in state.items() if k in keep)
-        return {k: _as_float32(v) for k, v in items}
+        return dict(items)
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
             keys = [k for k in handle.keys() if keep is None or k in keep]
-            return {k: _as_float32(handle.get_tensor(k)) for k in keys}
+            return {k: handle.get_tensor(k) for k in keys}
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err}).") from err
 
@@ -150,10 +164,6 @@ def _read_training_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.float() if tensor.is_floating_point() else tensor
-
-
 def canonical_key(key: str) -> str | None:
     """Map aliases of shared tensors to the stored name; ``None`` for aliases that are never needed."""
     if _REL_BIAS_ALIAS.match(key):
@@ -169,8 +179,14 @@ def load(
     with_llm: bool = False,
     preset_name: str | None = None,
     llama_path: str | Path | None = None,
+    placement: Placement | None = None,
 ) -> LoadedCheckpoint:
-    """Build :class:`NatureLM` from ``source`` and load its weights, checking every key and shape."""
+    """Build :class:`NatureLM` from ``source`` and load its weights, checking every key and shape.
+
+    With ``with_llm`` the Llama base is found (folder or hub id, as the original), checked against the
+    checkpoint's width and the free memory of the device, and loaded in ``placement``'s dtype onto it.
+    """
+    placement = placement or Placement("cpu", "float32")
     resolved = resolve(source, preset_name)
     shapes = stored_keys(resolved.weights)
     if "audio_llama_proj.weight" in shapes:  # the LLM width is a property of the weights, not the preset
@@ -180,7 +196,9 @@ def load(
     if with_llm:
         from naturelm_edge.models.llm import LanguageModel
 
-        llm = LanguageModel(_llama_dir(resolved, llama_path), resolved.config)
+        llama_dir = _llama_dir(resolved, llama_path)
+        _check_llama(resolved, llama_dir, shapes, placement)
+        llm = LanguageModel(llama_dir, resolved.config, placement)
         model.language_model = llm  # plain attribute: not a submodule, keys handled below
         llm_state = {f"llama_model.{k}": v for k, v in llm.model.state_dict().items()}
         llm_state[EMBED_KEY] = llm.embed_tokens.weight
@@ -204,20 +222,73 @@ def load(
         if EMBED_KEY in by_name:
             llm_tensors["base_model.model.model.embed_tokens.weight"] = by_name[EMBED_KEY]
         llm.model.load_state_dict(llm_tensors, strict=False)
+    model.to(placement.torch_device)  # the audio path stays float32; autocast runs it in bf16 as the original
     model.eval()
     return LoadedCheckpoint(resolved, model)
 
 
+def full_model_parameters(source: str | Path, llama_path: str | Path | None = None) -> int:
+    """Weights of the full model (Llama base + checkpoint), from headers and configs alone."""
+    from naturelm_edge.models.llm import llama_parameters
+
+    resolved = resolve(source)
+    stored = sum(math.prod(shape) for key, shape in stored_keys(resolved.weights).items() if not _is_llama_base(key))
+    return llama_parameters(_llama_dir(resolved, llama_path)) + stored
+
+
 def _llama_dir(resolved: CheckpointSource, override: str | Path | None) -> Path:
+    """The Llama base: a folder (absolute, next to the checkpoint, or in the working directory), else a hub
+    id resolved through the Hugging Face cache as the original's ``from_pretrained`` does."""
     named = str(override or resolved.config.llama_path)
     candidate = Path(named).expanduser()
-    for path in ([candidate] if candidate.is_absolute() else [resolved.root / candidate, Path.cwd() / candidate]):
+    places = [candidate] if candidate.is_absolute() else [resolved.root / candidate, Path.cwd() / candidate]
+    for path in places:
         if (path / CONFIG_FILE).is_file():
             return path
+    if _HUB_ID.match(named) and not named.startswith((".", "/")):
+        return _llama_from_hub(resolved, named)
     raise CheckpointError(
-        f"{resolved.name}: the Llama base {named!r} named by llama_path was not found next to the "
-        f"checkpoint or in the working directory; put the Llama-3.1-8B-Instruct files there or pass --llama-path."
+        f"{resolved.name}: the Llama base {named!r} (llama_path) is not a folder with config.json at "
+        f"{' or '.join(str(p) for p in places)}; pass --llama-path with the Llama-3.1-8B-Instruct folder or hub id."
     )
+
+
+def _llama_from_hub(resolved: CheckpointSource, repo_id: str) -> Path:
+    from huggingface_hub import constants, snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "tokenizer*"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception as cached_err:  # noqa: BLE001 - not (fully) in the cache
+        if constants.HF_HUB_OFFLINE:
+            raise CheckpointError(
+                f"{resolved.name}: the Llama base {repo_id} is not in the Hugging Face cache "
+                f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set; download it on a connected machine "
+                f"(`huggingface-cli download {repo_id}`) or pass --llama-path with a local folder."
+            ) from cached_err
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as err:  # noqa: BLE001 - gated repo, no network, no token: one sentence for all
+        raise CheckpointError(
+            f"{resolved.name}: the Llama base {repo_id} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            f"and could not be downloaded ({type(err).__name__}); run `huggingface-cli login` and accept the Llama "
+            f"3.1 licence, or pass --llama-path with a local folder."
+        ) from err
+
+
+def _check_llama(resolved: CheckpointSource, llama_dir: Path, shapes: dict[str, tuple[int, ...]],
+                 placement: Placement) -> None:
+    """A Llama base of another width, or one that will not fit, is refused before any weight is read."""
+    from naturelm_edge.models.llm import llama_parameters
+
+    config = json.loads((llama_dir / CONFIG_FILE).read_text())
+    width = shapes.get("audio_llama_proj.weight", (config.get("hidden_size"),))[0]
+    if config.get("hidden_size") != width:
+        raise CheckpointError(
+            f"{llama_dir}: this Llama base is {config.get('hidden_size')} wide but the checkpoint's audio "
+            f"projection feeds {width}; it is not the base {resolved.name} was trained on."
+        )
+    placement.check_memory(llama_parameters(llama_dir), f"{resolved.name} with the Llama base {llama_dir}")
 
 
 def _is_llama_base(key: str) -> bool:

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from naturelm_edge.models.config import NatureLMConfig
-from naturelm_edge.prompt import prompt_parts
+from naturelm_edge.models.placement import Placement
+from naturelm_edge.prompt import GenerationSettings, prompt_parts
 
 LEGACY_STOP_IDS = (2,)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -22,7 +23,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 @dataclass
 class Generation:
-    """Greedy (or beam) answer: new token ids (stop token excluded), text, and per-step logits."""
+    """One answer: new token ids (stop token excluded), text, and the model's logits at every answer step."""
 
     token_ids: list[int]
     text: str
@@ -30,16 +31,34 @@ class Generation:
     stop_id: int | None = None  # the token that ended the answer; None when the length limit did
 
 
-class LanguageModel:
-    """Tokenizer + Llama-with-LoRA wrapped the way NatureLM wraps it (keys ``llama_model.base_model.*``)."""
+def llama_parameters(llama_dir: Path) -> int:
+    """How many weights the Llama base in ``llama_dir`` has, from its config alone (nothing is read)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    def __init__(self, llama_dir: Path, config: NatureLMConfig) -> None:
+    config = AutoConfig.from_pretrained(str(llama_dir))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+class LanguageModel:
+    """Tokenizer + Llama-with-LoRA wrapped the way NatureLM wraps it (keys ``llama_model.base_model.*``).
+
+    The base is read in the dtype it runs in and loaded straight onto its device: an 8B model never passes
+    through a float32 copy in memory.
+    """
+
+    def __init__(self, llama_dir: Path, config: NatureLMConfig, placement: Placement | None = None) -> None:
         from peft import LoraConfig, get_peft_model
         from transformers import AutoTokenizer, GenerationConfig, LlamaForCausalLM
 
+        placement = placement or Placement("cpu", "float32")
         self.tokenizer = AutoTokenizer.from_pretrained(str(llama_dir))
         self.tokenizer.add_special_tokens({"pad_token": "[PAD]"})
-        base = LlamaForCausalLM.from_pretrained(str(llama_dir), dtype=torch.float32, attn_implementation="eager")
+        base = LlamaForCausalLM.from_pretrained(
+            str(llama_dir), dtype=placement.torch_dtype, attn_implementation="eager",
+            device_map={"": placement.torch_device},
+        )
         base.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
         try:
             generation = GenerationConfig.from_pretrained(str(llama_dir))
@@ -56,6 +75,7 @@ class LanguageModel:
             target_modules=list(LORA_TARGETS),
         )
         self.model = get_peft_model(base, lora) if config.lora else base
+        self.model.to(placement.torch_device, dtype=placement.torch_dtype)  # the LoRA adapters peft added
         self.model.eval()
         self.config = config
 
@@ -92,35 +112,39 @@ class LanguageModel:
         return self.model(inputs_embeds=embeds).logits[:, -1]
 
     @torch.no_grad()
-    def generate(self, embeds: torch.Tensor, max_new_tokens: int = 300, num_beams: int = 1) -> list[Generation]:
+    def generate(self, embeds: torch.Tensor, settings: GenerationSettings | None = None) -> list[Generation]:
+        """Answers for a batch of prompts of equal length, through ``transformers``' ``generate`` with the
+        original's settings; the logits of every answer step come from one scoring pass over the answers
+        (for beams, the chosen beam's own distributions)."""
         from transformers import StoppingCriteria, StoppingCriteriaList
 
+        settings = settings or GenerationSettings()
         stop_ids = self.stop_ids
 
         class StopOnIds(StoppingCriteria):
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
                 return torch.tensor([int(row[-1]) in stop_ids for row in input_ids], device=input_ids.device)
 
-        out = self.model.generate(
+        embeds = embeds.to(self.embed_tokens.weight.dtype)
+        attention = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        sequences = self.model.generate(
             inputs_embeds=embeds,
-            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
-            max_new_tokens=max_new_tokens,
-            num_beams=num_beams,
+            attention_mask=attention,
+            max_new_tokens=settings.max_new_tokens,
+            num_beams=settings.num_beams,
             do_sample=False,
             temperature=None,
             top_p=None,
-            min_length=1,
-            repetition_penalty=1.0,
-            length_penalty=1.0,
+            top_k=None,
+            min_length=settings.min_length,
+            repetition_penalty=settings.repetition_penalty,
+            length_penalty=settings.length_penalty,
             stopping_criteria=StoppingCriteriaList([StopOnIds()]),
             eos_token_id=list(self.eos_ids),
             pad_token_id=self.tokenizer.pad_token_id,
-            output_logits=True,
-            return_dict_in_generate=True,
         )
-        logits = torch.stack(out.logits, dim=1)
-        results = []
-        for row, row_logits in zip(out.sequences.tolist(), logits):
+        answers = []
+        for row in sequences.tolist():
             ids: list[int] = []
             stop_id = None
             for token in row:
@@ -128,7 +152,24 @@ class LanguageModel:
                     stop_id = token
                     break
                 ids.append(token)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            steps = len(ids) + (1 if stop_id is not None else 0)
-            results.append(Generation(ids, text, row_logits[:steps], stop_id))
-        return results
+            answers.append((ids, stop_id))
+        logits = self.answer_logits(embeds, [ids + ([stop] if stop is not None else []) for ids, stop in answers])
+        return [
+            Generation(ids, self.tokenizer.decode(ids, skip_special_tokens=True).strip(), step_logits, stop)
+            for (ids, stop), step_logits in zip(answers, logits)
+        ]
+
+    @torch.no_grad()
+    def answer_logits(self, embeds: torch.Tensor, answers: list[list[int]]) -> list[torch.Tensor]:
+        """The logits that predicted each token of each answer: (len(answer), vocab) per prompt."""
+        longest = max((len(a) for a in answers), default=0)
+        if longest == 0:
+            return [embeds.new_zeros((0, self.embed_tokens.weight.shape[0])) for _ in answers]
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([a + [pad] * (longest - len(a)) for a in answers], device=embeds.device)
+        mask = torch.tensor([[1] * embeds.shape[1] + [1] * len(a) + [0] * (longest - len(a)) for a in answers],
+                            device=embeds.device)
+        inputs = torch.cat([embeds, self.embed_tokens(ids).to(embeds.dtype)], dim=1)
+        logits = self.model(inputs_embeds=inputs, attention_mask=mask).logits
+        start = embeds.shape[1] - 1
+        return [logits[i, start : start + len(a)].float() for i, a in enumerate(answers)]

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import TypeAdapter
 
+from naturelm_edge.prompt import GenerationSettings
 from naturelm_edge.serve.batcher import DynamicBatcher
 from naturelm_edge.wire.schema import MAX_AUDIO_BYTES, PATH, SCHEMA, EscalationAnswer, EscalationRequest, read_tokens
 
@@ -35,7 +36,11 @@ MAX_BODY_BYTES = MAX_AUDIO_BYTES * 4 // 3 + 64 * 1024
 @dataclass
 class ServeSettings:
     checkpoint: str
-    device: str = "cpu"
+    device: str = "auto"
+    dtype: str = "auto"
+    llama_path: str | None = None
+    num_beams: int = GenerationSettings.num_beams
+    max_new_tokens: int = GenerationSettings.max_new_tokens
     state_dir: str = "serve-state"
     token_file: str | None = None
     max_batch: int = 8
@@ -43,6 +48,13 @@ class ServeSettings:
     max_body_bytes: int = MAX_BODY_BYTES
     rate_per_minute: float = 600.0  # per token (or client address without tokens)
     burst: int = 60
+
+    def full_model(self):  # noqa: ANN201 - FullModelOptions (imports torch: only where the model runs)
+        from naturelm_edge.distill.teacher import FullModelOptions
+        from naturelm_edge.models.placement import Placement
+
+        generation = GenerationSettings().but(num_beams=self.num_beams, max_new_tokens=self.max_new_tokens)
+        return FullModelOptions(Placement(self.device, self.dtype), self.llama_path, generation)
 
     def tokens(self) -> list[bytes]:
         return [t.encode() for t in read_tokens(self.token_file)] if self.token_file else []
@@ -201,7 +213,7 @@ def create_app(settings: ServeSettings, model=None) -> FastAPI:  # noqa: ANN001 
     """The FastAPI application; ``model`` defaults to the checkpoint in ``settings`` (loaded once)."""
     from naturelm_edge.serve.model import FullModel
 
-    service = Escalations(settings, model or FullModel(settings.checkpoint, settings.device))
+    service = Escalations(settings, model or FullModel(settings.checkpoint, settings.full_model()))
 
     @asynccontextmanager
     async def lifespan(_app):  # noqa: ANN001, ANN202

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,6 +11,9 @@ from naturelm_edge.audio import WindowSpec, fbank
 from naturelm_edge.audio.resample import StreamResampler
 from naturelm_edge.audio.windows import prepare
 from naturelm_edge.prompt import AUDIO_SLOT
+
+if TYPE_CHECKING:
+    from naturelm_edge.distill.teacher import FullModelOptions
 
 
 @dataclass
@@ -28,14 +32,14 @@ class FullAnswer:
 class FullModel:
     """Loads a checkpoint once; answers clips the way NatureLM does (one 10 s window at 16 kHz per clip)."""
 
-    def __init__(self, checkpoint: str, device: str = "cpu", max_new_tokens: int = 24) -> None:
-        from naturelm_edge.distill.teacher import NatureLMTeacher
+    def __init__(self, checkpoint: str, options: FullModelOptions | None = None) -> None:
+        from naturelm_edge.distill.teacher import FullModelOptions, NatureLMTeacher
 
-        self.teacher = NatureLMTeacher(checkpoint, device=device)
+        self.options = options or FullModelOptions()
+        self.teacher = NatureLMTeacher(checkpoint, self.options)
         self.model_id = self.teacher.identity
         self.checkpoint = str(checkpoint)
-        self.device = device
-        self.max_new_tokens = max_new_tokens
+        self.device = self.options.placement.describe()
         self.spec = WindowSpec()
 
     def features(self, clip: Clip) -> np.ndarray:
@@ -52,6 +56,7 @@ class FullModel:
         answers: list[FullAnswer | None] = [None] * len(clips)
         for question in dict.fromkeys(c.question for c in clips):
             index = [i for i, c in enumerate(clips) if c.question == question]
-            for i, reply in zip(index, self.teacher.answer(tokens[index], question, self.max_new_tokens, top_k=1)):
+            replies = self.teacher.answer(tokens[index], question, self.options.generation, top_k=1)
+            for i, reply in zip(index, replies):
                 answers[i] = FullAnswer(reply.text, self.prompt(question))
         return answers  # type: ignore[return-value]
