@@ -131,7 +131,8 @@ class Builder:
 
             loaded = load(self.options.checkpoint)
             export_encoder(loaded.model, encoder_dir, self.files[:: max(1, len(self.files) // 3)][:3],
-                           {"checkpoint": str(self.options.checkpoint), "sha256": self.checkpoint_sha})
+                           {"checkpoint": str(self.options.checkpoint), "sha256": self.checkpoint_sha,
+                            "settings": loaded.source.describe()})
 
         self.stage("encoder export", digest(self.checkpoint_sha, "encoder-v1"), [encoder_dir / roles.ENCODER.file], run)
         return encoder_dir

@@ -28,9 +28,9 @@ class Server:
                      "--port", str(self.port), "--state-dir", str(state), *extra]
         self.process: subprocess.Popen | None = None
 
-    def start(self, context: ssl.SSLContext | None = None) -> Server:
+    def start(self, context: ssl.SSLContext | None = None, timeout_s: float = 120) -> Server:
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
+        deadline = time.time() + timeout_s
         while time.time() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"edge serve exited: {self.process.communicate()[1]}")
@@ -40,7 +40,7 @@ class Server:
                         return self
             except (urllib.error.URLError, OSError):
                 time.sleep(0.3)
-        raise RuntimeError("edge serve did not come up in 120 s")
+        raise RuntimeError(f"edge serve did not come up in {timeout_s:.0f} s")
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -88,10 +88,10 @@ def _records(root):
 
 def test_collection_resumes_without_duplicates_or_gaps(tmp_path, tiny_checkpoint, audio_dir, clips, tasks):
     tok = tiny_checkpoint / "llama"
-    full = collect(RuleTeacher(tok), audio_dir, tasks, tmp_path / "full", files=clips)
+    full = collect(RuleTeacher(tok), audio_dir, tasks, tmp_path / "full", files=clips, batch_size=2)
     assert full.asked == full.windows * len(tasks) and not full.failed
     with pytest.raises(KeyboardInterrupt):
-        collect(RuleTeacher(tok, fail_after=5), audio_dir, tasks, tmp_path / "resumed", files=clips)
+        collect(RuleTeacher(tok, fail_after=5), audio_dir, tasks, tmp_path / "resumed", files=clips, batch_size=2)
     # a crash in the middle of writing a record leaves half a line behind
     with (tmp_path / "resumed" / "records.jsonl").open("a") as handle:
         handle.write('{"key": "half a rec')

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 from naturelm_edge.distill.collect import collect
 from naturelm_edge.distill.tasks import TaskFileError, load_tasks
@@ -17,7 +18,7 @@ from naturelm_edge.models import load
 from naturelm_edge.models.config import NatureLMConfig, preset
 from naturelm_edge.models.placement import Placement, PlacementError
 from naturelm_edge.prompt import GenerationSettings
-from tests.helpers import run_cli
+from tests.helpers import events, run_cli, run_edge
 
 FP32 = FullModelOptions(Placement("cpu", "float32"))
 
@@ -131,8 +132,8 @@ def test_batched_answers_equal_one_window_at_a_time(tmp_path, fixtures_dir, audi
     encoded = []
     original = teacher.audio_tokens
     teacher.audio_tokens = lambda fbank: encoded.append(len(fbank)) or original(fbank)
-    tasks = [t.resolved(GenerationSettings(max_new_tokens=6)) for t in load_tasks()[:2]]
-    files = [audio_dir / "opensoundscape" / "great_plains_toad.wav", audio_dir / "phoebe" / "129079.mp3"]
+    tasks = [t.resolved(GenerationSettings(max_new_tokens=5)) for t in load_tasks()[:2]]
+    files = [audio_dir / "opensoundscape" / "great_plains_toad.wav"]
     one = collect(teacher, audio_dir, tasks, tmp_path / "one", files=files, batch_size=1)
     many = collect(teacher, audio_dir, tasks, tmp_path / "many", files=files, batch_size=8)
     assert one.asked == many.asked == one.windows * len(tasks) and one.windows >= 3
@@ -158,3 +159,36 @@ def test_task_file_sets_generation_per_task(tmp_path):
     path.write_text('[[task]]\nid = "a"\nkind = "caption"\nquestion = "Caption."\nnum_beams = 0\n')
     with pytest.raises(TaskFileError, match="task 'a': num_beams must be a whole number >= 1"):
         load_tasks(path)
+
+
+def test_edge_build_end_to_end_from_the_official_shape(tmp_path, subset_audio):
+    """`edge build` from an official-layout checkpoint (Llama-3.1's vocabulary and special ids, 32 query heads
+    over 8 KV heads, LoRA r 32, bf16 safetensors, the base apart from model.safetensors) at a width CI can
+    run, with the teacher in bfloat16: the bundle's student speaks in the real ids and edge-run answers."""
+    ckpt = tmp_path / "narrow"
+    written = run_cli("checkpoint", "official-shape", str(ckpt), "--narrow", "--llm-layers", "1")
+    assert written.returncode == 0, written.stderr
+    llama = json.loads((ckpt / "llama" / "config.json").read_text())
+    assert (llama["vocab_size"], llama["num_attention_heads"], llama["num_key_value_heads"]) == (128256, 32, 8)
+    assert llama["bos_token_id"] == 128000 and 128009 in llama["eos_token_id"]
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as handle:
+        keys = list(handle.keys())
+    assert not [k for k in keys if ".base_layer." in k]  # the Llama base is not copied into the NatureLM file
+    assert any(k.endswith("q_proj.lora_A.default.weight") for k in keys)
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text('[[task]]\nid = "common_name"\nkind = "common_name"\n'
+                     'question = "What is the common name for the focal species in the audio?"\nmax_new_tokens = 4\n')
+    bundle = tmp_path / "bundle"
+    built = run_cli("build", str(ckpt), "--audio", str(subset_audio), "--out", str(bundle), "--profile", "x86-cpu",
+                    "--tasks", str(tasks), "--epochs", "1", "--calibration-windows", "4", "--dtype", "bfloat16")
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    decoder = json.loads((bundle / "decoder.json").read_text())
+    assert decoder["bos_id"] == 128000 and 128009 in decoder["stop_ids"]
+    assert decoder["tasks"][0]["num_beams"] == 2  # the teacher answered with the original's beams
+    report = json.loads((bundle / "reports" / "encoder_export.json").read_text())
+    assert report["source"]["settings"].startswith("config.json (BEATs 2x192, LLM width 256)")
+    out = tmp_path / "out"
+    ran = run_edge("--bundle", str(bundle), str(subset_audio / "opensoundscape" / "great_plains_toad.wav"),
+                   "--no-gate", "-q", "--out", str(out))
+    assert ran.returncode == 0, ran.stderr
+    assert events(out) and all(e["answer"] for e in events(out))

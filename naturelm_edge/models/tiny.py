@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from naturelm_edge.models.config import preset
+from naturelm_edge.models.config import NatureLMConfig, preset
 from naturelm_edge.models.naturelm import NatureLM
 
 LLAMA3_SPLIT = (
@@ -224,7 +224,7 @@ def write_checkpoint(
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     from naturelm_edge.models.checkpoint import EMBED_ALIAS, EMBED_KEY
-    from naturelm_edge.models.llm import LORA_TARGETS, LanguageModel
+    from naturelm_edge.models.llm import LORA_TARGETS
 
     out_dir = Path(out_dir)
     llama_dir = out_dir / "llama"
@@ -266,6 +266,21 @@ def write_checkpoint(
     GenerationConfig(
         bos_token_id=llama_config.bos_token_id, eos_token_id=eos_ids, do_sample=True, temperature=0.6, top_p=0.9
     ).save_pretrained(str(llama_dir))
+    state = _naturelm_state(config, shape, llama_dir, llm_shapes, generator, report)
+    state[EMBED_KEY] = state.pop(EMBED_ALIAS)
+    stored = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    save_file(stored, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "config.json").write_text(json.dumps(config.to_json_dict(), indent=2) + "\n")
+    return out_dir
+
+
+def _naturelm_state(config: NatureLMConfig, shape: CheckpointShape, llama_dir: Path,
+                    llm_shapes: dict[str, torch.Size], generator: torch.Generator,
+                    report: Callable[[int], None]) -> dict[str, torch.Tensor]:
+    """NatureLM's own tensors: the audio path, then the LLM's LoRA and resized embeddings (and the whole Llama
+    state for shapes that store the base), drawn in the order the fixture's writer drew them."""
+    from naturelm_edge.models.llm import LanguageModel
+
     whole = LanguageModel(llama_dir, config).model.state_dict() if shape.stores_base else {}
     model = NatureLM(config)
     state: dict[str, torch.Tensor] = {}
@@ -285,11 +300,7 @@ def write_checkpoint(
                 report(tensor.numel() * 2)
             elif name in whole:
                 state[f"llama_model.{name}"] = whole[name]
-    state[EMBED_KEY] = state.pop(EMBED_ALIAS)
-    stored = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    save_file(stored, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(config.to_json_dict(), indent=2) + "\n")
-    return out_dir
+    return state
 
 
 def _write_shards(folder: Path, shapes: dict[str, torch.Size], generator: torch.Generator, lora_rank: int,
