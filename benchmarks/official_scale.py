@@ -97,6 +97,7 @@ def measured(command: list[str], env: dict | None = None, timeout: float = 7200)
 
 def teacher_throughput(work: Path, before: str) -> dict:
     from naturelm_edge.audio.files import list_audio
+    from naturelm_edge.distill.collect import DEFAULT_BATCH
     from naturelm_edge.sample_data import pick_spread
 
     files = [str(f) for f in pick_spread(list_audio(AUDIO), 12)]
@@ -110,8 +111,8 @@ def teacher_throughput(work: Path, before: str) -> dict:
     rows = {}
     try:
         for name, source, beams, batch in (("before (one window at a time, greedy)", tree, 1, 1),
-                                           ("batched, greedy", ROOT, 1, 16),
-                                           ("batched, 2 beams (the original's default)", ROOT, 2, 16)):
+                                           ("batched, greedy", ROOT, 1, DEFAULT_BATCH),
+                                           ("batched, 2 beams (the original's default)", ROOT, 2, DEFAULT_BATCH)):
             out = work / f"cache-{len(rows)}"
             run = measured([sys.executable, "-c", DRIVER, str(ckpt), str(AUDIO), str(tasks), str(out),
                             json.dumps(files), str(beams), str(batch)], env={"PYTHONPATH": str(source)})

@@ -125,6 +125,15 @@ def test_placements_the_machine_cannot_run_are_one_sentence(tiny_checkpoint):
     assert "Traceback" not in result.stderr
 
 
+def test_serve_refuses_workers_that_would_not_fit(tiny_checkpoint, tmp_path):
+    """`edge serve` loads one model per worker process: more workers than memory is one sentence, before
+    uvicorn starts (no port is opened)."""
+    result = run_cli("serve", str(tiny_checkpoint), "--workers", "100000", "--state-dir", str(tmp_path / "s"),
+                     timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--workers 100000 (one model per worker process)" in result.stderr and "GiB free" in result.stderr
+
+
 def test_batched_answers_equal_one_window_at_a_time(tmp_path, fixtures_dir, audio_dir):
     """N windows per forward pass give the answers one window at a time gives, beams included; the audio
     is encoded once per window for every task."""

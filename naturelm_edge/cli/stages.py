@@ -136,7 +136,7 @@ def distill_collect(
     window: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
     hop: Annotated[float, typer.Option(help="Hop in seconds.")] = 5.0,
     merging_factor: Annotated[float, typer.Option(help="LoRA merging factor of the teacher.")] = 1.0,
-    batch: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
+    batch: Annotated[int | None, typer.Option(help="Windows per forward pass (default 32).")] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     llama_path: LlamaPath = None,
@@ -154,7 +154,7 @@ def distill_collect(
     console.print(f"teacher on {options.placement.describe()}, {options.generation.num_beams} beams by default")
     with progress_bar() as progress:
         summary = collect(teacher, audio, task_list, out, window, hop, top_k, labels, progress=progress,
-                          batch_size=batch)
+                          **({"batch_size": batch} if batch else {}))
     for failure in summary.failed or []:
         err_console.print(f"[yellow]skipped:[/yellow] {failure}", highlight=False)
     console.print(f"{summary.files} recordings, {summary.windows} windows: {summary.asked} answers asked "

@@ -120,10 +120,11 @@ class LanguageModel:
 
         settings = settings or GenerationSettings()
         stop_ids = self.stop_ids
+        stop_tensor = torch.tensor(sorted(stop_ids), device=embeds.device)
 
-        class StopOnIds(StoppingCriteria):
+        class StopOnIds(StoppingCriteria):  # the original's criterion (token id 2) and the end-of-turn tokens
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
-                return torch.tensor([int(row[-1]) in stop_ids for row in input_ids], device=input_ids.device)
+                return torch.isin(input_ids[:, -1], stop_tensor)
 
         embeds = embeds.to(self.embed_tokens.weight.dtype)
         attention = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
