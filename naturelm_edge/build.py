@@ -247,6 +247,9 @@ class Builder:
                                  (decoder_dir / "decoder_report.json", "decoder_export.json"),
                                  (quant_dir / "quantization_report.json", "quantization.json")):
                 copies[source] = (roles.REPORT.file + name, roles.REPORT, None)
+            from naturelm_edge.privacy.silero import provenance, speech_addition
+
+            copies.update(speech_addition())  # the privacy filter's speech model, from the silero-vad wheel
             decoder_meta = json.loads((decoder_dir / roles.DECODER_CONFIG.file).read_text())
             manifest = new_manifest(
                 f"naturelm-{profile.name}", stage_files(staging, copies),
@@ -261,6 +264,7 @@ class Builder:
                 species_split={"distill": split.distill, "held_out": split.held_out},
                 calibration=report.get("calibration", {}),
                 reports={"quantization": {k: report[k] for k in ("encoder", "decoder", "sets")}},
+                speech_filter=provenance(),
             )
             bundle = write_bundle(staging, options.out, manifest)
             if options.sign_key is not None:

@@ -25,3 +25,17 @@ def variant(bundle: Path, out: Path, changes: dict[str, bytes], role: roles.Role
     fields = {k: v for k, v in manifest.items() if k not in ("files", "bundle_id", "signature", "schema_version", "toolkit_version")}
     (out / "manifest.json").write_text(json.dumps(new_manifest(name, files, **fields), indent=2))
     return out
+
+
+def without(bundle: Path, out: Path, role: roles.Role) -> Path:
+    """A copy of ``bundle`` without the files of ``role``, with a manifest (and id) that matches."""
+    shutil.copytree(bundle, out)
+    manifest = read_manifest(out)
+    for entry in manifest["files"]:
+        if entry["role"] == role.name:
+            (out / entry["path"]).unlink()
+    files = [f for f in manifest["files"] if f["role"] != role.name]
+    name = manifest["bundle_id"].rsplit("-", 1)[0]
+    fields = {k: v for k, v in manifest.items() if k not in ("files", "bundle_id", "signature", "schema_version", "toolkit_version")}
+    (out / "manifest.json").write_text(json.dumps(new_manifest(name, files, **fields), indent=2))
+    return out

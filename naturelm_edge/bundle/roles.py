@@ -26,8 +26,10 @@ DECODER_CONFIG = Role("decoder-config", "decoder.json", "json", True,
                       "edge_runtime.decoder: trimmed vocabulary, stop ids, prompt template")
 TOKENIZER = Role("tokenizer", "tokenizer.json", "tokenizer", True, "edge_runtime.decoder: text <-> teacher ids")
 DETECTOR = Role("detector", "detector.onnx", "onnx", False, "edge_runtime.detector: the cascade's detection stage")
+SPEECH = Role("speech", "speech_vad.onnx", "onnx", False,
+              "edge_runtime.speech: human speech in a window (Silero VAD), for the privacy filter")
 REPORT = Role("report", "reports/", "json", False, "people: export, distillation and quantization reports")
 
 ROLES: dict[str, Role] = {r.name: r for r in (ENCODER, DECODER, DECODER_TABLES, DECODER_CONFIG, TOKENIZER, DETECTOR,
-                                               REPORT)}
+                                               SPEECH, REPORT)}
 REQUIRED = tuple(r for r in ROLES.values() if r.required)

@@ -28,6 +28,19 @@ def bundle_verify(
                   f"profile {loaded.manifest.get('target_profile')}")
 
 
+@bundle_app.command("add-speech")
+@user_errors
+def bundle_add_speech(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    out: Annotated[Path | None, typer.Option(help="Write the new bundle here (default: replace BUNDLE).")] = None,
+) -> None:
+    """Add the privacy filter's speech model (Silero VAD, from the installed silero-vad wheel) to a bundle."""
+    from naturelm_edge.privacy.silero import add_speech
+
+    written = add_speech(bundle, out)
+    console.print(f"speech model added -> {written} (sign it again if it was signed)")
+
+
 @bundle_app.command("sign")
 @user_errors
 def bundle_sign(

@@ -47,6 +47,8 @@ def edge_run(
     detector_threshold: Annotated[float | None, typer.Option(
         help="Detector score a window needs to reach the encoder; default: the bundle's (set for its recall target).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
+    privacy: Annotated[str, typer.Option(help="Windows where people talk: drop (no audio kept), mask (speech "
+                                              "zeroed, the rest answered) or off.")] = "drop",
     clips_max_mb: Annotated[float | None, typer.Option(
         help="Keep the clip folder under this size (oldest clips go first; the newest 10 per label stay).")] = None,
     trusted_keys: Annotated[Path | None, typer.Option(help="Only accept bundles signed by these keys.")] = None,
@@ -87,7 +89,7 @@ def edge_run(
                          read_token(token_file) if token_file else None,
                          GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
                          confidence_threshold=threshold, detector=not no_detector, detector_threshold=detector_threshold,
-                         retention=RetentionPolicy(max_mb=clips_max_mb))
+                         retention=RetentionPolicy(max_mb=clips_max_mb), privacy=privacy)
     runner = Runner(loaded, chosen, options, err_console)
     expansion = resolve_time_expansion(time_expansion, chosen, loaded)
     microphone = None
@@ -98,6 +100,9 @@ def edge_run(
     sources = make_sources(runner.spec, expansion, inputs, microphone, (rate, channels) if stdin else None, watch,
                            idle_exit)
     print_notes(runner.summary, loaded)
+    if privacy == "off":
+        err_console.print("[yellow]note:[/yellow] privacy filter off: windows where people talk are answered, "
+                          "clipped and escalated like any other", highlight=False)
     summary = runner.run(sources)
     print_summary(summary, out, microphone, as_json)
 
@@ -166,6 +171,8 @@ def print_summary(summary, out: Path, microphone, as_json: bool) -> None:  # noq
         return
     console.print(
         f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, "
+        f"people talking {summary.speech + summary.speech_masked} ({summary.speech} dropped, "
+        f"{summary.speech_masked} masked), "
         f"not calls {summary.not_calls}, already heard {summary.heard}, answered {summary.answered}, "
         f"escalated {summary.escalated} (delivered {summary.delivered}, queued {summary.queue}), "
         f"failed files {len(summary.failed)}, clips saved {summary.clips_saved} (skipped {summary.clips_skipped}), "

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from naturelm_edge.bundle import roles
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.decoder import Answer, OnnxDecoder
 from naturelm_edge.edge_runtime.detector import POOL_SHARPNESS, Detector
 from naturelm_edge.edge_runtime.labels import Snapped, snap
+from naturelm_edge.edge_runtime.speech import SpeechFilter
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ class Engine:
             self.detector = Detector(ort.InferenceSession(str(spec.model), session_options(profile), providers=providers),
                                      spec.threshold if detector_threshold is None else detector_threshold,
                                      spec.pool_sharpness or POOL_SHARPNESS, bundle.audio.fbank)
+        # the privacy filter's speech model: small and single-threaded on the CPU, whatever the profile
+        self.speech = SpeechFilter(bundle.file(roles.SPEECH)) if bundle.has(roles.SPEECH) else None
         self.providers = self.encoder.get_providers()
         self.labels = bundle.labels
         self.questions = bundle.questions

@@ -101,6 +101,7 @@ class Sender:
         self.sample_rate, self.labels, self.token = sample_rate, labels, token
         self.timeout_s, self.max_backoff_s = timeout_s, max_backoff_s
         self.delivered = 0
+        self.held: set[str] = set()  # clips not to send yet (the next window may still find speech in them)
         self._stop = threading.Event()
         self._flushing = threading.Lock()  # one delivery pass at a time: each escalation is sent once
         self._thread: threading.Thread | None = None
@@ -132,6 +133,8 @@ class Sender:
         for event_id in self.store.due_escalations():
             event = self.store.event(event_id)
             stored = self.store.escalation_audio(event_id)
+            if stored in self.held:
+                continue
             clip = Path(stored) if stored else None
             audio = np.load(clip) if clip and clip.is_file() else None
             if audio is None:

@@ -42,8 +42,9 @@ class LiveView:
             counts.add_column(justify="right")
         counts.add_row("windows", str(s.windows), "gated", f"{s.gated} (+{s.not_calls} not calls, {s.heard} heard)",
                        "answered", str(s.answered))
-        counts.add_row("escalated", str(s.escalated), "overflows", str(s.overflows), "real-time factor",
-                       f"{s.real_time_factor:.3f}")
+        counts.add_row("escalated", str(s.escalated), "people talking", f"{s.speech} dropped, {s.speech_masked} masked",
+                       "real-time factor", f"{s.real_time_factor:.3f}")
+        counts.add_row("overflows", str(s.overflows), "", "", "", "")
         recent = Table("latest answers", show_header=True, header_style="bold", box=None)
         for line in self.lines:
             recent.add_row(line)

@@ -15,17 +15,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from naturelm_edge.audio import Window, iter_windows
+from naturelm_edge.audio import Window, fbank, iter_windows
 from naturelm_edge.audio.frontend import WindowFeatures
+from naturelm_edge.bundle.contract import BundleError
 from naturelm_edge.edge_runtime.engine import Engine
 from naturelm_edge.edge_runtime.escalation import EscalationPolicy
 from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
 from naturelm_edge.edge_runtime.labels import label_of
-from naturelm_edge.edge_runtime.screening import ANSWER, Screening, untimed
+from naturelm_edge.edge_runtime.screening import ANSWER, PRIVACY_MODES, SPEECH, Screening, untimed
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.edge_runtime.timestamps import offset as absolute
+from naturelm_edge.errors import EdgeError
 
 RESUMED = "resumed"  # recorded as done by an earlier run: not read again
+SPEECH_ANSWER = "human speech"  # the event a window with people talking leaves (privacy drop): no audio
 
 Timed = Callable[[str], AbstractContextManager]
 
@@ -47,6 +50,8 @@ class WindowResult:
     escalation: str | None = None  # why the full model should hear it (low-confidence, unknown-label, audit)
     busy_s: float = 0.0  # processing time of the window, decoding of the audio excluded
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)  # the model-rate window
+    speech: tuple[tuple[int, int], ...] = ()  # human speech found (sample ranges of the window, model rate)
+    window_start: int = 0  # the window's first sample in its stream (model rate)
 
     @property
     def answered(self) -> bool:
@@ -74,10 +79,21 @@ class WindowPipeline:
     """
 
     def __init__(self, engine: Engine, gate: GateSettings | None = None, policy: EscalationPolicy | None = None,
-                 timed: Timed = untimed, encode: Callable[[np.ndarray, Timed], np.ndarray] | None = None) -> None:
+                 timed: Timed = untimed, encode: Callable[[np.ndarray, Timed], np.ndarray] | None = None,
+                 privacy: str = "drop") -> None:
         self.engine, self.policy, self.timed = engine, policy, timed
         self.audio = engine.bundle.audio
-        self.screening = Screening(EnergyGate(gate, self.audio.fbank), engine.detector, self.audio.spec.window)
+        if privacy not in PRIVACY_MODES:
+            raise EdgeError(f"privacy {privacy!r}: use one of {', '.join(PRIVACY_MODES)}.")
+        if privacy != "off" and engine.speech is None:
+            raise BundleError(
+                f"{engine.bundle.root}: this bundle has no speech model, so the privacy filter ({privacy!r}) cannot "
+                f"run; add it with `edge bundle add-speech {engine.bundle.root}` (or rebuild with `edge build`), or "
+                f"set privacy = \"off\" in the site file to keep windows with people talking."
+            )
+        settings = self.audio.fbank
+        self.screening = Screening(EnergyGate(gate, self.audio.fbank), engine.detector, self.audio.spec.window,
+                                   engine.speech, privacy, lambda samples: fbank(samples, settings))
         self.encode = encode or _encode_with(engine)
 
     def _blocks(self, source: Source) -> Iterator[np.ndarray]:
@@ -106,11 +122,14 @@ class WindowPipeline:
             started = time.perf_counter()
             with timed("fbank"):
                 features = features_of(window)
-            outcome = self.screening(window, features, timed)
-            if outcome != ANSWER:
-                yield WindowResult(**place, outcome=outcome, busy_s=time.perf_counter() - started)
-                continue
-            yield self._answer(place, window, features, started)
+            screened = self.screening(window, features, timed)
+            place.update(speech=screened.speech, window_start=window.start)
+            if screened.outcome == SPEECH:
+                yield WindowResult(**place, outcome=SPEECH, answer=SPEECH_ANSWER, busy_s=time.perf_counter() - started)
+            elif screened.outcome != ANSWER:
+                yield WindowResult(**place, outcome=screened.outcome, busy_s=time.perf_counter() - started)
+            else:
+                yield self._answer(place, screened.window, screened.features, started)
 
     def _answer(self, place: dict, window: Window, features: np.ndarray, started: float) -> WindowResult:
         tokens = self.encode(features, self.timed)

@@ -7,6 +7,7 @@ lost. SIGINT and SIGTERM finish the current window, flush, and exit 0.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterable
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from naturelm_edge.bundle.manifest import Bundle
@@ -24,8 +26,10 @@ from naturelm_edge.edge_runtime.escalation import ClipStore, EscalationPolicy, S
 from naturelm_edge.edge_runtime.gate import GateSettings
 from naturelm_edge.edge_runtime.live_view import LiveView
 from naturelm_edge.edge_runtime.pipeline import RESUMED, WindowPipeline, WindowResult
+from naturelm_edge.edge_runtime.screening import SPEECH
 from naturelm_edge.edge_runtime.sinks import Sinks
 from naturelm_edge.edge_runtime.sources import Source
+from naturelm_edge.edge_runtime.speech import MARGIN_S, masked
 from naturelm_edge.edge_runtime.store import Event, EventStore
 from naturelm_edge.errors import AudioError
 
@@ -43,6 +47,7 @@ class RunOptions:
     clips: bool = True
     detector: bool = True  # the bundle's detection stage, when it has one
     detector_threshold: float | None = None
+    privacy: str = "drop"  # drop | mask | off: what happens to windows where people talk
 
 
 @dataclass
@@ -50,6 +55,9 @@ class Summary:
     windows: int = 0
     resumed: int = 0
     gated: int = 0
+    speech: int = 0  # people talking: no audio kept (privacy drop)
+    speech_masked: int = 0  # people talking, zeroed, the rest answered (privacy mask)
+    masked_after: int = 0  # audio kept for an earlier window, masked when the next window heard speech in it
     not_calls: int = 0  # passed the gate, refused by the detector
     heard: int = 0  # calls only where the last answered window already listened
     answered: int = 0
@@ -81,11 +89,11 @@ class Runner:
         options.out.mkdir(parents=True, exist_ok=True)
         self.engine = Engine(bundle, profile, options.detector, options.detector_threshold)
         self.spec = bundle.audio.spec
-        self.store = EventStore(options.out / "events.db")
-        self.sinks = Sinks(options.out, options.formats)
         policy = None if options.escalate == "off" else EscalationPolicy.for_profile(profile.escalation,
                                                                                      options.confidence_threshold)
-        self.pipeline = WindowPipeline(self.engine, options.gate, policy)
+        self.pipeline = WindowPipeline(self.engine, options.gate, policy, privacy=options.privacy)  # refuses first
+        self.store = EventStore(options.out / "events.db")
+        self.sinks = Sinks(options.out, options.formats)
         self.clips = ClipStore(options.out / "escalation-clips")
         self.clip_writer = ClipWriter(options.out / "clips", self.spec.sample_rate, options.retention)
         url = options.escalate if options.escalate.startswith(("http://", "https://")) else None
@@ -94,6 +102,7 @@ class Runner:
         self.view = LiveView(self.console, self.summary)
         self._stop = False
         self._source: Source | None = None
+        self._kept: _Kept | None = None  # audio of the last answered window, held until the next is screened
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -134,6 +143,27 @@ class Runner:
         except AudioError as err:
             self.summary.failed.append(str(err))
             self.console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._kept is not None:
+            self.sender.held.difference_update(str(p) for p in self._kept.files)
+            self._kept = None
+
+    def _settle(self, result: WindowResult) -> None:
+        """Speech this window heard inside the previous window's kept audio is zeroed there too, before the
+        sender may send it (windows overlap by half; each is scored on its own)."""
+        kept = self._kept
+        if kept is not None and kept.source == result.source and result.speech:
+            shift, margin = result.window_start - kept.start, int(MARGIN_S * self.spec.sample_rate)
+            inside = [(a + shift, b + shift) for a, b in result.speech
+                      if b + shift + margin > 0 and a + shift - margin < kept.length]
+            if inside:
+                for path in kept.files:
+                    mask_file(path, inside)
+                self.summary.masked_after += 1
+        self._release()
 
     def _queue_audio(self, result: WindowResult) -> Path | None:
         """The window's audio for the full model; a full or failing disk skips the escalation, not the event."""
@@ -156,23 +186,66 @@ class Runner:
             summary.overflows = source.overflows()
         summary.audio_s += min(result.duration_s, self.spec.hop_s / source.time_expansion)
         setattr(summary, result.outcome, getattr(summary, result.outcome) + 1)
+        self._settle(result)
+        if result.outcome == SPEECH:
+            self._commit(result, source, None, None, stage="privacy")
+            return
         if not result.answered:  # gated, not a call, or already heard: done, nothing to report
             self.store.record(result.source, result.offset_s, True, [], [])
             return
+        summary.speech_masked += bool(result.speech)
         queued = self._queue_audio(result) if result.escalation else None
         saved = None
         if self.options.clips and result.detection:
             saved = self.clip_writer.save(result.label, result.source, result.offset_s, result.samples)
-        event = Event(source=result.source, start_utc=result.start_utc, offset_s=result.offset_s,
-                      duration_s=result.duration_s, question=result.question, answer=result.answer,
-                      label=result.label, confidence=result.confidence, confidence_min=result.confidence_min,
-                      stage="on-device", escalation_status="queued" if queued else "none", escalation_answer=None,
-                      clip_path=saved, bundle_id=self.bundle.id, profile=self.profile.name,
-                      created_utc=datetime.now(timezone.utc).isoformat())
-        (event.id,) = self.store.record(result.source, result.offset_s, False, [event], [str(queued) if queued else None])
+        kept = [Path(p) for p in (queued, saved) if p]
+        if kept:  # held back from the sender until the next window has been checked for speech
+            self.sender.held.update(str(p) for p in kept)
+            self._kept = _Kept(result.source, result.window_start, result.samples.shape[0], kept)
+        self._commit(result, source, queued, saved, stage="on-device")
         summary.escalated += bool(queued)
-        self.sinks.write(event, high_hz=self.spec.sample_rate / 2 * source.time_expansion)
         if not self.options.quiet:
             flag = f" [magenta]-> full model ({result.escalation})[/magenta]" if queued else ""
             self.view.answer(f"{Path(result.source).name} {result.offset_s:7.1f}s  {result.answer!r} "
                              f"({result.confidence:.2f}){flag}")
+
+    def _commit(self, result: WindowResult, source: Source, queued: Path | None, saved: str | None,
+                stage: str) -> None:
+        """The window's event, its escalation and its 'done' mark in one transaction, then the event files."""
+        speech = result.outcome == SPEECH
+        event = Event(source=result.source, start_utc=result.start_utc, offset_s=result.offset_s,
+                      duration_s=result.duration_s, question=result.question or "", answer=result.answer,
+                      label=result.label, confidence=1.0 if speech else result.confidence,
+                      confidence_min=1.0 if speech else result.confidence_min, stage=stage,
+                      escalation_status="queued" if queued else "none", escalation_answer=None,
+                      clip_path=saved, bundle_id=self.bundle.id, profile=self.profile.name,
+                      created_utc=datetime.now(timezone.utc).isoformat())
+        (event.id,) = self.store.record(result.source, result.offset_s, False, [event], [str(queued) if queued else None])
+        self.sinks.write(event, high_hz=self.spec.sample_rate / 2 * source.time_expansion)
+
+
+@dataclass
+class _Kept:
+    """Files holding the last answered window's audio (escalation queue, clip) and where that window lies."""
+
+    source: str
+    start: int  # first sample in its stream (model rate)
+    length: int
+    files: list[Path]
+
+
+def mask_file(path: Path, stretches: list[tuple[int, int]]) -> None:
+    """Zero ``stretches`` (with the privacy margins) in a kept clip (.npy or an audio file), atomically."""
+    import soundfile as sf
+
+    if not path.exists():  # a clip the retention policy already removed
+        return
+    tmp = path.with_name(path.name + ".masking")
+    if path.suffix == ".npy":
+        with tmp.open("wb") as handle:
+            np.save(handle, masked(np.load(path), stretches))
+    else:
+        audio, rate = sf.read(str(path), dtype="float32")
+        info = sf.info(str(path))
+        sf.write(str(tmp), masked(audio, stretches), rate, subtype=info.subtype, format=info.format)
+    os.replace(tmp, path)

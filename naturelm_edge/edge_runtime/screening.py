@@ -1,4 +1,4 @@
-"""What decides, before any model runs, whether a window reaches the encoder: gate, detector, what was heard.
+"""What decides, before any model runs, whether a window reaches the encoder: gate, speech, detector, what was heard.
 
 ``edge-run`` and ``edge bench`` both screen windows through this one class, so the benchmark measures the
 decisions the device makes; the bench passes its stage clock as ``timed`` to time the gate and detector.
@@ -8,16 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from naturelm_edge.audio import Window
 from naturelm_edge.edge_runtime.detector import Detector
 from naturelm_edge.edge_runtime.gate import EnergyGate
+from naturelm_edge.edge_runtime.speech import SpeechFilter, masked
 
 # Outcomes, named as the counters of edge-run's summary and the bench report
-GATED, NOT_CALL, HEARD, ANSWER = "gated", "not_calls", "heard", "answered"
-OUTCOMES = (GATED, NOT_CALL, HEARD, ANSWER)
+GATED, SPEECH, NOT_CALL, HEARD, ANSWER = "gated", "speech", "not_calls", "heard", "answered"
+OUTCOMES = (GATED, SPEECH, NOT_CALL, HEARD, ANSWER)
+PRIVACY_MODES = ("drop", "mask", "off")
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A window's screening: its outcome, and the window and features the models get (speech masked)."""
+
+    outcome: str
+    window: Window
+    features: np.ndarray
+    speech: tuple[tuple[int, int], ...] = ()  # speech stretches found (sample ranges of the window)
 
 
 def untimed(stage: str) -> AbstractContextManager:
@@ -25,14 +38,20 @@ def untimed(stage: str) -> AbstractContextManager:
 
 
 class Screening:
-    """The gate, then the bundle's detector when it has one, for one stream at a time.
+    """The gate, the privacy filter, then the bundle's detector when it has one, for one stream at a time.
 
-    It remembers how far the last window sent to the models reached, so that a window whose calls all lie
-    in that stretch (windows overlap by half) is not encoded a second time.
+    Every window the gate passes is checked for human speech before anything else can keep its audio:
+    privacy ``drop`` stops a window with speech here (SPEECH), ``mask`` zeroes the speech (with margins) and
+    screens the rest, ``off`` skips the check. It remembers how far the last window sent to the models
+    reached, so that a window whose calls all lie in that stretch (windows overlap by half) is not encoded a
+    second time.
     """
 
-    def __init__(self, gate: EnergyGate, detector: Detector | None, window_samples: int) -> None:
+    def __init__(self, gate: EnergyGate, detector: Detector | None, window_samples: int,
+                 speech: SpeechFilter | None = None, privacy: str = "off",
+                 features_of: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.gate, self.detector, self.window = gate, detector, window_samples
+        self.speech, self.privacy, self.features_of = speech, privacy, features_of
         self.heard_until = 0  # sample (at the model's rate) where the last answered window ended
 
     def reset(self) -> None:
@@ -41,12 +60,25 @@ class Screening:
         self.heard_until = 0
 
     def __call__(self, window: Window, features: np.ndarray,
-                 timed: Callable[[str], AbstractContextManager] = untimed) -> str:
-        """GATED, NOT_CALL or HEARD (the window stops here), or ANSWER (it goes to the models)."""
+                 timed: Callable[[str], AbstractContextManager] = untimed) -> Screened:
+        """GATED, SPEECH, NOT_CALL or HEARD (the window stops here), or ANSWER (it goes to the models)."""
         with timed("gate"):
             passed = self.gate(features).passed
         if not passed:
-            return GATED
+            return Screened(GATED, window, features)
+        speech: tuple[tuple[int, int], ...] = ()
+        if self.privacy != "off" and self.speech is not None:
+            with timed("speech"):
+                speech = tuple(self.speech.stretches(window.samples))
+            if speech and self.privacy == "drop":
+                return Screened(SPEECH, window, features, speech)
+            if speech:  # mask: the models, the clip and the escalation get the window without the speech
+                window = replace(window, samples=masked(window.samples, list(speech)))
+                features = self.features_of(window.samples)
+        outcome = self._detect(window, features, timed)
+        return Screened(outcome, window, features, speech)
+
+    def _detect(self, window: Window, features: np.ndarray, timed: Callable[[str], AbstractContextManager]) -> str:
         if self.detector is not None:
             heard = min(1.0, max(0.0, (self.heard_until - window.start) / self.window))
             with timed("detector"):

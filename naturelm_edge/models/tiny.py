@@ -234,6 +234,7 @@ def write_checkpoint(
     if shape.beats:
         config.beats_cfg = replace(config.beats_cfg, **shape.beats)
     config.llm_hidden_size = shape.hidden_size
+    config.llama_path = "llama/"  # the base is written beside the checkpoint, not fetched by its hub id
 
     tokenizer = build_tokenizer(shape.full_vocabulary)
     special = {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}
