@@ -47,8 +47,11 @@ def edge_run(
     detector_threshold: Annotated[float | None, typer.Option(
         help="Detector score a window needs to reach the encoder; default: the bundle's (set for its recall target).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
-    privacy: Annotated[str, typer.Option(help="Windows where people talk: drop (no audio kept), mask (speech "
-                                              "zeroed, the rest answered) or off.")] = "drop",
+    privacy: Annotated[str | None, typer.Option(help="Windows where people talk: drop (no audio kept), mask (speech "
+                                                     "zeroed, the rest answered) or off; default: the site's, else drop.")] = None,
+    site: Annotated[Path | None, typer.Option(help="Site rules (TOML); default: BUNDLE/site.toml, then "
+                                                   "/etc/naturelm-edge/site.toml.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="With --site: validate the site rules and exit.")] = False,
     clips_max_mb: Annotated[float | None, typer.Option(
         help="Keep the clip folder under this size (oldest clips go first; the newest 10 per label stay).")] = None,
     trusted_keys: Annotated[Path | None, typer.Option(help="Only accept bundles signed by these keys.")] = None,
@@ -65,7 +68,6 @@ def edge_run(
     if list_devices:
         print_devices()
         return
-    from naturelm_edge.bundle.manifest import load_bundle
     from naturelm_edge.device_profiles import detect, get
     from naturelm_edge.edge_runtime.clips import RetentionPolicy
     from naturelm_edge.edge_runtime.gate import GateSettings
@@ -73,10 +75,10 @@ def edge_run(
     from naturelm_edge.edge_runtime.sources import resolve_time_expansion
     from naturelm_edge.errors import EdgeError
 
-    if bundle is None:
-        raise EdgeError("give --bundle DIR (a bundle from `edge build`).")
-
-    loaded = load_bundle(bundle, trusted_keys)
+    loaded, rules = open_bundle(bundle, trusted_keys, site, check)
+    if check:
+        return
+    privacy = privacy or rules.privacy or "drop"
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
     check_paths(out, inputs, recordings, watch, token_file, self_test)
     if self_test:
@@ -89,22 +91,21 @@ def edge_run(
                          read_token(token_file) if token_file else None,
                          GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
                          confidence_threshold=threshold, detector=not no_detector, detector_threshold=detector_threshold,
-                         retention=RetentionPolicy(max_mb=clips_max_mb), privacy=privacy)
+                         retention=RetentionPolicy(max_mb=clips_max_mb), privacy=privacy, site=rules)
     runner = Runner(loaded, chosen, options, err_console)
     expansion = resolve_time_expansion(time_expansion, chosen, loaded)
-    microphone = None
-    if mic:
-        from naturelm_edge.edge_runtime.microphone import Microphone
-
-        microphone = Microphone(device, runner.spec.sample_rate, max_seconds=max_seconds, time_expansion=expansion)
+    microphone = open_microphone(device, runner.spec.sample_rate, max_seconds, expansion) if mic else None
     sources = make_sources(runner.spec, expansion, inputs, microphone, (rate, channels) if stdin else None, watch,
                            idle_exit)
-    print_notes(runner.summary, loaded)
-    if privacy == "off":
-        err_console.print("[yellow]note:[/yellow] privacy filter off: windows where people talk are answered, "
-                          "clipped and escalated like any other", highlight=False)
+    print_notes(runner.summary, loaded, privacy)
     summary = runner.run(sources)
     print_summary(summary, out, microphone, as_json)
+
+
+def open_microphone(device: str | None, sample_rate: int, max_seconds: float | None, expansion: float):  # noqa: ANN201
+    from naturelm_edge.edge_runtime.microphone import Microphone
+
+    return Microphone(device, sample_rate, max_seconds=max_seconds, time_expansion=expansion)
 
 
 def print_devices() -> None:
@@ -126,13 +127,39 @@ def check_paths(out: Path, inputs: list[Path] | None, recordings: list[Path] | N
         output_folder(out, "--out")
 
 
-def print_notes(summary, bundle) -> None:  # noqa: ANN001 - Summary, Bundle
-    """What a user should know before the first window: providers missing here, a bundle from a tiny checkpoint."""
+def open_bundle(path: Path | None, trusted_keys: Path | None, site: Path | None, check: bool):  # noqa: ANN201
+    """The bundle (None for a bare ``--site FILE --check``) and the site rules in force, warnings printed;
+    with ``check``, say the rules are valid."""
+    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.edge_runtime.site import load_site
+    from naturelm_edge.errors import EdgeError
+
+    if path is None and not check:
+        raise EdgeError("give --bundle DIR (a bundle from `edge build`).")
+    if check and site is None:
+        raise EdgeError("--check validates a site file: give --site FILE.")
+    bundle = load_bundle(path, trusted_keys) if path is not None else None
+    rules = load_site(site, bundle.labels if bundle else [], bundle.root if bundle else None)
+    for warning in rules.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    if check:
+        console.print(f"{rules.source}: valid ({len(rules.allow)} allowed, {len(rules.deny)} denied, "
+                      f"{len(rules.thresholds)} thresholds, {len(rules.actions)} actions, confirm "
+                      f"{rules.confirm_count} within {rules.confirm_within_s:g} s, privacy {rules.privacy or 'drop'})")
+    return bundle, rules
+
+
+def print_notes(summary, bundle, privacy: str) -> None:  # noqa: ANN001 - Summary, Bundle
+    """What a user should know before the first window: providers missing here, a bundle from a tiny checkpoint,
+    a privacy filter turned off."""
     if summary.missing_providers:
         err_console.print(f"[yellow]note:[/yellow] {', '.join(summary.missing_providers)} not available here; "
                           f"running on {', '.join(summary.providers)}", highlight=False)
     if "tiny" in str(bundle.manifest.get("source_checkpoint", {}).get("id", "")):
         err_console.print("[yellow]note: this bundle comes from a tiny checkpoint; its answers mean little[/yellow]")
+    if privacy == "off":
+        err_console.print("[yellow]note:[/yellow] privacy filter off: windows where people talk are answered, "
+                          "clipped and escalated like any other", highlight=False)
 
 
 def read_token(path: Path) -> str:
@@ -172,7 +199,8 @@ def print_summary(summary, out: Path, microphone, as_json: bool) -> None:  # noq
     console.print(
         f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, "
         f"people talking {summary.speech + summary.speech_masked} ({summary.speech} dropped, "
-        f"{summary.speech_masked} masked), "
+        f"{summary.speech_masked} masked), removed by site rules "
+        f"{sum(summary.removed.values())} ({', '.join(f'{k} {v}' for k, v in sorted(summary.removed.items())) or '-'}), "
         f"not calls {summary.not_calls}, already heard {summary.heard}, answered {summary.answered}, "
         f"escalated {summary.escalated} (delivered {summary.delivered}, queued {summary.queue}), "
         f"failed files {len(summary.failed)}, clips saved {summary.clips_saved} (skipped {summary.clips_skipped}), "

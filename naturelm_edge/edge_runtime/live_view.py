@@ -44,7 +44,8 @@ class LiveView:
                        "answered", str(s.answered))
         counts.add_row("escalated", str(s.escalated), "people talking", f"{s.speech} dropped, {s.speech_masked} masked",
                        "real-time factor", f"{s.real_time_factor:.3f}")
-        counts.add_row("overflows", str(s.overflows), "", "", "", "")
+        removed = ", ".join(f"{k} {v}" for k, v in sorted(s.removed.items())) or "0"
+        counts.add_row("overflows", str(s.overflows), "site rules removed", removed, "", "")
         recent = Table("latest answers", show_header=True, header_style="bold", box=None)
         for line in self.lines:
             recent.add_row(line)

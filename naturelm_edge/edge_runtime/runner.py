@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from naturelm_edge.edge_runtime.live_view import LiveView
 from naturelm_edge.edge_runtime.pipeline import RESUMED, WindowPipeline, WindowResult
 from naturelm_edge.edge_runtime.screening import SPEECH
 from naturelm_edge.edge_runtime.sinks import Sinks
+from naturelm_edge.edge_runtime.site import SiteRules, Verdict
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.edge_runtime.speech import MARGIN_S, masked
 from naturelm_edge.edge_runtime.store import Event, EventStore
@@ -48,6 +49,7 @@ class RunOptions:
     detector: bool = True  # the bundle's detection stage, when it has one
     detector_threshold: float | None = None
     privacy: str = "drop"  # drop | mask | off: what happens to windows where people talk
+    site: SiteRules = field(default_factory=SiteRules)
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Summary:
     speech: int = 0  # people talking: no audio kept (privacy drop)
     speech_masked: int = 0  # people talking, zeroed, the rest answered (privacy mask)
     masked_after: int = 0  # audio kept for an earlier window, masked when the next window heard speech in it
+    removed: dict[str, int] = field(default_factory=dict)  # detections each site rule kept from being reported
     not_calls: int = 0  # passed the gate, refused by the detector
     heard: int = 0  # calls only where the last answered window already listened
     answered: int = 0
@@ -103,6 +106,8 @@ class Runner:
         self._stop = False
         self._source: Source | None = None
         self._kept: _Kept | None = None  # audio of the last answered window, held until the next is screened
+        self.site = options.site
+        self._pending: dict[tuple[str, str], list[tuple[WindowResult, Verdict]]] = {}  # awaiting confirmation
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -144,6 +149,7 @@ class Runner:
             self.summary.failed.append(str(err))
             self.console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False)
         finally:
+            self._expire(source.id)
             self._release()
 
     def _release(self) -> None:
@@ -153,7 +159,17 @@ class Runner:
 
     def _settle(self, result: WindowResult) -> None:
         """Speech this window heard inside the previous window's kept audio is zeroed there too, before the
-        sender may send it (windows overlap by half; each is scored on its own)."""
+        sender may send it (windows overlap by half; each is scored on its own); so is speech inside
+        detections still waiting for confirmation."""
+        if result.speech:
+            margin = int(MARGIN_S * self.spec.sample_rate)
+            for key, held in self._pending.items():
+                for i, (waiting, verdict) in enumerate(held):
+                    shift = result.window_start - waiting.window_start
+                    inside = [(a + shift, b + shift) for a, b in result.speech
+                              if b + shift + margin > 0 and a + shift - margin < waiting.samples.shape[0]]
+                    if key[0] == result.source and inside:
+                        held[i] = (replace(waiting, samples=masked(waiting.samples, inside)), verdict)
         kept = self._kept
         if kept is not None and kept.source == result.source and result.speech:
             shift, margin = result.window_start - kept.start, int(MARGIN_S * self.spec.sample_rate)
@@ -194,9 +210,46 @@ class Runner:
             self.store.record(result.source, result.offset_s, True, [], [])
             return
         summary.speech_masked += bool(result.speech)
-        queued = self._queue_audio(result) if result.escalation else None
+        verdict = self.site.verdict(result.label, result.confidence) if result.detection else Verdict()
+        if not verdict.report:
+            self._remove(result, verdict.removed_by)
+            return
+        for ready, ready_verdict in self._confirmed(result, verdict):
+            self._report(ready, source, ready_verdict)
+
+    def _remove(self, result: WindowResult, rule: str) -> None:
+        """A window a site rule keeps from being reported: counted, marked done, nothing stored."""
+        self.summary.removed[rule] = self.summary.removed.get(rule, 0) + 1
+        self.store.record(result.source, result.offset_s, True, [], [])
+
+    def _confirmed(self, result: WindowResult, verdict: Verdict) -> list[tuple[WindowResult, Verdict]]:
+        """Detections ready to report: all at once when the site asks for none, else a label's detections
+        once it was heard ``confirm_count`` times within ``confirm_within_s`` (the earlier ones with it)."""
+        site = self.site
+        if site.confirm_count <= 1 or not result.detection:
+            return [(result, verdict)]
+        key = (result.source, result.label or result.answer)
+        held = self._pending.pop(key, [])
+        for stale in [p for p in held if result.offset_s - p[0].offset_s > site.confirm_within_s]:
+            self._remove(stale[0], "confirm")
+        held = [p for p in held if result.offset_s - p[0].offset_s <= site.confirm_within_s] + [(result, verdict)]
+        if len(held) >= site.confirm_count:
+            return held
+        self._pending[key] = held
+        return []
+
+    def _expire(self, source: str) -> None:
+        """The recording ended: detections still waiting for confirmation are not reported."""
+        for key in [k for k in self._pending if k[0] == source]:
+            for result, _ in self._pending.pop(key):
+                self._remove(result, "confirm")
+
+    def _report(self, result: WindowResult, source: Source, verdict: Verdict) -> None:
+        summary = self.summary
+        escalation = {True: result.escalation or "site-rule", False: None, None: result.escalation}[verdict.escalate]
+        queued = self._queue_audio(result) if escalation else None
         saved = None
-        if self.options.clips and result.detection:
+        if self.options.clips and result.detection and verdict.clip:
             saved = self.clip_writer.save(result.label, result.source, result.offset_s, result.samples)
         kept = [Path(p) for p in (queued, saved) if p]
         if kept:  # held back from the sender until the next window has been checked for speech
@@ -205,7 +258,7 @@ class Runner:
         self._commit(result, source, queued, saved, stage="on-device")
         summary.escalated += bool(queued)
         if not self.options.quiet:
-            flag = f" [magenta]-> full model ({result.escalation})[/magenta]" if queued else ""
+            flag = f" [magenta]-> full model ({escalation})[/magenta]" if queued else ""
             self.view.answer(f"{Path(result.source).name} {result.offset_s:7.1f}s  {result.answer!r} "
                              f"({result.confidence:.2f}){flag}")
 
