@@ -28,7 +28,7 @@ from naturelm_edge.edge_runtime.store import EventStore
 from naturelm_edge.errors import AudioError
 
 # Stages that every window pays for: the screening that decides whether the models run.
-SCREENING = ("decode", "fbank", "gate", "detector", "store")
+SCREENING = ("decode", "fbank", "gate", "speech", "detector", "store")
 # Stages paid only by windows that reach the models (the answer in words).
 ANSWERING = ("encoder", "decoder")
 # Everything edge-run spends on the audio: its cost per hour.
@@ -105,7 +105,9 @@ class Measurement:
         self.load_s = time.perf_counter() - started
         self.model_rss_mb = rss_mb() - self.rss_before_load
         self.own_tokens_fit = True  # settled by warm_up: do the measured encoder's tokens fit the decoder?
-        self.pipeline = WindowPipeline(self.engine, settings.gate, timed=self.clock, encode=self._encode)
+        # the privacy filter as edge-run runs it by default, when the bundle carries its speech model
+        self.pipeline = WindowPipeline(self.engine, settings.gate, timed=self.clock, encode=self._encode,
+                                       privacy="drop" if self.engine.speech is not None else "off")
         self.windows = 0
         self.outcomes: Counter[str] = Counter()  # screening outcome -> windows
         self.audio_s = 0.0
