@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ TRAINING_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 LLM_PREFIXES = ("llama_model.", "llama_embed_tokens.")
 EMBED_ALIAS = "llama_model.base_model.model.model.embed_tokens.weight"
 EMBED_KEY = "llama_embed_tokens.weight"
+LLM_EMBED = "base_model.model.model.embed_tokens.weight"  # the same tensor inside the PEFT-wrapped Llama
 _REL_BIAS_ALIAS = re.compile(r"^beats\.encoder\.layers\.([1-9]\d*)\.self_attn\.relative_attention_bias\.weight$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -138,6 +139,22 @@ def read_tensors(path: Path, wanted: Iterable[str] | None = None) -> dict[str, t
         raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err}).") from err
 
 
+def iter_tensors(path: Path, wanted: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """``wanted`` tensors of a weights file one at a time, in their stored dtype (bounded memory)."""
+    keep = set(wanted)
+    if path.suffix in TRAINING_SUFFIXES:
+        yield from ((k, v) for k, v in _read_training_file(path).items() if k in keep)
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in [k for k in handle.keys() if k in keep]:
+                yield key, handle.get_tensor(key)
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err}).") from err
+
+
 def stored_keys(path: Path) -> dict[str, tuple[int, ...]]:
     """Key -> shape of every tensor in the weights file, without reading the data."""
     if path.suffix in TRAINING_SUFFIXES:
@@ -213,15 +230,18 @@ def load(
         stored = {k: v for k, v in stored.items() if not k.startswith(LLM_PREFIXES)}
     _check_keys(resolved, expected, {k: s for k, (_, s) in stored.items()}, with_llm)
 
-    tensors = read_tensors(resolved.weights, [file_key for file_key, _ in stored.values()])
-    by_name = {name: tensors[file_key] for name, (file_key, _) in stored.items()}
-    audio_state = {k: v for k, v in by_name.items() if not k.startswith(LLM_PREFIXES)}
-    model.load_state_dict(audio_state, strict=True)
-    if with_llm:
-        llm_tensors = {k[len("llama_model.") :]: v for k, v in by_name.items() if k.startswith("llama_model.")}
-        if EMBED_KEY in by_name:
-            llm_tensors["base_model.model.model.embed_tokens.weight"] = by_name[EMBED_KEY]
-        llm.model.load_state_dict(llm_tensors, strict=False)
+    audio_keys = {name: file_key for name, (file_key, _) in stored.items() if not name.startswith(LLM_PREFIXES)}
+    tensors = read_tensors(resolved.weights, audio_keys.values())
+    model.load_state_dict({name: tensors[key] for name, key in audio_keys.items()}, strict=True)
+    if with_llm:  # one tensor at a time into the model's own: an 8B model's embeddings are not held twice
+        params = llm.model.state_dict(keep_vars=True)
+        wanted = {key: name for name, (key, _) in stored.items() if name.startswith(LLM_PREFIXES)}
+        with torch.no_grad():
+            for key, tensor in iter_tensors(resolved.weights, wanted):
+                name = wanted[key]
+                target = params.get(LLM_EMBED if name == EMBED_KEY else name[len("llama_model.") :])
+                if target is not None:
+                    target.copy_(tensor)
     model.to(placement.torch_device)  # the audio path stays float32; autocast runs it in bf16 as the original
     model.eval()
     return LoadedCheckpoint(resolved, model)
