@@ -49,9 +49,9 @@ def test_figures_are_internally_consistent(quick_report):
     report, *_ = quick_report
     audio, stages, totals = report["audio"], report["stages"], report["totals"]
     assert 0 < audio["windows"] <= 8  # quick mode
-    assert audio["gated"] + audio["not_calls"] + audio["heard"] + audio["answered"] == audio["windows"]
+    assert audio["gated"] + audio["speech"] + audio["not_calls"] + audio["heard"] + audio["answered"] == audio["windows"]
     assert audio["gated_share"] == pytest.approx(audio["gated"] / audio["windows"])
-    always_on = ("decode", "fbank", "gate", "encoder", "decoder", "store")
+    always_on = ("decode", "fbank", "gate", "speech", "detector", "encoder", "decoder", "store")
     assert totals["wall_s"] == pytest.approx(sum(stages[s]["wall_s"] for s in always_on))
     assert totals["real_time_factor"] == pytest.approx(totals["wall_s"] / audio["seconds"])
     assert totals["cpu_s_per_audio_hour"] == pytest.approx(totals["cpu_s"] / audio["seconds"] * 3600)
@@ -60,6 +60,7 @@ def test_figures_are_internally_consistent(quick_report):
         if s["calls"]:
             assert s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"], name
     assert stages["fbank"]["calls"] == stages["gate"]["calls"] == stages["store"]["calls"] == audio["windows"]
+    assert stages["speech"]["calls"] == audio["windows"] - audio["gated"]  # every window the gate passes
     assert stages["encoder"]["calls"] == stages["decoder"]["calls"] == stages["decoder_prefill"]["calls"] == audio["answered"]
     assert stages["window"]["calls"] == audio["answered"]
     # the decoder's parts fit inside it; a window's latency is at least its encoder's

@@ -101,9 +101,10 @@ def test_edge_run_sends_only_detected_windows_to_the_models(detector_bundle: Pat
     assert bypass.returncode == 0, bypass.stderr
     assert "not calls 0" in bypass.stdout and "answered 0" not in bypass.stdout
     default = run_edge(*common, "--out", str(tmp_path / "default"))
-    windows, gated, not_calls, heard, answered = map(int, re.search(
-        r"windows (\d+) .*gated (\d+), not calls (\d+), already heard (\d+), answered (\d+)", default.stdout).groups())
-    assert windows == gated + not_calls + heard + answered and answered > 0
+    windows, gated, talking, not_calls, heard, answered = map(int, re.search(
+        r"windows (\d+) .*gated (\d+), people talking (\d+) .*not calls (\d+), already heard (\d+), answered (\d+)",
+        default.stdout).groups())
+    assert windows == gated + talking + not_calls + heard + answered and answered > 0
 
 
 def test_a_call_heard_by_one_window_is_not_encoded_again_by_the_next(detector_bundle: Path, tmp_path: Path):
