@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import machine, pyplot
+from testbed.corpus import labelled_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT.parent / "shared" / "data" / "audio"
@@ -127,32 +128,10 @@ def teacher_throughput(work: Path, before: str) -> dict:
             "speedup_greedy": round(rows["batched, greedy"]["records_per_s"] / base, 1)}
 
 
-def labelled_subset(root: Path, species: int, per_species: int) -> Path:
-    """Links to a few recordings of a few labelled bird species, the toad and the whale, with their labels."""
-    import csv
-
-    rows = list(csv.DictReader((AUDIO / "LABELS.csv").open()))
-    by_species: dict[str, list[dict]] = {}
-    for row in rows:
-        if row["species_common"] and row["path"].startswith("phoebe/"):
-            by_species.setdefault(row["species_common"], []).append(row)
-    keep = [r for name in sorted(by_species)[:species] for r in by_species[name][:per_species]]
-    keep += [r for r in rows if r["path"] in ("opensoundscape/great_plains_toad.wav",
-                                              "librosa-data/glacier-bay-humpback.hq.ogg")]
-    for row in keep:
-        (root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(AUDIO / row["path"], root / row["path"])
-    with (root / "LABELS.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(keep)
-    return root
-
-
 def official_build(work: Path) -> dict:
     ckpt = work / "official-2-layers"
     write = measured([*EDGE, "checkpoint", "official-shape", str(ckpt), "--llm-layers", "2"])
-    audio = labelled_subset(work / "audio", species=8, per_species=3)
+    audio = labelled_subset(AUDIO, work / "audio", link=True)
     tasks = work / "build-tasks.toml"
     tasks.write_text(CAPPED_TASKS.split("[[task]]\nid = \"scientific_name\"")[0])
     build = measured([*EDGE, "build", str(ckpt), "--audio", str(audio), "--out", str(work / "bundle"), "--profile",

@@ -91,24 +91,10 @@ def taught_teacher(tiny_checkpoint: Path, audio_dir: Path, tmp_path_factory: pyt
 @pytest.fixture(scope="session")
 def subset_audio(audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight bird species (three clips each), a whale and a toad chorus, with their labels (copied to tmp)."""
-    import csv
+    from testbed.corpus import labelled_subset
 
     def make(root: Path) -> None:
-        rows = list(csv.DictReader((audio_dir / "LABELS.csv").open()))
-        by_species: dict[str, list[dict]] = {}
-        for row in rows:
-            if row["species_common"] and row["path"].startswith("phoebe/"):
-                by_species.setdefault(row["species_common"], []).append(row)
-        keep = [r for species in sorted(by_species)[:8] for r in by_species[species][:3]]
-        keep += [r for r in rows if r["path"] in ("librosa-data/glacier-bay-humpback.hq.ogg",
-                                                  "opensoundscape/great_plains_toad.wav")]
-        for row in keep:
-            (root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(audio_dir / row["path"], root / row["path"])
-        with (root / "LABELS.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(keep)
+        labelled_subset(audio_dir, root)
 
     return made_once(tmp_path_factory, "subset-audio", make)
 
