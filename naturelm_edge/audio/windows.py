@@ -24,6 +24,10 @@ class WindowSpec:
     def hop(self) -> int:
         return int(round(self.hop_s * self.sample_rate))
 
+    def windows_in(self, samples: int) -> int:
+        """How many windows :func:`iter_windows` gives for ``samples`` (one at least: a short clip is padded)."""
+        return 1 + max(0, -(-(samples - self.window) // self.hop))
+
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.hop_s <= 0 or self.sample_rate <= 0:
             raise ValueError(f"window, hop and sample rate must be positive, got {self}")

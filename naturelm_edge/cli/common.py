@@ -35,13 +35,10 @@ def full_model_options(device: str, dtype: str, llama_path: str | None, beams: i
                        max_new_tokens: int | None, merging_factor: float = 1.0):  # noqa: ANN201 - FullModelOptions
     """The options above as one object; the placement is checked now, before anything is loaded."""
     from naturelm_edge.distill.teacher import FullModelOptions
-    from naturelm_edge.models.placement import Placement
-    from naturelm_edge.prompt import GenerationSettings
 
-    placement = Placement(device, dtype)
-    placement.check()
-    generation = GenerationSettings().but(num_beams=beams, max_new_tokens=max_new_tokens)
-    return FullModelOptions(placement, llama_path, generation, merging_factor)
+    options = FullModelOptions.from_flags(device, dtype, llama_path, beams, max_new_tokens, merging_factor)
+    options.placement.check()
+    return options
 
 
 def progress_bar():  # noqa: ANN201 - rich.progress.Progress

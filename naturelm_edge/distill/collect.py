@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,10 +161,9 @@ def _window_count(paths: list[Path], spec: WindowSpec) -> int | None:
     total = 0
     for path in paths:
         try:
-            samples = probe(path).duration_s * spec.sample_rate
+            total += spec.windows_in(round(probe(path).duration_s * spec.sample_rate))
         except AudioError:
-            continue  # reported when it is read
-        total += 1 + max(0, math.ceil((samples - spec.window) / spec.hop))
+            pass  # reported when it is read
     return total
 
 

@@ -59,6 +59,13 @@ class FullModelOptions:
     generation: GenerationSettings = GenerationSettings()
     merging_factor: float = 1.0
 
+    @classmethod
+    def from_flags(cls, device: str, dtype: str, llama_path: str | None, beams: int | None,
+                   max_new_tokens: int | None, merging_factor: float = 1.0) -> FullModelOptions:
+        """The options as commands and ``edge serve``'s settings carry them (None: the original's value)."""
+        generation = GenerationSettings().but(num_beams=beams, max_new_tokens=max_new_tokens)
+        return cls(Placement(device, dtype), llama_path, generation, merging_factor)
+
 
 class NatureLMTeacher:
     """NatureLM-audio (tiny in tests, official on a GPU box) as a teacher, run as the original runs it:

@@ -161,25 +161,26 @@ class Runner:
         """Speech this window heard inside the previous window's kept audio is zeroed there too, before the
         sender may send it (windows overlap by half; each is scored on its own); so is speech inside
         detections still waiting for confirmation."""
-        if result.speech:
-            margin = int(MARGIN_S * self.spec.sample_rate)
-            for key, held in self._pending.items():
-                for i, (waiting, verdict) in enumerate(held):
-                    shift = result.window_start - waiting.window_start
-                    inside = [(a + shift, b + shift) for a, b in result.speech
-                              if b + shift + margin > 0 and a + shift - margin < waiting.samples.shape[0]]
-                    if key[0] == result.source and inside:
-                        held[i] = (replace(waiting, samples=masked(waiting.samples, inside)), verdict)
+        for held in self._pending.values():
+            for i, (waiting, verdict) in enumerate(held):
+                inside = self._speech_inside(result, waiting.source, waiting.window_start, waiting.samples.shape[0])
+                if inside:
+                    held[i] = (replace(waiting, samples=masked(waiting.samples, inside)), verdict)
         kept = self._kept
-        if kept is not None and kept.source == result.source and result.speech:
-            shift, margin = result.window_start - kept.start, int(MARGIN_S * self.spec.sample_rate)
-            inside = [(a + shift, b + shift) for a, b in result.speech
-                      if b + shift + margin > 0 and a + shift - margin < kept.length]
-            if inside:
-                for path in kept.files:
-                    mask_file(path, inside)
-                self.summary.masked_after += 1
+        inside = self._speech_inside(result, kept.source, kept.start, kept.length) if kept is not None else []
+        if inside:
+            for path in kept.files:
+                mask_file(path, inside)
+            self.summary.masked_after += 1
         self._release()
+
+    def _speech_inside(self, result: WindowResult, source: str, start: int, length: int) -> list[tuple[int, int]]:
+        """The speech ``result`` found, in the coordinates of another window of the stream (first sample
+        ``start``, ``length`` samples), where it or its masking margin reaches into that window."""
+        if source != result.source:
+            return []
+        shift, margin = result.window_start - start, int(MARGIN_S * self.spec.sample_rate)
+        return [(a + shift, b + shift) for a, b in result.speech if b + shift + margin > 0 and a + shift - margin < length]
 
     def _queue_audio(self, result: WindowResult) -> Path | None:
         """The window's audio for the full model; a full or failing disk skips the escalation, not the event."""
@@ -298,7 +299,7 @@ def mask_file(path: Path, stretches: list[tuple[int, int]]) -> None:
         with tmp.open("wb") as handle:
             np.save(handle, masked(np.load(path), stretches))
     else:
-        audio, rate = sf.read(str(path), dtype="float32")
-        info = sf.info(str(path))
-        sf.write(str(tmp), masked(audio, stretches), rate, subtype=info.subtype, format=info.format)
+        with sf.SoundFile(str(path)) as clip:
+            audio, rate, subtype, kind = clip.read(dtype="float32"), clip.samplerate, clip.subtype, clip.format
+        sf.write(str(tmp), masked(audio, stretches), rate, subtype=subtype, format=kind)
     os.replace(tmp, path)

@@ -30,6 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from naturelm_edge.edge_runtime.labels import snap
 from naturelm_edge.edge_runtime.screening import PRIVACY_MODES
 from naturelm_edge.errors import EdgeError
 
@@ -174,11 +175,6 @@ class _Where:
                 raise self.error(pattern, f"{pattern!r} is not a valid glob (unbalanced brackets)")
             if labels and not any(_matches(label, [pattern]) for label in labels):
                 warnings.append(f"{self.path} line {self.line(pattern) or '?'}: {pattern!r} names no label of this "
-                                f"bundle (nearest: {_nearest(pattern, labels)!r})")
+                                f"bundle (nearest: {snap(pattern, labels).label!r})")
         return list(value)
 
-
-def _nearest(name: str, labels: list[str]) -> str:
-    from rapidfuzz import process
-
-    return process.extractOne(name, labels)[0]

@@ -124,32 +124,20 @@ def _from_hub(repo_id: str, preset_name: str | None) -> CheckpointSource:
 def read_tensors(path: Path, wanted: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors or training file (only ``wanted`` keys when given), in their stored dtype:
     loading copies them into the model's own dtype, so nothing passes through a float32 copy."""
+    return dict(iter_tensors(path, wanted))
+
+
+def iter_tensors(path: Path, wanted: Iterable[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors (only ``wanted`` keys when given) one at a time, in their stored dtype (bounded memory)."""
     keep = None if wanted is None else set(wanted)
     if path.suffix in TRAINING_SUFFIXES:
-        state = _read_training_file(path)
-        items = state.items() if keep is None else ((k, v) for k, v in state.items() if k in keep)
-        return dict(items)
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = [k for k in handle.keys() if keep is None or k in keep]
-            return {k: handle.get_tensor(k) for k in keys}
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err}).") from err
-
-
-def iter_tensors(path: Path, wanted: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """``wanted`` tensors of a weights file one at a time, in their stored dtype (bounded memory)."""
-    keep = set(wanted)
-    if path.suffix in TRAINING_SUFFIXES:
-        yield from ((k, v) for k, v in _read_training_file(path).items() if k in keep)
+        yield from ((k, v) for k, v in _read_training_file(path).items() if keep is None or k in keep)
         return
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            for key in [k for k in handle.keys() if k in keep]:
+            for key in [k for k in handle.keys() if keep is None or k in keep]:
                 yield key, handle.get_tensor(key)
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err}).") from err

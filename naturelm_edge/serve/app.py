@@ -51,10 +51,9 @@ class ServeSettings:
 
     def full_model(self):  # noqa: ANN201 - FullModelOptions (imports torch: only where the model runs)
         from naturelm_edge.distill.teacher import FullModelOptions
-        from naturelm_edge.models.placement import Placement
 
-        generation = GenerationSettings().but(num_beams=self.num_beams, max_new_tokens=self.max_new_tokens)
-        return FullModelOptions(Placement(self.device, self.dtype), self.llama_path, generation)
+        return FullModelOptions.from_flags(self.device, self.dtype, self.llama_path, self.num_beams,
+                                           self.max_new_tokens)
 
     def tokens(self) -> list[bytes]:
         return [t.encode() for t in read_tokens(self.token_file)] if self.token_file else []
