@@ -13,7 +13,7 @@ import soundfile as sf
 
 from naturelm_edge.audio import load
 from naturelm_edge.bundle import roles
-from naturelm_edge.edge_runtime.speech import SpeechFilter
+from naturelm_edge.edge_runtime.speech import SpeechFilter, stretches_of
 from naturelm_edge.privacy.silero import STREAMING_MODEL, silero_file
 from testbed.bundles import without
 from tests.helpers import events, run_edge
@@ -84,6 +84,17 @@ def test_the_speech_model_is_silero_frame_for_frame(speech):
         context, theirs = frame[:, -64:], theirs + [out[0, 0]]
     assert np.abs(ours - np.array(theirs)).max() < 1e-5
     assert ours.max() > 0.9  # a man talking
+
+
+def test_a_voice_far_below_full_scale_is_still_heard(speech):
+    """A recorder's gain is set for faint animals: speech at -70 dBFS RMS is scored at one level and caught."""
+    speech_filter = SpeechFilter(silero_file())
+    wave = speech[0][: 10 * RATE]
+    quiet = wave * (3e-4 / np.sqrt(np.mean(wave**2)))
+    as_recorded = stretches_of(speech_filter.probabilities(quiet), speech_filter.settings, quiet.shape[0])
+    assert not as_recorded  # Silero alone misses it at this level
+    assert len(speech_filter.stretches(quiet)) >= 2
+    assert speech_filter.stretches(np.zeros(10 * RATE, np.float32)) == []  # silence is not raised into speech
 
 
 @pytest.mark.parametrize("mode", ["drop", "mask"])
