@@ -201,3 +201,27 @@ def test_edge_build_end_to_end_from_the_official_shape(tmp_path, subset_audio):
                    "--no-gate", "-q", "--out", str(out))
     assert ran.returncode == 0, ran.stderr
     assert events(out) and all(e["answer"] for e in events(out))
+
+
+def test_the_8b_load_holds_each_weight_once(tmp_path):
+    """At Llama-3.1's vocabulary: the stored NatureLM embeddings are taken as they are, the head grows by the
+    [PAD] row from the base's own rows, and beam search never copies the (vocab x width) head per beam (what
+    kept the 8B teacher at 19 GiB; `benchmarks/results/official-scale/` has the peak now)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from naturelm_edge.models.checkpoint import EMBED_KEY, read_tensors
+    from naturelm_edge.models.llm import _base_tensor
+
+    ckpt = tmp_path / "narrow"
+    assert run_cli("checkpoint", "official-shape", str(ckpt), "--narrow", "--llm-layers", "1").returncode == 0
+    llm = load(ckpt, with_llm=True, placement=Placement("cpu", "bfloat16")).model.language_model
+    stored = read_tensors(ckpt / "model.safetensors", [EMBED_KEY])[EMBED_KEY]
+    head, base_head = llm.model.get_output_embeddings().weight, _base_tensor(ckpt / "llama", "lm_head.weight")
+    assert torch.equal(llm.embed_tokens.weight, stored) and head.shape[0] == stored.shape[0] == base_head.shape[0] + 1
+    assert torch.equal(head[:-1], base_head) and head[-1].float().std() > 0  # the [PAD] row drawn as transformers does
+    embeds = llm.prompt_embeds(torch.randn(1, 29, head.shape[1]), "Caption the audio.")
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        llm.generate(embeds, GenerationSettings().but(num_beams=2, max_new_tokens=3))
+    largest = max(event.cpu_memory_usage for event in prof.events())
+    assert largest < head.numel() * head.element_size(), f"one allocation of {largest / 1e6:.0f} MB"

@@ -203,7 +203,10 @@ def load(
 
         llama_dir = _llama_dir(resolved, llama_path)
         _check_llama(resolved, llama_dir, shapes, placement)
-        llm = LanguageModel(llama_dir, resolved.config, placement)
+        embed_key = next((k for k in (EMBED_KEY, EMBED_ALIAS) if k in shapes), None)
+        embed = read_tensors(resolved.weights, [embed_key])[embed_key] if embed_key else None
+        llm = LanguageModel(llama_dir, resolved.config, placement, embeddings=embed)
+        del embed  # the model holds it now (or, of another size, leaves it to the key check below)
         model.language_model = llm  # plain attribute: not a submodule, keys handled below
         llm_state = {f"llama_model.{k}": v for k, v in llm.model.state_dict().items()}
         llm_state[EMBED_KEY] = llm.embed_tokens.weight
@@ -223,7 +226,7 @@ def load(
     model.load_state_dict({name: tensors[key] for name, key in audio_keys.items()}, strict=True)
     if with_llm:  # one tensor at a time into the model's own: an 8B model's embeddings are not held twice
         params = llm.model.state_dict(keep_vars=True)
-        wanted = {key: name for name, (key, _) in stored.items() if name.startswith(LLM_PREFIXES)}
+        wanted = {key: name for name, (key, _) in stored.items() if name.startswith(LLM_PREFIXES) and key != embed_key}
         with torch.no_grad():
             for key, tensor in iter_tensors(resolved.weights, wanted):
                 name = wanted[key]

@@ -48,7 +48,9 @@ class LanguageModel:
     through a float32 copy in memory.
     """
 
-    def __init__(self, llama_dir: Path, config: NatureLMConfig, placement: Placement | None = None) -> None:
+    def __init__(self, llama_dir: Path, config: NatureLMConfig, placement: Placement | None = None,
+                 embeddings: torch.Tensor | None = None) -> None:
+        """``embeddings``: NatureLM's stored input embeddings (already resized), taken as they are."""
         from peft import LoraConfig, get_peft_model
         from transformers import AutoTokenizer, GenerationConfig, LlamaForCausalLM
 
@@ -59,7 +61,8 @@ class LanguageModel:
             str(llama_dir), dtype=placement.torch_dtype, attn_implementation="eager",
             device_map={"": placement.torch_device},
         )
-        base.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+        _grow_vocabulary(base, llama_dir, len(self.tokenizer), embeddings)
+        base.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
         try:
             generation = GenerationConfig.from_pretrained(str(llama_dir))
         except OSError:
@@ -174,3 +177,55 @@ class LanguageModel:
         logits = self.model(inputs_embeds=inputs, attention_mask=mask).logits
         start = embeds.shape[1] - 1
         return [logits[i, start : start + len(a)].float() for i, a in enumerate(answers)]
+
+
+def _contiguous_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The head's input, contiguous. ``generate`` hands it the last position of each prompt, a strided view;
+    ``torch.matmul`` cannot fold a strided batch into one matrix product, so it expands the (vocab x width)
+    weight once per row of the batch and copies it (2.1 GB for two beams at 8B). A copy of the input costs
+    a few kB."""
+    return (args[0].contiguous(), *args[1:])
+
+
+def _grow_vocabulary(base: nn.Module, llama_dir: Path, size: int, embeddings: torch.Tensor | None) -> None:
+    """``resize_token_embeddings(size, mean_resizing=False)`` without its memory cost.
+
+    On a CPU ``from_pretrained`` leaves the weights mapped from the files, read when first used; transformers'
+    resize reads the old embedding and head through that mapping, and their pages then stay resident beside
+    the new copies for the life of the model (2 GB at 8B). Here the old rows come from the files through a
+    mapping of their own, closed at once; stored NatureLM embeddings replace the input side without reading
+    the base's at all. New rows are drawn as transformers draws them: normal(0, initializer_range).
+    """
+    inputs, outputs = base.get_input_embeddings(), base.get_output_embeddings()
+    grown = {}
+    for module, key in ((inputs, "model.embed_tokens.weight"), (outputs, "lm_head.weight")):
+        if module is None or (module is outputs and base.config.tie_word_embeddings):
+            continue
+        if module is inputs and embeddings is not None and embeddings.shape == (size, module.embedding_dim):
+            weight = embeddings
+        else:
+            old = _base_tensor(llama_dir, key)
+            weight = torch.empty((size, old.shape[1]), dtype=old.dtype)
+            weight[: old.shape[0]] = old
+            weight[old.shape[0] :].normal_(0.0, base.config.initializer_range)
+            del old
+        grown[key] = weight
+        module.weight = nn.Parameter(weight.to(module.weight.device, module.weight.dtype), requires_grad=False)
+    inputs.num_embeddings = size
+    if outputs is not None:
+        outputs.out_features = size
+    if base.config.tie_word_embeddings:
+        base.tie_weights()
+    base.config.vocab_size = size
+
+
+def _base_tensor(llama_dir: Path, key: str) -> torch.Tensor:
+    """One tensor of the Llama base's safetensors files (sharded or not), read through a short-lived mapping."""
+    import json
+
+    from safetensors import safe_open
+
+    index = llama_dir / "model.safetensors.index.json"
+    name = json.loads(index.read_text())["weight_map"][key] if index.is_file() else "model.safetensors"
+    with safe_open(str(llama_dir / name), framework="pt") as handle:
+        return handle.get_tensor(key)
