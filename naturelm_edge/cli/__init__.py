@@ -21,6 +21,7 @@ from naturelm_edge.cli.flash import flash_cmd
 from naturelm_edge.cli.profiles import profiles_app
 from naturelm_edge.cli.serve import serve_cmd
 from naturelm_edge.cli.stages import build_cmd, checkpoint_app, detector_app, distill_app, export_app
+from naturelm_edge.cli.station import station_cmd
 
 app = typer.Typer(help="naturelm-edge: take NatureLM-audio to field recorders.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -34,6 +35,7 @@ app.command("build")(build_cmd)
 app.command("bench", no_args_is_help=True)(bench)
 app.command("flash", no_args_is_help=True)(flash_cmd)
 app.command("serve")(serve_cmd)
+app.command("station")(station_cmd)
 app.command("demo")(demo)
 
 

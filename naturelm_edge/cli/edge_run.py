@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -24,8 +26,9 @@ def edge_run(
     recordings: Annotated[list[Path] | None, typer.Argument(
         help="Recordings or folders (recursive); a shell glob such as /media/card/*.WAV works.", show_default=False)] = None,
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Bundle directory or .tar (verified before any audio).")] = None,
-    inputs: Annotated[list[Path] | None, typer.Option("--input", help="Recordings or folders (recursive); the paths "
-                                                      "after it count too (--input /media/card/*.WAV).")] = None,
+    inputs: Annotated[list[str] | None, typer.Option("--input", help="Recordings or folders (recursive), or network "
+                                                     "streams (rtsp://, http(s)://); the paths after it count too "
+                                                     "(--input /media/card/*.WAV).")] = None,
     stdin: Annotated[bool, typer.Option("--stdin", help="Raw S16_LE PCM on stdin (arecord | edge-run --stdin).")] = False,
     mic: Annotated[bool, typer.Option("--mic", help="Capture from a microphone (PortAudio).")] = False,
     watch: Annotated[Path | None, typer.Option(help="Folder a recorder drops files into; each is read once complete.")] = None,
@@ -58,6 +61,11 @@ def edge_run(
     self_test: Annotated[bool, typer.Option("--self-test", help="Check bundle, profile and providers; print a verdict.")] = False,
     install_service: Annotated[bool, typer.Option("--install-service", help="Write a systemd unit running this command.")] = False,
     service_path: Annotated[Path, typer.Option(help="Where --install-service writes the unit.")] = Path("/etc/systemd/system/naturelm-edge.service"),
+    web: Annotated[str | None, typer.Option(help="Serve the station dashboard and /metrics from this run at HOST:PORT.")] = None,
+    web_token_file: Annotated[Path | None, typer.Option(help="Token for --web on an address other than localhost.")] = None,
+    mqtt: Annotated[str | None, typer.Option(help="Publish events to this MQTT broker (mqtt://, mqtts://HOST[:PORT]).")] = None,
+    mqtt_topic: Annotated[str, typer.Option(help="Topic prefix of --mqtt.")] = "naturelm-edge",
+    mqtt_token_file: Annotated[Path | None, typer.Option(help="MQTT credentials: one line USER:PASSWORD.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON (for scripts).")] = False,
 ) -> None:
@@ -71,6 +79,7 @@ def edge_run(
     from naturelm_edge.device_profiles import detect, get
     from naturelm_edge.edge_runtime.clips import RetentionPolicy
     from naturelm_edge.edge_runtime.gate import GateSettings
+    from naturelm_edge.edge_runtime.network import NetworkStream, is_stream
     from naturelm_edge.edge_runtime.runner import Runner, RunOptions
     from naturelm_edge.edge_runtime.sources import resolve_time_expansion
     from naturelm_edge.errors import EdgeError
@@ -80,13 +89,17 @@ def edge_run(
         return
     privacy = privacy or rules.privacy or "drop"
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
+    urls = [i for i in inputs or [] if is_stream(i)]
+    inputs = [Path(i) for i in inputs or [] if not is_stream(i)]
+    if urls and (inputs or recordings):
+        raise EdgeError("give network streams or recordings, not both: a stream never ends, the files would wait.")
     check_paths(out, inputs, recordings, watch, token_file, self_test)
     if self_test:
         run_self_test(loaded, chosen)
         return
     inputs = [*(inputs or []), *(recordings or [])]
-    if sum([bool(inputs), stdin, mic, watch is not None]) != 1:
-        raise EdgeError("give one of --input PATH (files or folders), --watch DIR, --stdin or --mic.")
+    if sum([bool(inputs or urls), stdin, mic, watch is not None]) != 1:
+        raise EdgeError("give one of --input PATH (files, folders or stream URLs), --watch DIR, --stdin or --mic.")
     options = RunOptions(out, escalate or chosen.escalation.get("mode", "queue"),
                          read_token(token_file) if token_file else None,
                          GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
@@ -97,9 +110,53 @@ def edge_run(
     microphone = open_microphone(device, runner.spec.sample_rate, max_seconds, expansion) if mic else None
     sources = make_sources(runner.spec, expansion, inputs, microphone, (rate, channels) if stdin else None, watch,
                            idle_exit)
-    print_notes(runner.summary, loaded, privacy)
-    summary = runner.run(sources)
-    print_summary(summary, out, microphone, as_json)
+    streams = [NetworkStream(url, runner.spec, expansion, console=err_console) for url in urls]
+    together = [stream.sources() for stream in streams]
+    with attached(runner, web, web_token_file, mqtt, mqtt_topic, mqtt_token_file) as live:
+        if live is not None:
+            sources = (live.tee(source) for source in sources)
+            together = [(live.tee(source) for source in stream) for stream in together]
+            live.streams = {stream.url: stream.health for stream in streams}
+        print_notes(runner.summary, loaded, privacy)
+        summary = runner.run(sources, together, [stream.stop for stream in streams])
+    print_summary(summary, out, microphone, as_json, {stream.url: stream.health for stream in streams})
+
+
+@contextmanager
+def attached(runner, web: str | None, token_file: Path | None, mqtt: str | None, topic: str,  # noqa: ANN001
+             mqtt_token_file: Path | None) -> Iterator:
+    """The station (``--web``) and the MQTT publisher (``--mqtt``) beside the run; yields the live state.
+
+    Both run in threads of their own: a dead broker or a broken page never stops detection.
+    """
+    if web is None and mqtt is None:
+        yield None
+        return
+    from naturelm_edge.cli.station import web_address
+    from naturelm_edge.station.live import LiveState
+
+    live = LiveState(runner.summary, runner.spec.sample_rate, runner.bundle.id, runner.profile.name,
+                     runner.options.retention.max_mb)
+    runner.pipeline.timed = live.timed
+    closers = []
+    if web is not None:
+        from naturelm_edge.station.server import Station
+
+        station = Station(runner.options.out, *web_address(web), read_token(token_file) if token_file else None,
+                          live).start()
+        err_console.print(f"station: {station.url}")
+        closers.append(station.close)
+    if mqtt is not None:
+        from naturelm_edge.station.mqtt import MqttPublisher, read_credentials
+
+        publisher = MqttPublisher(runner.options.out / "events.db", mqtt, topic, live,
+                                  read_credentials(mqtt_token_file) if mqtt_token_file else None).start()
+        closers.append(publisher.close)
+    try:
+        yield live
+    finally:
+        for close in closers:
+            close()
 
 
 def open_microphone(device: str | None, sample_rate: int, max_seconds: float | None, expansion: float):  # noqa: ANN201
@@ -191,10 +248,11 @@ def make_sources(spec, expansion: float, inputs: list[Path], microphone, stdin: 
     return file_sources(inputs, spec, expansion)
 
 
-def print_summary(summary, out: Path, microphone, as_json: bool) -> None:  # noqa: ANN001 - Summary, Microphone
+def print_summary(summary, out: Path, microphone, as_json: bool, streams: dict) -> None:  # noqa: ANN001
     if as_json:
         print(json.dumps({**asdict(summary), "real_time_factor": summary.real_time_factor,
-                          "events": str(out / "events.db")}, indent=2))
+                          "events": str(out / "events.db"), "streams": {u: asdict(h) for u, h in streams.items()}},
+                         indent=2))
         return
     console.print(
         f"windows {summary.windows} (resumed past {summary.resumed}), gated {summary.gated}, "
@@ -209,6 +267,9 @@ def print_summary(summary, out: Path, microphone, as_json: bool) -> None:  # noq
         stats = microphone.stats
         console.print(f"microphone {microphone.device.name if microphone.device else microphone.wanted}: "
                       f"{stats.seconds:.1f} s captured, {stats.overflows} overflows, {stats.reopens} reopens")
+    for url, health in streams.items():
+        console.print(f"stream {url}: {health.connections} connections, {health.drops} drops, "
+                      f"{health.failed_attempts} failed attempts")
 
 
 def write_service(path: Path) -> None:

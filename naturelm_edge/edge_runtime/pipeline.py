@@ -82,6 +82,7 @@ class WindowPipeline:
                  timed: Timed = untimed, encode: Callable[[np.ndarray, Timed], np.ndarray] | None = None,
                  privacy: str = "drop") -> None:
         self.engine, self.policy, self.timed = engine, policy, timed
+        self._settings = (gate, privacy, encode)
         self.audio = engine.bundle.audio
         if privacy not in PRIVACY_MODES:
             raise EdgeError(f"privacy {privacy!r}: use one of {', '.join(PRIVACY_MODES)}.")
@@ -95,6 +96,11 @@ class WindowPipeline:
         self.screening = Screening(EnergyGate(gate, self.audio.fbank), engine.detector, self.audio.spec.window,
                                    engine.speech, privacy, lambda samples: fbank(samples, settings))
         self.encode = encode or _encode_with(engine)
+
+    def fresh(self) -> WindowPipeline:
+        """The same pipeline with a screening state of its own (one per stream read at the same time)."""
+        gate, privacy, encode = self._settings
+        return WindowPipeline(self.engine, gate, self.policy, self.timed, encode, privacy)
 
     def _blocks(self, source: Source) -> Iterator[np.ndarray]:
         """The source's model-rate blocks, each pull timed as decoding."""

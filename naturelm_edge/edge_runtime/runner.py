@@ -8,9 +8,11 @@ lost. SIGINT and SIGTERM finish the current window, flush, and exit 0.
 from __future__ import annotations
 
 import os
+import queue
 import signal
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +34,7 @@ from naturelm_edge.edge_runtime.site import SiteRules, Verdict
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.edge_runtime.speech import MARGIN_S, masked
 from naturelm_edge.edge_runtime.store import Event, EventStore
-from naturelm_edge.errors import AudioError
+from naturelm_edge.errors import AudioError, EdgeError
 
 
 @dataclass
@@ -104,21 +106,29 @@ class Runner:
         self.summary = Summary(providers=self.engine.providers, missing_providers=self.engine.missing)
         self.view = LiveView(self.console, self.summary)
         self._stop = False
-        self._source: Source | None = None
-        self._kept: _Kept | None = None  # audio of the last answered window, held until the next is screened
+        self._stoppers: list[Callable[[], None]] = []  # the live sources being read
+        self._kept: dict[str, _Kept] = {}  # per source: the last answered window's audio, held until the next is screened
         self.site = options.site
         self._pending: dict[tuple[str, str], list[tuple[WindowResult, Verdict]]] = {}  # awaiting confirmation
 
     def stop(self, *_: object) -> None:
         self._stop = True
-        if self._source is not None and self._source.stop is not None:
-            self._source.stop()
+        for stop in list(self._stoppers):
+            stop()
 
-    def run(self, sources: Iterable[Source]) -> Summary:
+    def run(self, sources: Iterable[Source], together: list[Iterable[Source]] | None = None,
+            stoppers: Iterable[Callable[[], None]] = ()) -> Summary:
+        """Every window of ``sources`` in turn; or of several live streams at once (``together``: one
+        iterable of sources per stream, each read by a thread with its own pipeline and screening state,
+        its windows committed here one at a time so the store keeps one writer). ``stoppers``: what ends
+        those streams on SIGTERM, even between two connections."""
+        self._stoppers.extend(stoppers)
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         self.sender.start()
         try:
             with self.view:
+                if together:
+                    self._run_together(together)
                 for source in sources:
                     if self._stop:
                         break
@@ -135,27 +145,86 @@ class Runner:
             self.store.close()
         return self.summary
 
+    def _skip(self, source: Source) -> Callable[[float], bool]:
+        return lambda offset_s: self.store.window_done(source.id, offset_s)
+
     def _run_source(self, source: Source) -> None:
-        self._source = source
+        if source.stop is not None:
+            self._stoppers.append(source.stop)
         try:
-            for result in self.pipeline.run(source, skip=lambda offset_s: self.store.window_done(source.id, offset_s)):
-                started = time.perf_counter()
-                self._record(result, source)
-                if result.outcome != RESUMED:  # the models' time and the bookkeeping's: the real-time factor
-                    self.summary.busy_s += result.busy_s + time.perf_counter() - started
+            for result in self.pipeline.run(source, skip=self._skip(source)):
+                self._take(result, source)
                 if self._stop:
                     return
         except AudioError as err:
-            self.summary.failed.append(str(err))
-            self.console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False)
+            self._failed(err)
         finally:
-            self._expire(source.id)
-            self._release()
+            self._done(source)
 
-    def _release(self) -> None:
-        if self._kept is not None:
-            self.sender.held.difference_update(str(p) for p in self._kept.files)
-            self._kept = None
+    def _take(self, result: WindowResult, source: Source) -> None:
+        started = time.perf_counter()
+        self._record(result, source)
+        if result.outcome != RESUMED:  # the models' time and the bookkeeping's: the real-time factor
+            self.summary.busy_s += result.busy_s + time.perf_counter() - started
+
+    def _failed(self, err: AudioError) -> None:
+        self.summary.failed.append(str(err))
+        self.console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False)
+
+    def _done(self, source: Source) -> None:
+        self._expire(source.id)
+        self._release(source.id)
+        if source.stop in self._stoppers:
+            self._stoppers.remove(source.stop)
+
+    def _run_together(self, streams: list[Iterable[Source]]) -> None:
+        results: queue.Queue = queue.Queue(maxsize=4)  # a slow commit holds the readers back, bounded
+
+        def read(stream: Iterable[Source]) -> None:
+            pipeline = self.pipeline.fresh()
+            try:
+                for source in stream:
+                    if source.stop is not None:
+                        self._stoppers.append(source.stop)
+                    try:
+                        for result in pipeline.run(source, skip=self._skip(source)):
+                            results.put((result, source))
+                    except AudioError as err:
+                        results.put((err, source))
+                    results.put((None, source))
+                    if self._stop:
+                        return
+            except EdgeError as err:  # a stream that can never work (no audio track): the whole run stops
+                fatal.append(err)
+                self.stop()
+            except Exception as err:  # noqa: BLE001 - a stream that cannot go on ends; the others do not
+                results.put((AudioError(str(err)), None))
+            finally:
+                results.put((StopIteration, None))
+
+        fatal: list[EdgeError] = []
+
+        threads = [threading.Thread(target=read, args=(stream,), daemon=True) for stream in streams]
+        for thread in threads:
+            thread.start()
+        running = len(threads)
+        while running:
+            item, source = results.get()
+            if item is StopIteration:
+                running -= 1
+            elif isinstance(item, AudioError):
+                self._failed(item)
+            elif item is None:
+                self._done(source)
+            elif not self._stop:
+                self._take(item, source)
+        if fatal:
+            raise fatal[0]
+
+    def _release(self, source: str) -> None:
+        kept = self._kept.pop(source, None)
+        if kept is not None:
+            self.sender.held.difference_update(str(p) for p in kept.files)
 
     def _settle(self, result: WindowResult) -> None:
         """Speech this window heard inside the previous window's kept audio is zeroed there too, before the
@@ -166,13 +235,13 @@ class Runner:
                 inside = self._speech_inside(result, waiting.source, waiting.window_start, waiting.samples.shape[0])
                 if inside:
                     held[i] = (replace(waiting, samples=masked(waiting.samples, inside)), verdict)
-        kept = self._kept
+        kept = self._kept.get(result.source)
         inside = self._speech_inside(result, kept.source, kept.start, kept.length) if kept is not None else []
         if inside:
             for path in kept.files:
                 mask_file(path, inside)
             self.summary.masked_after += 1
-        self._release()
+        self._release(result.source)
 
     def _speech_inside(self, result: WindowResult, source: str, start: int, length: int) -> list[tuple[int, int]]:
         """The speech ``result`` found, in the coordinates of another window of the stream (first sample
@@ -255,7 +324,7 @@ class Runner:
         kept = [Path(p) for p in (queued, saved) if p]
         if kept:  # held back from the sender until the next window has been checked for speech
             self.sender.held.update(str(p) for p in kept)
-            self._kept = _Kept(result.source, result.window_start, result.samples.shape[0], kept)
+            self._kept[result.source] = _Kept(result.source, result.window_start, result.samples.shape[0], kept)
         self._commit(result, source, queued, saved, stage="on-device")
         summary.escalated += bool(queued)
         if not self.options.quiet:

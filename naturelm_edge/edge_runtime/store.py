@@ -18,7 +18,7 @@ from pathlib import Path
 
 from naturelm_edge.errors import DiskFullError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS = {
     1: """
     CREATE TABLE events (
@@ -56,6 +56,13 @@ MIGRATIONS = {
     );
     CREATE INDEX escalations_due ON escalations(status, next_try);
     """,
+    # what each outbound sink (MQTT) has delivered: events go out in id order, so one mark per sink
+    2: """
+    CREATE TABLE published (
+        sink TEXT PRIMARY KEY,
+        last_event_id INTEGER NOT NULL
+    );
+    """,
 }
 
 
@@ -78,6 +85,15 @@ class Event:
     profile: str
     created_utc: str
     id: int | None = None
+
+
+def check_schema(path: Path, version: int) -> None:
+    """A store written by a newer naturelm-edge is refused in one sentence, never rewritten."""
+    if version > SCHEMA_VERSION:
+        from naturelm_edge.errors import EdgeError
+
+        raise EdgeError(f"{path}: written by a newer naturelm-edge (store schema {version}; this one reads up to "
+                        f"{SCHEMA_VERSION}); update naturelm-edge on this device.")
 
 
 @contextmanager
@@ -104,6 +120,7 @@ class EventStore:
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        check_schema(self.path, version)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.lock:
                 self.db.execute("BEGIN IMMEDIATE")
@@ -117,8 +134,9 @@ class EventStore:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
 
     def window_done(self, source: str, offset_s: float) -> bool:
-        row = self.db.execute("SELECT 1 FROM windows WHERE source = ? AND offset_s = ?", (source, round(offset_s, 3)))
-        return row.fetchone() is not None
+        with self.lock:  # asked from the threads that read streams at the same time
+            row = self.db.execute("SELECT 1 FROM windows WHERE source = ? AND offset_s = ?", (source, round(offset_s, 3)))
+            return row.fetchone() is not None
 
     def record(self, source: str, offset_s: float, gated: bool, events: list[Event],
                escalate: list[str | None]) -> list[int]:
