@@ -181,3 +181,17 @@ def test_the_first_name_of_the_command_still_works():
     assert "--recall" in alias.stdout and "--recall" in new.stdout
     missing = run_cli("distill", "detector", "/nonexistent-bundle", "--audio", "/tmp", "--out", "/tmp/x")
     assert missing.returncode != 0 and "nonexistent-bundle" in missing.stderr
+
+
+def test_a_detector_that_would_filter_nothing_is_refused_with_both_numbers(tmp_path):
+    """Recall wins a conflict; when it leaves the refusal target unmet, no bundle is written and the command
+    says by how much and what to do; no call-free windows at all is one sentence too."""
+    from naturelm_edge.detection.training import DetectorConfig, DetectorError, TrainedDetector, check_targets
+
+    labels = tmp_path / "LABELS.csv"
+    weak = TrainedDetector(None, -9.0, {"call_free_skipped": 0.09, "recall": 0.98}, DetectorConfig(recall=0.98, skip=0.98))
+    with pytest.raises(DetectorError, match=r"refuses only 9% .* \(target 98%\); no bundle written.*--skip 0\.09"):
+        check_targets(weak, labels)
+    with pytest.raises(DetectorError, match="no call-free windows held back"):
+        check_targets(TrainedDetector(None, 0.0, {"call_free_skipped": None}, DetectorConfig()), labels)
+    check_targets(TrainedDetector(None, 0.0, {"call_free_skipped": 0.99}, DetectorConfig(skip=0.98)), labels)

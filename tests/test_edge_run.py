@@ -306,3 +306,27 @@ def test_live_view_on_a_terminal_and_lines_in_a_log():
     with LiveView(Console(file=log, force_terminal=False), summary) as view:
         view.answer("dawn.wav     5.0s  'House Sparrow' (0.80)")
     assert log.getvalue().strip() == "dawn.wav     5.0s  'House Sparrow' (0.80)"  # no redraw codes in a log
+
+
+def test_explain_says_why_each_window_went_where_it_went(bundle, subset_audio, tmp_path):
+    """Every window's screening is stored (outcome, gate level and floor); --explain prints it per window."""
+    toad = load(subset_audio / "opensoundscape" / "great_plains_toad.wav", 16_000)[: 20 * 16_000]
+    recording = tmp_path / "night.wav"
+    quiet = np.random.default_rng(0).normal(0, 1e-4, 20 * 16_000)  # a recorder's self-noise, then the chorus
+    sf.write(str(recording), np.concatenate([quiet, toad]).astype(np.float32), 16_000, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert run_edge("--bundle", str(bundle), str(recording), "--no-detector", "--privacy", "off", "-q", "--out",
+                    str(out)).returncode == 0
+    rows = sqlite3.connect(out / "events.db").execute(
+        "SELECT offset_s, outcome, level_db, floor_db FROM windows ORDER BY offset_s").fetchall()
+    outcomes = {offset: outcome for offset, outcome, _, _ in rows}
+    assert outcomes[0.0] == "gated" and outcomes[25.0] == "answered"
+    assert all(level is not None and floor is not None for _, _, level, floor in rows)
+    gated_level, gated_floor = next((lv, fl) for o, oc, lv, fl in rows if o == 0.0)
+    assert gated_level - gated_floor < 10.0  # the gate's margin, not reached
+    explained = run_edge("--explain", str(recording), "--out", str(out))
+    assert explained.returncode == 0, explained.stderr
+    table = [line.strip("| ").split(" | ") for line in explained.stdout.splitlines() if re.match(r"^\| \d", line)]
+    assert [(float(r[0]), r[1]) for r in table] == [(offset, outcome) for offset, outcome, _, _ in rows]
+    missing = run_edge("--explain", str(tmp_path / "other.wav"), "--out", str(out))
+    assert missing.returncode != 0 and "no window of it" in missing.stderr

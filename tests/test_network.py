@@ -1,4 +1,5 @@
-"""edge-run --input URL: network audio served by a real ffmpeg, two streams at once, one killed and restarted."""
+"""edge-run --input URL: an RTSP stream (GStreamer's RTSP server) and an HTTP stream (ffmpeg) at once, the RTSP
+server killed and restarted mid-run, a dead address beside them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 FFMPEG = shutil.which("ffmpeg")
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with GStreamer's RTSP server bindings (python3-gi)
+RTSP_SERVER = Path(__file__).resolve().parents[1] / "testbed" / "rtsp_server.py"
 pytestmark = pytest.mark.skipif(FFMPEG is None and os.environ.get("CI") != "true", reason="ffmpeg is not installed")
 TOAD = "opensoundscape/great_plains_toad.wav"
 
@@ -31,6 +34,13 @@ def serve(recording: Path, url: str) -> subprocess.Popen:
     return subprocess.Popen([FFMPEG, "-hide_banner", "-loglevel", "error", "-stream_loop", "-1", "-i", str(recording),
                              "-ac", "1", "-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3", "-listen", "1", url],
                             stdin=subprocess.DEVNULL)
+
+
+def serve_rtsp(recording: Path, port: int) -> subprocess.Popen:
+    server = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(port), str(recording)], stdout=subprocess.PIPE,
+                              text=True)
+    assert server.stdout.readline().strip() == "ready"
+    return server
 
 
 def sources(out: Path) -> dict[str, int]:
@@ -52,11 +62,12 @@ def wait_until(check, timeout: float = 90) -> None:
 
 
 def test_two_streams_at_once_survive_a_dropped_one(bundle, subset_audio, tmp_path):
-    first = f"http://127.0.0.1:{free_port()}/first.mp3"
+    rtsp_port = free_port()
+    first = f"rtsp://127.0.0.1:{rtsp_port}/live"
     second = f"http://127.0.0.1:{free_port()}/second.mp3"
     dead = f"http://127.0.0.1:{free_port()}/nobody.mp3"
     phoebe = sorted((subset_audio / "phoebe").glob("*.mp3"))[0]
-    servers = {first: serve(subset_audio / TOAD, first), second: serve(phoebe, second)}
+    servers = {first: serve_rtsp(subset_audio / TOAD, rtsp_port), second: serve(phoebe, second)}
     out = tmp_path / "out"
     time.sleep(1)
     run = subprocess.Popen([sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()", "--bundle",
@@ -69,7 +80,7 @@ def test_two_streams_at_once_survive_a_dropped_one(bundle, subset_audio, tmp_pat
         servers[first].kill()  # the camera drops off the network ...
         servers[first].wait()
         time.sleep(2)
-        servers[first] = serve(subset_audio / TOAD, first)  # ... and comes back: a second connection
+        servers[first] = serve_rtsp(subset_audio / TOAD, rtsp_port)  # ... and comes back: a second connection
         wait_until(lambda: len([s for s in sources(out) if s.startswith(first + "@")]) >= 2)
     finally:
         run.send_signal(signal.SIGTERM)

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -20,15 +20,29 @@ run_app = typer.Typer(help="Run on-device detection on recordings or a live stre
                       pretty_exceptions_enable=False)
 
 
+Recordings = Annotated[list[Path] | None, typer.Argument(
+    help="Recordings or folders (recursive); a shell glob such as /media/card/*.WAV works.", show_default=False)]
+Inputs = Annotated[list[str] | None, typer.Option("--input", help="Recordings or folders (recursive), or network "
+                                          "streams (rtsp://, http(s)://); the paths after it count too "
+                                          "(--input /media/card/*.WAV).")]
+DetectorThreshold = Annotated[float | None, typer.Option(
+    help="Detector score a window needs to reach the encoder; default: the bundle's (set for its recall target).")]
+Privacy = Annotated[str | None, typer.Option(help="Windows where people talk: drop (no audio kept), mask (speech "
+                                          "zeroed, the rest answered) or off; default: the site's, else drop.")]
+Site = Annotated[Path | None, typer.Option(help="Site rules (TOML); default: BUNDLE/site.toml, then "
+                                           "/etc/naturelm-edge/site.toml.")]
+ClipsMaxMb = Annotated[float | None, typer.Option(
+    help="Keep the clip folder under this size (oldest clips go first; the newest 10 per label stay).")]
+Explain = Annotated[Path | None, typer.Option(help="Print why each window of this recording was dropped or "
+                                           "answered (from --out's events.db) and exit.")]
+
+
 @run_app.command()
 @user_errors
 def edge_run(
-    recordings: Annotated[list[Path] | None, typer.Argument(
-        help="Recordings or folders (recursive); a shell glob such as /media/card/*.WAV works.", show_default=False)] = None,
+    recordings: Recordings = None,
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Bundle directory or .tar (verified before any audio).")] = None,
-    inputs: Annotated[list[str] | None, typer.Option("--input", help="Recordings or folders (recursive), or network "
-                                                     "streams (rtsp://, http(s)://); the paths after it count too "
-                                                     "(--input /media/card/*.WAV).")] = None,
+    inputs: Inputs = None,
     stdin: Annotated[bool, typer.Option("--stdin", help="Raw S16_LE PCM on stdin (arecord | edge-run --stdin).")] = False,
     mic: Annotated[bool, typer.Option("--mic", help="Capture from a microphone (PortAudio).")] = False,
     watch: Annotated[Path | None, typer.Option(help="Folder a recorder drops files into; each is read once complete.")] = None,
@@ -47,39 +61,32 @@ def edge_run(
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Send every window to the models.")] = False,
     gate_margin_db: Annotated[float, typer.Option(help="How far above the noise floor a window must reach.")] = 10.0,
     no_detector: Annotated[bool, typer.Option("--no-detector", help="Skip the bundle's detection stage.")] = False,
-    detector_threshold: Annotated[float | None, typer.Option(
-        help="Detector score a window needs to reach the encoder; default: the bundle's (set for its recall target).")] = None,
+    detector_threshold: DetectorThreshold = None,
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
-    privacy: Annotated[str | None, typer.Option(help="Windows where people talk: drop (no audio kept), mask (speech "
-                                                     "zeroed, the rest answered) or off; default: the site's, else drop.")] = None,
-    site: Annotated[Path | None, typer.Option(help="Site rules (TOML); default: BUNDLE/site.toml, then "
-                                                   "/etc/naturelm-edge/site.toml.")] = None,
+    privacy: Privacy = None,
+    site: Site = None,
     check: Annotated[bool, typer.Option("--check", help="With --site: validate the site rules and exit.")] = False,
-    clips_max_mb: Annotated[float | None, typer.Option(
-        help="Keep the clip folder under this size (oldest clips go first; the newest 10 per label stay).")] = None,
+    clips_max_mb: ClipsMaxMb = None,
     trusted_keys: Annotated[Path | None, typer.Option(help="Only accept bundles signed by these keys.")] = None,
     self_test: Annotated[bool, typer.Option("--self-test", help="Check bundle, profile and providers; print a verdict.")] = False,
     install_service: Annotated[bool, typer.Option("--install-service", help="Write a systemd unit running this command.")] = False,
     service_path: Annotated[Path, typer.Option(help="Where --install-service writes the unit.")] = Path("/etc/systemd/system/naturelm-edge.service"),
+    explain: Explain = None,
     web: Annotated[str | None, typer.Option(help="Serve the station dashboard and /metrics from this run at HOST:PORT.")] = None,
     web_token_file: Annotated[Path | None, typer.Option(help="Token for --web on an address other than localhost.")] = None,
     mqtt: Annotated[str | None, typer.Option(help="Publish events to this MQTT broker (mqtt://, mqtts://HOST[:PORT]).")] = None,
     mqtt_topic: Annotated[str, typer.Option(help="Topic prefix of --mqtt.")] = "naturelm-edge",
     mqtt_token_file: Annotated[Path | None, typer.Option(help="MQTT credentials: one line USER:PASSWORD.")] = None,
+    mqtt_ca: Annotated[Path | None, typer.Option(help="CA certificate of an mqtts:// broker (default: the system's).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON (for scripts).")] = False,
 ) -> None:
     """Stream audio through the gate and the on-device models; escalate when unsure; never lose an event."""
-    if install_service:
-        write_service(service_path)
-        return
-    if list_devices:
-        print_devices()
+    if one_off(install_service, service_path, list_devices, explain, out):
         return
     from naturelm_edge.device_profiles import detect, get
     from naturelm_edge.edge_runtime.clips import RetentionPolicy
     from naturelm_edge.edge_runtime.gate import GateSettings
-    from naturelm_edge.edge_runtime.network import NetworkStream, is_stream
     from naturelm_edge.edge_runtime.runner import Runner, RunOptions
     from naturelm_edge.edge_runtime.sources import resolve_time_expansion
     from naturelm_edge.errors import EdgeError
@@ -89,11 +96,9 @@ def edge_run(
         return
     privacy = privacy or rules.privacy or "drop"
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
-    urls = [i for i in inputs or [] if is_stream(i)]
-    inputs = [Path(i) for i in inputs or [] if not is_stream(i)]
-    if urls and (inputs or recordings):
-        raise EdgeError("give network streams or recordings, not both: a stream never ends, the files would wait.")
-    check_paths(out, inputs, recordings, watch, token_file, self_test)
+    outlets = Outlets(web, web_token_file, mqtt, mqtt_topic, mqtt_token_file, mqtt_ca)
+    urls, inputs = split_inputs(inputs, recordings)
+    check_paths(out, inputs, recordings, watch, {"--token-file": token_file, **outlets.files()}, self_test)
     if self_test:
         run_self_test(loaded, chosen)
         return
@@ -110,25 +115,75 @@ def edge_run(
     microphone = open_microphone(device, runner.spec.sample_rate, max_seconds, expansion) if mic else None
     sources = make_sources(runner.spec, expansion, inputs, microphone, (rate, channels) if stdin else None, watch,
                            idle_exit)
+    print_notes(runner.summary, loaded, privacy)
+    summary, streams = run_with(runner, outlets, sources, urls, expansion)
+    print_summary(summary, out, microphone, as_json, streams)
+
+
+def run_with(runner, outlets: Outlets, sources, urls: list[str], expansion: float):  # noqa: ANN001, ANN201
+    """The run, with its network streams read at once and the station and MQTT beside it; the summary and
+    each stream's health."""
+    from naturelm_edge.edge_runtime.network import NetworkStream
+
     streams = [NetworkStream(url, runner.spec, expansion, console=err_console) for url in urls]
     together = [stream.sources() for stream in streams]
-    with attached(runner, web, web_token_file, mqtt, mqtt_topic, mqtt_token_file) as live:
+    with attached(runner, outlets) as live:
         if live is not None:
             sources = (live.tee(source) for source in sources)
             together = [(live.tee(source) for source in stream) for stream in together]
             live.streams = {stream.url: stream.health for stream in streams}
-        print_notes(runner.summary, loaded, privacy)
         summary = runner.run(sources, together, [stream.stop for stream in streams])
-    print_summary(summary, out, microphone, as_json, {stream.url: stream.health for stream in streams})
+    return summary, {stream.url: stream.health for stream in streams}
+
+
+def one_off(install_service: bool, service_path: Path, list_devices: bool, explain: Path | None, out: Path) -> bool:
+    """The modes that do one thing and exit (a systemd unit, the input devices, a recording explained)."""
+    if install_service:
+        write_service(service_path)
+    elif list_devices:
+        print_devices()
+    elif explain is not None:
+        print_explanation(out, explain)
+    else:
+        return False
+    return True
+
+
+def split_inputs(inputs: list[str] | None, recordings: list[Path] | None) -> tuple[list[str], list[Path]]:
+    """``--input`` values: network stream URLs, and paths (never both kinds with recordings in one run)."""
+    from naturelm_edge.edge_runtime.network import is_stream
+    from naturelm_edge.errors import EdgeError
+
+    urls = [i for i in inputs or [] if is_stream(i)]
+    paths = [Path(i) for i in inputs or [] if not is_stream(i)]
+    if urls and (paths or recordings):
+        raise EdgeError("give network streams or recordings, not both: a stream never ends, the files would wait.")
+    return urls, paths
+
+
+@dataclass
+class Outlets:
+    """Where a run shows and sends what it finds besides its output folder: the station, an MQTT broker."""
+
+    web: str | None
+    web_token_file: Path | None
+    mqtt: str | None
+    mqtt_topic: str
+    mqtt_token_file: Path | None
+    mqtt_ca: Path | None
+
+    def files(self) -> dict[str, Path | None]:
+        return {"--web-token-file": self.web_token_file, "--mqtt-token-file": self.mqtt_token_file,
+                "--mqtt-ca": self.mqtt_ca}
 
 
 @contextmanager
-def attached(runner, web: str | None, token_file: Path | None, mqtt: str | None, topic: str,  # noqa: ANN001
-             mqtt_token_file: Path | None) -> Iterator:
+def attached(runner, outlets: Outlets) -> Iterator:  # noqa: ANN001 - Runner
     """The station (``--web``) and the MQTT publisher (``--mqtt``) beside the run; yields the live state.
 
     Both run in threads of their own: a dead broker or a broken page never stops detection.
     """
+    web, mqtt = outlets.web, outlets.mqtt
     if web is None and mqtt is None:
         yield None
         return
@@ -142,15 +197,16 @@ def attached(runner, web: str | None, token_file: Path | None, mqtt: str | None,
     if web is not None:
         from naturelm_edge.station.server import Station
 
-        station = Station(runner.options.out, *web_address(web), read_token(token_file) if token_file else None,
-                          live).start()
+        token = read_token(outlets.web_token_file) if outlets.web_token_file else None
+        station = Station(runner.options.out, *web_address(web), token, live).start()
         err_console.print(f"station: {station.url}")
         closers.append(station.close)
     if mqtt is not None:
         from naturelm_edge.station.mqtt import MqttPublisher, read_credentials
 
-        publisher = MqttPublisher(runner.options.out / "events.db", mqtt, topic, live,
-                                  read_credentials(mqtt_token_file) if mqtt_token_file else None).start()
+        login = read_credentials(outlets.mqtt_token_file) if outlets.mqtt_token_file else None
+        publisher = MqttPublisher(runner.options.out / "events.db", mqtt, outlets.mqtt_topic, live, login,
+                                  outlets.mqtt_ca, err_console).start()
         closers.append(publisher.close)
     try:
         yield live
@@ -173,13 +229,15 @@ def print_devices() -> None:
 
 
 def check_paths(out: Path, inputs: list[Path] | None, recordings: list[Path] | None, watch: Path | None,
-                token_file: Path | None, self_test: bool) -> None:
-    """Every path this run needs, checked before the first window (nothing half-done on a bad argument)."""
+                files: dict[str, Path | None], self_test: bool) -> None:
+    """Every path this run needs, checked before the first window (nothing half-done on a bad argument);
+    ``files``: option -> a file it names (token files, a CA certificate)."""
     existing_paths([*(inputs or []), *(recordings or [])], "--input")
     if watch is not None:
         existing_folder(watch, "--watch")
-    if token_file is not None:
-        existing_file(token_file, "--token-file")
+    for option, path in files.items():
+        if path is not None:
+            existing_file(path, option)
     if not self_test:
         output_folder(out, "--out")
 
@@ -270,6 +328,34 @@ def print_summary(summary, out: Path, microphone, as_json: bool, streams: dict) 
     for url, health in streams.items():
         console.print(f"stream {url}: {health.connections} connections, {health.drops} drops, "
                       f"{health.failed_attempts} failed attempts")
+
+
+def print_explanation(out: Path, recording: Path) -> None:
+    """Each window of ``recording`` in ``OUT/events.db``: outcome, gate level over its floor, detector score."""
+    from naturelm_edge.cli.common import print_table
+    from naturelm_edge.edge_runtime.store import EventStore
+    from naturelm_edge.errors import EdgeError
+
+    existing_file(out / "events.db", "--out (its events.db)")
+    store = EventStore(out / "events.db")
+    try:
+        sources = store.sources()
+        wanted = recording.resolve()
+        matches = [s for s in sources if Path(s).resolve() == wanted] or [s for s in sources if Path(s).name == recording.name]
+        if not matches:
+            raise EdgeError(f"{recording}: no window of it in {out / 'events.db'}; run edge-run on it with --out {out}.")
+        for source in matches:
+            rows = []
+            for row in store.explain(source):
+                above = (row["level_db"] - row["floor_db"]) if row["level_db"] is not None else None
+                rows.append([f"{row['offset_s']:.1f}", row["outcome"] or "(not recorded)",
+                             *(f"{v:.1f}" if v is not None else "-" for v in (row["level_db"], row["floor_db"], above)),
+                             f"{row['detector_score']:.3f}" if row["detector_score"] is not None else "-",
+                             row["answers"] or ""])
+            print_table(["offset s", "outcome", "level dB", "floor dB", "above floor dB", "detector", "answer"], rows,
+                        title=source)
+    finally:
+        store.close()
 
 
 def write_service(path: Path) -> None:

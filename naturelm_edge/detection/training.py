@@ -328,6 +328,22 @@ def score_windows(net, features: np.ndarray) -> np.ndarray:  # noqa: ANN001 - to
                                for i in range(0, len(features), 32)])
 
 
+def check_targets(trained: TrainedDetector, labels_path: Path) -> None:
+    """Refuse a detector that would filter (almost) nothing: no call-free windows to set the threshold on, or
+    a threshold that keeps the recall target but misses the refusal target. Both numbers, and what to do."""
+    v, config = trained.validation, trained.config
+    if v["call_free_skipped"] is None:
+        raise DetectorError(f"{labels_path}: no call-free windows held back, so no threshold can be set; add "
+                            "recordings of this site without calls (rows of kind 'background').")
+    if v["call_free_skipped"] < config.skip:
+        raise DetectorError(
+            f"{labels_path}: at the threshold that keeps {config.recall:.0%} of every kind of held-back call, the "
+            f"detector refuses only {v['call_free_skipped']:.0%} of held-back call-free windows (target "
+            f"{config.skip:.0%}); no bundle written. Add call-free recordings of the site (background rows), lower "
+            f"the refusal target (--skip {max(0.01, np.floor(v['call_free_skipped'] * 100) / 100):.2f}) or the "
+            "recall target (--recall).")
+
+
 def export_detector(trained: TrainedDetector, path: Path, spec: WindowSpec) -> dict:
     """Write the detector as ONNX; return the manifest's ``detector`` section (threshold and how it was set)."""
     import torch
@@ -369,6 +385,7 @@ def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: Detecto
     recordings = recordings_from_labels(audio_root, rows)
     data = build_data(recordings, bundle.audio.spec, config, progress)
     trained = train_detector(data, config, progress)
+    check_targets(trained, labels_path)
     with tempfile.TemporaryDirectory(prefix="nle-detector-") as tmp:
         onnx_path = Path(tmp) / "detector.onnx"
         section = export_detector(trained, onnx_path, bundle.audio.spec)

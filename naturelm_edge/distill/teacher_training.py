@@ -20,17 +20,19 @@ from naturelm_edge.distill.species import labels_for
 from naturelm_edge.errors import AudioError, EdgeError
 
 
-def whiten_projection(proj, features) -> None:  # noqa: ANN001 - torch Linear, Tensor
+def whiten_projection(proj, features, seed: int = 0) -> None:  # noqa: ANN001 - torch Linear, Tensor
     """Data-dependent init: make the projection see standardised features (LSUV-style).
 
     The random Q-Former's outputs share a large common vector and differ by about 1 %; starting from a
-    projection that removes the mean and scales each feature by its spread lets training read them.
+    projection that removes the mean and scales each feature by its spread lets training read them. Its
+    draw has a generator of its own: how much randomness loading the model used must not change it.
     """
     import torch
 
     mean, std = features.mean(0), features.std(0).clamp(min=1e-6)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        weight = torch.randn(proj.out_features, proj.in_features) / proj.in_features**0.5 / std
+        weight = torch.randn(proj.out_features, proj.in_features, generator=generator) / proj.in_features**0.5 / std
         proj.weight.copy_(weight)
         proj.bias.copy_(-(weight @ mean))
 
@@ -66,7 +68,7 @@ def finetune_teacher(checkpoint: Path, audio_root: Path, out: Path, question: st
     with torch.no_grad():
         qformer = torch.cat([model.encode_audio_all(torch.from_numpy(np.stack(features[i : i + 16]))).qformer_out
                              for i in range(0, len(features), 16)])
-    whiten_projection(model.audio_llama_proj, qformer.reshape(-1, qformer.shape[-1]))
+    whiten_projection(model.audio_llama_proj, qformer.reshape(-1, qformer.shape[-1]), seed)
     end = llm.tokenizer.convert_tokens_to_ids(model.config.end_sym)
     targets = [llm.tokenizer(a, add_special_tokens=False).input_ids + [end] for a in answers]
     trainable = list(model.audio_llama_proj.parameters()) + list(llm.model.parameters())

@@ -1,5 +1,9 @@
 """Clips of detections as FLAC, under a retention policy; a full disk costs clips, never detections.
 
+Audio files (clips, the escalation queue's windows) are written only while they leave a reserve free on
+their file system (a tenth of it, at most 8 MiB): on a filling card the audio stops first and the event
+store, which must never lose a detection, still has room to commit.
+
 Retention (applied after each saved clip, oldest first): clips older than ``max_age_days`` go; while clips
 take more than ``max_disk_share`` of their file system, the oldest go; but the newest ``keep_per_label``
 clips of every label always stay (BirdNET-Go's policy).
@@ -7,6 +11,7 @@ clips of every label always stay (BirdNET-Go's policy).
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import time
@@ -25,6 +30,15 @@ class RetentionPolicy:
     max_mb: float | None = None  # the clip folder's own size limit (a shared card, a long season)
 
 
+RESERVE_MAX = 8 * 2**20
+
+
+def leaves_reserve(folder: Path, size: int) -> bool:
+    """Whether writing ``size`` bytes under ``folder`` leaves the event store its reserve."""
+    usage = shutil.disk_usage(folder)
+    return usage.free - size >= min(RESERVE_MAX, usage.total // 10)
+
+
 class ClipWriter:
     def __init__(self, root: Path, sample_rate: int, policy: RetentionPolicy | None = None) -> None:
         self.root, self.sample_rate = Path(root), sample_rate
@@ -39,6 +53,8 @@ class ClipWriter:
         tmp = path.with_suffix(".flac.tmp")
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            if not leaves_reserve(folder, 2 * np.asarray(audio).size):  # 16-bit PCM bounds the FLAC's size
+                raise OSError(errno.ENOSPC, "kept free for the event store")
             sf.write(str(tmp), np.asarray(audio, np.float32), self.sample_rate, format="FLAC", subtype="PCM_16")
             tmp.replace(path)
         except (OSError, sf.LibsndfileError, RuntimeError):

@@ -8,6 +8,7 @@ when the link is up, retried with exponential back-off when it is not, and marke
 
 from __future__ import annotations
 
+import errno
 import http.client
 import random
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from naturelm_edge.edge_runtime.clips import leaves_reserve
 from naturelm_edge.edge_runtime.labels import label_of
 from naturelm_edge.edge_runtime.store import EventStore
 from naturelm_edge.wire.client import post_escalation
@@ -84,6 +86,8 @@ class ClipStore:
     def save(self, samples: np.ndarray) -> Path:
         """Write one window's audio under a fresh name; the caller names it in the queue row."""
         path = self.root / f"{uuid.uuid4().hex}.npy"
+        if not leaves_reserve(self.root, 4 * samples.size + 128):
+            raise OSError(errno.ENOSPC, "kept free for the event store")
         try:
             np.save(path, samples.astype(np.float32))
         except OSError:

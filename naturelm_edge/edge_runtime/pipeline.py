@@ -22,7 +22,7 @@ from naturelm_edge.edge_runtime.engine import Engine
 from naturelm_edge.edge_runtime.escalation import EscalationPolicy
 from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
 from naturelm_edge.edge_runtime.labels import label_of
-from naturelm_edge.edge_runtime.screening import ANSWER, PRIVACY_MODES, SPEECH, Screening, untimed
+from naturelm_edge.edge_runtime.screening import ANSWER, PRIVACY_MODES, SPEECH, Screening, Why, untimed
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.edge_runtime.timestamps import offset as absolute
 from naturelm_edge.errors import EdgeError
@@ -52,6 +52,7 @@ class WindowResult:
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)  # the model-rate window
     speech: tuple[tuple[int, int], ...] = ()  # human speech found (sample ranges of the window, model rate)
     window_start: int = 0  # the window's first sample in its stream (model rate)
+    why: Why | None = None  # the screening's measures (gate level and floor, detector score)
 
     @property
     def answered(self) -> bool:
@@ -129,7 +130,7 @@ class WindowPipeline:
             with timed("fbank"):
                 features = features_of(window)
             screened = self.screening(window, features, timed)
-            place.update(speech=screened.speech, window_start=window.start)
+            place.update(speech=screened.speech, window_start=window.start, why=screened.why)
             if screened.outcome == SPEECH:
                 yield WindowResult(**place, outcome=SPEECH, answer=SPEECH_ANSWER, busy_s=time.perf_counter() - started)
             elif screened.outcome != ANSWER:

@@ -106,7 +106,7 @@ class Runner:
         self.summary = Summary(providers=self.engine.providers, missing_providers=self.engine.missing)
         self.view = LiveView(self.console, self.summary)
         self._stop = False
-        self._stoppers: list[Callable[[], None]] = []  # the live sources being read
+        self._stoppers: list[Callable[[], None]] = []  # what ends the live sources (a watcher, a stream, a mic)
         self._kept: dict[str, _Kept] = {}  # per source: the last answered window's audio, held until the next is screened
         self.site = options.site
         self._pending: dict[tuple[str, str], list[tuple[WindowResult, Verdict]]] = {}  # awaiting confirmation
@@ -122,7 +122,8 @@ class Runner:
         iterable of sources per stream, each read by a thread with its own pipeline and screening state,
         its windows committed here one at a time so the store keeps one writer). ``stoppers``: what ends
         those streams on SIGTERM, even between two connections."""
-        self._stoppers.extend(stoppers)
+        for stop in stoppers:
+            self._add_stopper(stop)
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         self.sender.start()
         try:
@@ -148,9 +149,14 @@ class Runner:
     def _skip(self, source: Source) -> Callable[[float], bool]:
         return lambda offset_s: self.store.window_done(source.id, offset_s)
 
+    def _add_stopper(self, stop: Callable[[], None] | None) -> None:
+        """Kept after the source ends: a watcher's or a stream's stop also ends its wait for the next one
+        (each is the same bound method every time, so the list stays as short as the kinds of input)."""
+        if stop is not None and stop not in self._stoppers:
+            self._stoppers.append(stop)
+
     def _run_source(self, source: Source) -> None:
-        if source.stop is not None:
-            self._stoppers.append(source.stop)
+        self._add_stopper(source.stop)
         try:
             for result in self.pipeline.run(source, skip=self._skip(source)):
                 self._take(result, source)
@@ -174,8 +180,6 @@ class Runner:
     def _done(self, source: Source) -> None:
         self._expire(source.id)
         self._release(source.id)
-        if source.stop in self._stoppers:
-            self._stoppers.remove(source.stop)
 
     def _run_together(self, streams: list[Iterable[Source]]) -> None:
         results: queue.Queue = queue.Queue(maxsize=4)  # a slow commit holds the readers back, bounded
@@ -184,8 +188,7 @@ class Runner:
             pipeline = self.pipeline.fresh()
             try:
                 for source in stream:
-                    if source.stop is not None:
-                        self._stoppers.append(source.stop)
+                    self._add_stopper(source.stop)
                     try:
                         for result in pipeline.run(source, skip=self._skip(source)):
                             results.put((result, source))
@@ -277,7 +280,7 @@ class Runner:
             self._commit(result, source, None, None, stage="privacy")
             return
         if not result.answered:  # gated, not a call, or already heard: done, nothing to report
-            self.store.record(result.source, result.offset_s, True, [], [])
+            self.store.record(result.source, result.offset_s, True, [], [], _screening(result))
             return
         summary.speech_masked += bool(result.speech)
         verdict = self.site.verdict(result.label, result.confidence) if result.detection else Verdict()
@@ -290,7 +293,7 @@ class Runner:
     def _remove(self, result: WindowResult, rule: str) -> None:
         """A window a site rule keeps from being reported: counted, marked done, nothing stored."""
         self.summary.removed[rule] = self.summary.removed.get(rule, 0) + 1
-        self.store.record(result.source, result.offset_s, True, [], [])
+        self.store.record(result.source, result.offset_s, True, [], [], _screening(result, f"removed:{rule}"))
 
     def _confirmed(self, result: WindowResult, verdict: Verdict) -> list[tuple[WindowResult, Verdict]]:
         """Detections ready to report: all at once when the site asks for none, else a label's detections
@@ -343,8 +346,15 @@ class Runner:
                       escalation_status="queued" if queued else "none", escalation_answer=None,
                       clip_path=saved, bundle_id=self.bundle.id, profile=self.profile.name,
                       created_utc=datetime.now(timezone.utc).isoformat())
-        (event.id,) = self.store.record(result.source, result.offset_s, False, [event], [str(queued) if queued else None])
+        (event.id,) = self.store.record(result.source, result.offset_s, False, [event], [str(queued) if queued else None],
+                                        _screening(result))
         self.sinks.write(event, high_hz=self.spec.sample_rate / 2 * source.time_expansion)
+
+
+def _screening(result: WindowResult, outcome: str | None = None) -> tuple:
+    """The window's row of ``SCREENING_COLUMNS``: why it was dropped, or how it reached the models."""
+    why = result.why
+    return (outcome or result.outcome, *((why.level_db, why.floor_db, why.detector_score) if why else (None,) * 3))
 
 
 @dataclass

@@ -24,6 +24,15 @@ PRIVACY_MODES = ("drop", "mask", "off")
 
 
 @dataclass(frozen=True)
+class Why:
+    """What the screening measured: the gate's level and floor (dB), the detector's score when it ran."""
+
+    level_db: float
+    floor_db: float
+    detector_score: float | None = None
+
+
+@dataclass(frozen=True)
 class Screened:
     """A window's screening: its outcome, and the window and features the models get (speech masked)."""
 
@@ -31,6 +40,7 @@ class Screened:
     window: Window
     features: np.ndarray
     speech: tuple[tuple[int, int], ...] = ()  # speech stretches found (sample ranges of the window)
+    why: Why | None = None
 
 
 def untimed(stage: str) -> AbstractContextManager:
@@ -63,27 +73,31 @@ class Screening:
                  timed: Callable[[str], AbstractContextManager] = untimed) -> Screened:
         """GATED, SPEECH, NOT_CALL or HEARD (the window stops here), or ANSWER (it goes to the models)."""
         with timed("gate"):
-            passed = self.gate(features).passed
-        if not passed:
-            return Screened(GATED, window, features)
+            gate = self.gate(features)
+        why = Why(round(gate.level_db, 2), round(gate.floor_db, 2))
+        if not gate.passed:
+            return Screened(GATED, window, features, why=why)
         speech: tuple[tuple[int, int], ...] = ()
         if self.privacy != "off" and self.speech is not None:
             with timed("speech"):
                 speech = tuple(self.speech.stretches(window.samples))
             if speech and self.privacy == "drop":
-                return Screened(SPEECH, window, features, speech)
+                return Screened(SPEECH, window, features, speech, why)
             if speech:  # mask: the models, the clip and the escalation get the window without the speech
                 window = replace(window, samples=masked(window.samples, list(speech)))
                 features = self.features_of(window.samples)
-        outcome = self._detect(window, features, timed)
-        return Screened(outcome, window, features, speech)
+        outcome, score = self._detect(window, features, timed)
+        return Screened(outcome, window, features, speech, replace(why, detector_score=score))
 
-    def _detect(self, window: Window, features: np.ndarray, timed: Callable[[str], AbstractContextManager]) -> str:
+    def _detect(self, window: Window, features: np.ndarray,
+                timed: Callable[[str], AbstractContextManager]) -> tuple[str, float | None]:
+        score = None
         if self.detector is not None:
             heard = min(1.0, max(0.0, (self.heard_until - window.start) / self.window))
             with timed("detector"):
                 decision = self.detector(features, window.valid, heard)
+            score = round(decision.score, 4)
             if not decision.passed:
-                return HEARD if decision.heard else NOT_CALL
+                return (HEARD if decision.heard else NOT_CALL), score
         self.heard_until = max(self.heard_until, window.start + window.valid)
-        return ANSWER
+        return ANSWER, score

@@ -58,6 +58,7 @@ class Sinks:
                 if new:
                     writer.writerow(RAVEN_COLUMNS)
                 writer.writerow([row["id"], "Spectrogram 1", 1, f"{event.offset_s:.3f}",
-                                 f"{event.offset_s + event.duration_s:.3f}", "0.0", f"{high_hz:.1f}", event.label or "",
+                                 f"{event.offset_s + event.duration_s:.3f}", "0.0", f"{high_hz:.1f}",
+                                 event.label or event.answer,  # never empty: Raven readers (crowsetta) refuse it
                                  event.answer, f"{event.confidence:.3f}", event.source, f"{event.offset_s:.3f}",
                                  event.start_utc or ""])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from naturelm_edge.errors import DiskFullError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS = {
     1: """
     CREATE TABLE events (
@@ -63,7 +63,15 @@ MIGRATIONS = {
         last_event_id INTEGER NOT NULL
     );
     """,
+    # why each window went where it went (edge-run --explain): the screening's outcome and measures
+    3: """
+    ALTER TABLE windows ADD COLUMN outcome TEXT;
+    ALTER TABLE windows ADD COLUMN level_db REAL;
+    ALTER TABLE windows ADD COLUMN floor_db REAL;
+    ALTER TABLE windows ADD COLUMN detector_score REAL;
+    """,
 }
+SCREENING_COLUMNS = ("outcome", "level_db", "floor_db", "detector_score")
 
 
 @dataclass(kw_only=True)
@@ -139,18 +147,20 @@ class EventStore:
             return row.fetchone() is not None
 
     def record(self, source: str, offset_s: float, gated: bool, events: list[Event],
-               escalate: list[str | None]) -> list[int]:
+               escalate: list[str | None], screening: tuple | None = None) -> list[int]:
         """Commit a window's events, its escalations (audio path or None) and its 'done' mark in one transaction.
+
+        ``screening``: the window's outcome, gate level and floor (dB) and detector score (``SCREENING_COLUMNS``).
 
         A full disk raises :class:`DiskFullError` with the transaction rolled back: the window is not marked
         done, so a run started once there is space again answers it.
         """
         with disk_full_is(f"{self.path}: the disk is full; stopped before the window at {offset_s:.1f} s of "
                           f"{source} (every event before it is kept); free space and run again to resume."):
-            return self._record(source, offset_s, gated, events, escalate)
+            return self._record(source, offset_s, gated, events, escalate, screening or (None,) * 4)
 
     def _record(self, source: str, offset_s: float, gated: bool, events: list[Event],
-                escalate: list[str | None]) -> list[int]:
+                escalate: list[str | None], screening: tuple) -> list[int]:
         ids = []
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
@@ -165,14 +175,27 @@ class EventStore:
                     if queue:
                         self.db.execute("INSERT INTO escalations (event_id, status, audio_path) VALUES (?, 'queued', ?)",
                                         (cursor.lastrowid, queue))
-                self.db.execute("INSERT OR IGNORE INTO windows (source, offset_s, gated) VALUES (?, ?, ?)",
-                                (source, round(offset_s, 3), int(gated)))
+                self.db.execute(f"INSERT OR IGNORE INTO windows (source, offset_s, gated, {', '.join(SCREENING_COLUMNS)}) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?)", (source, round(offset_s, 3), int(gated), *screening))
                 self.db.execute("COMMIT")
             except BaseException:
                 if self.db.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
                     self.db.execute("ROLLBACK")
                 raise
         return ids
+
+    def explain(self, source: str) -> list[dict]:
+        """Every window of ``source`` with its screening and the events it produced, in time order."""
+        cursor = self.db.execute(
+            f"SELECT w.offset_s, {', '.join('w.' + c for c in SCREENING_COLUMNS)}, "
+            "GROUP_CONCAT(COALESCE(e.label, e.answer), '; ') AS answers FROM windows w LEFT JOIN events e "
+            "ON e.source = w.source AND e.offset_s = w.offset_s WHERE w.source = ? GROUP BY w.offset_s "
+            "ORDER BY w.offset_s", (source,))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def sources(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT source FROM windows ORDER BY source")]
 
     def events(self) -> list[Event]:
         cursor = self.db.execute("SELECT * FROM events ORDER BY id")

@@ -38,7 +38,8 @@ def read_credentials(path: Path) -> tuple[str, str]:
 
 class MqttPublisher:
     def __init__(self, db_path: Path, url: str, topic: str, live: LiveState | None = None,
-                 credentials: tuple[str, str] | None = None, console=None) -> None:  # noqa: ANN001
+                 credentials: tuple[str, str] | None = None, ca_file: Path | None = None,
+                 console=None) -> None:  # noqa: ANN001 - a rich Console
         import paho.mqtt.client as mqtt
 
         parts = urlsplit(url)
@@ -57,8 +58,8 @@ class MqttPublisher:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"naturelm-edge-{self.device}")
         if credentials:
             self.client.username_pw_set(*credentials)
-        if parts.scheme == "mqtts":
-            self.client.tls_set()
+        if parts.scheme == "mqtts":  # the system's CAs, or the broker's own (a self-signed station broker)
+            self.client.tls_set(ca_certs=str(ca_file) if ca_file else None)
         self.client.will_set(f"{self.base}/status", json.dumps({"state": "offline"}), qos=1, retain=True)
         self.client.reconnect_delay_set(1, 60)  # back off to a minute: a dead broker never eats a CPU
         self.client.on_connect = self._connected
