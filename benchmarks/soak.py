@@ -167,6 +167,13 @@ def write(result: dict, out: Path) -> None:
     fig.savefig(out / "soak.png", dpi=110)
 
 
+def demo_bundle(work: Path) -> Path:
+    """The demo bundle (`edge demo`'s), built under ``work``."""
+    subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run; run()", "demo", "--out",
+                    str(work / "demo")], check=True)
+    return work / "demo" / "bundle"
+
+
 def main() -> None:
     from naturelm_edge.sample_data import shared_audio_dir
 
@@ -181,11 +188,7 @@ def main() -> None:
     if audio is None:
         raise SystemExit("no recordings: give --audio or put the shared folder beside the checkout")
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "naturelm-soak"
-    bundle = args.bundle
-    if bundle is None:
-        subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run; run()", "demo", "--out",
-                        str(work / "demo")], check=True)
-        bundle = work / "demo" / "bundle"
+    bundle = args.bundle or demo_bundle(work)
     run_out = work / "run"
     if run_out.exists():
         import shutil

@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, pyplot
-from benchmarks.soak import EDGE_RUN, RATE, recordings, stream_hour
+from benchmarks.soak import EDGE_RUN, RATE, demo_bundle, recordings, stream_hour
 
 ENDPOINTS = ("/", "/static/app.js", "/api/events?after=0&limit=200", "/api/counts", "/api/health", "/api/live.png",
              "/metrics")
@@ -85,11 +84,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "station")
     args = parser.parse_args()
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "naturelm-station"
-    bundle = args.bundle
-    if bundle is None:
-        subprocess.run([sys.executable, "-c", "from naturelm_edge.cli import run; run()", "demo", "--out",
-                        str(work / "demo")], check=True)
-        bundle = work / "demo" / "bundle"
+    bundle = args.bundle or demo_bundle(work)
     calls, backgrounds = recordings(shared_audio_dir())
     audio = stream_hour(calls, backgrounds, np.random.default_rng(0))[: int(args.minutes * 60 * RATE)]
     result = {"machine": machine(), "minutes_of_audio": args.minutes}
