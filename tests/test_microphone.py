@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -84,14 +83,26 @@ def test_lost_device_is_reopened_without_restart(alsa_home, built_bundle, tmp_pa
     hidden = infile.with_suffix(".away")
     infile.rename(hidden)  # the device is gone when edge-run starts
 
-    def plug_back() -> None:
-        time.sleep(2.5)
-        hidden.rename(infile)
-
-    threading.Thread(target=plug_back).start()
     out = tmp_path / "out"
-    result = _edge_run(home, "--bundle", str(work / "bundle"), "--mic", "--device", "fieldmic", "--max-seconds", "12",
-                       "--no-gate", "--escalate", "off", "--profile", "x86-cpu", "--out", str(out), "-q")
+    env = {**os.environ, "HOME": str(home)}
+    process = subprocess.Popen([sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()", "--bundle",
+                                str(work / "bundle"), "--mic", "--device", "fieldmic", "--max-seconds", "12", "--no-gate",
+                                "--escalate", "off", "--profile", "x86-cpu", "--out", str(out), "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    errors: list[str] = []
+
+    def plug_back_once_missed() -> None:  # the device returns after edge-run has found it gone, however slow
+        for line in process.stderr:
+            errors.append(line)
+            if "microphone unavailable" in line and hidden.exists():
+                hidden.rename(infile)
+
+    reader = threading.Thread(target=plug_back_once_missed)
+    reader.start()
+    stdout = process.stdout.read()
+    process.wait(timeout=300)
+    reader.join(timeout=10)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, "".join(errors))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "microphone unavailable" in result.stderr
     reopens = int(result.stdout.split(" reopens")[0].rsplit(" ", 1)[-1])

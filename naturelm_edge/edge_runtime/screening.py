@@ -64,9 +64,9 @@ class Screening:
         self.speech, self.privacy, self.features_of = speech, privacy, features_of
         self.heard_until = 0  # sample (at the model's rate) where the last answered window ended
 
-    def reset(self) -> None:
-        """A new recording: a noise floor of its own, nothing heard yet."""
-        self.gate.reset()
+    def begin(self, recorder: str | None = None) -> None:
+        """A new recording: the noise floor of its recorder (or one of its own), nothing heard yet."""
+        self.gate.begin(recorder)
         self.heard_until = 0
 
     def __call__(self, window: Window, features: np.ndarray,

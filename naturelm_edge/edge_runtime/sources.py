@@ -17,7 +17,7 @@ from naturelm_edge.audio.files import list_audio
 from naturelm_edge.audio.resample import StreamResampler
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
-from naturelm_edge.edge_runtime.timestamps import recording_start
+from naturelm_edge.edge_runtime.timestamps import recorder_of, recording_start
 from naturelm_edge.errors import EdgeError
 
 
@@ -34,6 +34,7 @@ class Source:
     blocks: Callable[[], Iterator[np.ndarray]]  # model-rate mono float32 blocks, decoded as pulled
     stop: Callable[[], None] | None = None  # ask a live source to finish its current block
     overflows: Callable[[], int] | None = None  # blocks a live source has dropped so far
+    recorder: str | None = None  # the device of a series of files: they share the gate's noise floor
 
 
 def resolve_time_expansion(requested: float | None, profile: Profile, bundle: Bundle) -> float:
@@ -45,7 +46,8 @@ def file_source(path: Path, spec: WindowSpec, time_expansion: float = 1.0, start
                 stop: Callable[[], None] | None = None) -> Source:
     """One recording, decoded and resampled block by block as the pipeline pulls it."""
     return Source(str(path), start, time_expansion,
-                  lambda: decode_stream(path, spec.sample_rate, time_expansion=time_expansion), stop)
+                  lambda: decode_stream(path, spec.sample_rate, time_expansion=time_expansion), stop,
+                  recorder=recorder_of(path))
 
 
 def file_sources(paths: list[Path], spec: WindowSpec, time_expansion: float = 1.0) -> list[Source]:

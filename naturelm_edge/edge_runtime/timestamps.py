@@ -30,6 +30,13 @@ def from_name(name: str, recorder_tz: tzinfo = timezone.utc) -> datetime | None:
     return naive.replace(tzinfo=timezone.utc if is_audiomoth else recorder_tz)
 
 
+def recorder_of(path: Path) -> str | None:
+    """The recorder a file came from, when its name says it is one of a series: its folder and the name's
+    prefix (a Song Meter's ``PREFIX_``; AudioMoth names have none, one card per recorder). None otherwise."""
+    match = _NAME.search(path.name)
+    return f"{path.parent}/{path.name[:match.start()]}" if match else None
+
+
 def guano(path: Path) -> dict[str, str]:
     """Key/value pairs of a WAV file's GUANO (``guan``) chunk, or an empty dict."""
     try:
