@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from naturelm_edge.audio import fbank, load, prepare
 from naturelm_edge.cli import run_app
-from naturelm_edge.edge_runtime.gate import EnergyGate
+from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
 from naturelm_edge.wire.loopback import EscalationServer
 from testbed.net import free_port
 from tests.helpers import events as stored_events
@@ -323,7 +323,7 @@ def test_explain_says_why_each_window_went_where_it_went(bundle, subset_audio, t
     assert outcomes[0.0] == "gated" and outcomes[25.0] == "answered"
     assert all(level is not None and floor is not None for _, _, level, floor in rows)
     gated_level, gated_floor = next((lv, fl) for o, oc, lv, fl in rows if o == 0.0)
-    assert gated_level - gated_floor < 10.0  # the gate's margin, not reached
+    assert gated_level - gated_floor < GateSettings().margin_db  # the gate's margin, not reached
     explained = run_edge("--explain", str(recording), "--out", str(out))
     assert explained.returncode == 0, explained.stderr
     table = [line.strip("| ").split(" | ") for line in explained.stdout.splitlines() if re.match(r"^\| \d", line)]
