@@ -85,7 +85,7 @@ def taught_teacher(tiny_checkpoint: Path, audio_dir: Path, tmp_path_factory: pyt
     from testbed.corpus import QUESTION
 
     return made_once(tmp_path_factory, "taught-teacher",
-                     lambda folder: finetune_teacher(tiny_checkpoint, audio_dir, folder, QUESTION, steps=1000))
+                     lambda folder: finetune_teacher(tiny_checkpoint, audio_dir, folder, QUESTION, steps=1500))
 
 
 @pytest.fixture(scope="session")

@@ -21,25 +21,20 @@ from naturelm_edge.errors import AudioError, EdgeError
 
 
 def whiten_projection(proj, features, seed: int = 0) -> None:  # noqa: ANN001 - torch Linear, Tensor
-    """Data-dependent init: make the projection see whitened features (PCA whitening, then a random draw).
+    """Data-dependent init: make the projection see standardised features (LSUV-style).
 
-    The random Q-Former's outputs share a large common vector and differ by about 1 %, mostly along a few
-    correlated directions; removing the mean and giving every principal direction unit variance lets
-    training read the differences between clips, whichever directions carry them. Its draw has a generator
-    of its own: how much randomness loading the model used must not change it.
+    The random Q-Former's outputs share a large common vector and differ by about 1 %; starting from a
+    projection that removes the mean and scales each feature by its spread lets training read them. Its
+    draw has a generator of its own: how much randomness loading the model used must not change it.
     """
     import torch
 
-    centred = features - features.mean(0)
-    values, vectors = torch.linalg.eigh(centred.T @ centred / centred.shape[0])
-    keep = values > values.max() * 1e-6  # directions with no spread are left out, not amplified
-    whiten = vectors[:, keep].T / values[keep].sqrt()[:, None]  # (kept, in)
+    mean, std = features.mean(0), features.std(0).clamp(min=1e-6)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        draw = torch.randn(proj.out_features, whiten.shape[0], generator=generator) / whiten.shape[0] ** 0.5
-        weight = draw @ whiten
+        weight = torch.randn(proj.out_features, proj.in_features, generator=generator) / proj.in_features**0.5 / std
         proj.weight.copy_(weight)
-        proj.bias.copy_(-(weight @ features.mean(0)))
+        proj.bias.copy_(-(weight @ mean))
 
 
 def finetune_teacher(checkpoint: Path, audio_root: Path, out: Path, question: str, steps: int = 1500,

@@ -109,7 +109,7 @@ class Runner:
         self._stoppers: list[Callable[[], None]] = []  # what ends the live sources (a watcher, a stream, a mic)
         self._kept: dict[str, _Kept] = {}  # per source: the last answered window's audio, held until the next is screened
         self.site = options.site
-        self._pending: dict[tuple[str, str], list[tuple[WindowResult, Verdict]]] = {}  # awaiting confirmation
+        self._pending: dict[tuple[str, str], list[tuple[WindowResult, Verdict | None]]] = {}  # awaiting confirmation
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -302,20 +302,22 @@ class Runner:
         if site.confirm_count <= 1 or not result.detection:
             return [(result, verdict)]
         key = (result.source, result.label or result.answer)
-        held = self._pending.pop(key, [])
-        for stale in [p for p in held if result.offset_s - p[0].offset_s > site.confirm_within_s]:
+        held = self._pending.pop(key, [])  # a verdict of None: already reported, it still confirms what follows
+        for stale in [p for p in held if result.offset_s - p[0].offset_s > site.confirm_within_s and p[1]]:
             self._remove(stale[0], "confirm")
         held = [p for p in held if result.offset_s - p[0].offset_s <= site.confirm_within_s] + [(result, verdict)]
         if len(held) >= site.confirm_count:
-            return held
+            self._pending[key] = [(r, None) for r, _ in held]
+            return [p for p in held if p[1] is not None]
         self._pending[key] = held
         return []
 
     def _expire(self, source: str) -> None:
         """The recording ended: detections still waiting for confirmation are not reported."""
         for key in [k for k in self._pending if k[0] == source]:
-            for result, _ in self._pending.pop(key):
-                self._remove(result, "confirm")
+            for result, verdict in self._pending.pop(key):
+                if verdict is not None:
+                    self._remove(result, "confirm")
 
     def _report(self, result: WindowResult, source: Source, verdict: Verdict) -> None:
         summary = self.summary
