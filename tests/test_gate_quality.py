@@ -90,3 +90,22 @@ def test_digital_silence_does_not_open_the_gate_for_what_follows():
     assert not gate(noise[1]).passed and not gate(noise[2]).passed
     gate.begin(None)  # a recording of unknown origin starts a floor of its own
     assert gate.floor_db is None and not gate(noise[0]).passed and gate.floor_db is not None
+
+
+def test_a_gain_change_mid_day_costs_a_few_windows_and_loses_no_call(audio_dir):
+    """A recorder whose gain is turned up 20 dB mid-day: its steady chorus passes for a few windows until the
+    floor follows; turned down 40 dB, the floor falls at once and a faint call in the quieter file passes."""
+    import numpy as np
+
+    from naturelm_edge.audio import load
+    from naturelm_edge.edge_runtime.gate import GateSettings
+    from testbed.mixing import insert, loudest
+
+    steady = load(audio_dir / CHORUS, 16_000)[:160_000]
+    louder, quieter = (steady * 10).astype(np.float32), (steady / 10).astype(np.float32)
+    call = insert(quieter, loudest(load(audio_dir / WHALE, 16_000), 3.0), 60_000, 0.0).astype(np.float32)
+    day = [steady] * 3 + [louder] * 12 + [quieter, call]
+    passed = [p[0] for p in _gate_passes(GateSettings(), day, ["site/SMA_"] * len(day))]
+    turned_up = passed[3:15]
+    assert turned_up[0] and not any(turned_up[-4:])  # the floor caught up within the louder stretch
+    assert not passed[15] and passed[16]  # turned down: the floor fell at once; the call stands out of it
