@@ -3,7 +3,7 @@
 Run: ``python -m benchmarks.readers [--bundle DIR] [--out benchmarks/results/readers]``. crowsetta and pandas
 read the outputs in the test suite (tests/test_outputs.py); opensoundscape cannot live in the project's
 environment (0.13 requires torchaudio and torchvision builds that pin another torch than the one this project
-pins), so this benchmark gives it an environment of its own: a venv under ``benchmarks/.work/readers-venv``
+pins), so this benchmark gives it an environment of its own: a venv under ``~/.cache/naturelm-edge/readers-venv``
 with torch 2.13 and opensoundscape installed without its training dependencies, importing only its
 ``annotations`` module (the package's ``__init__`` pulls in lightning, torchvision and wandb, which the reader
 never touches). edge-run writes events for a toad chorus and a 10x time-expanded bat recording; opensoundscape's
@@ -87,7 +87,7 @@ def measure(bundle: Path, audio: Path, work: Path) -> dict:
         subprocess.run([*EDGE_RUN, "--bundle", str(bundle), str(audio / name), "--out", str(out), "--profile",
                         "x86-cpu", "--escalate", "off", "--no-gate", "-q", "--time-expansion", str(expansion)],
                        check=True)
-    python = reader_env(work / "readers-venv")
+    python = reader_env(Path.home() / ".cache" / "naturelm-edge" / "readers-venv")
     read = subprocess.run([str(python), "-c", READER_SCRIPT, str(out / "events.selections.txt")], check=True,
                           capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     boxes = json.loads(read.stdout.strip().splitlines()[-1])
@@ -136,7 +136,7 @@ def main() -> None:
     audio = args.audio or shared_audio_dir()
     if audio is None:
         raise SystemExit("no recordings: give --audio or put the shared folder beside the checkout")
-    work = Path(__file__).parent / ".work"
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / "naturelm-readers"
     work.mkdir(exist_ok=True)
     result = measure(args.bundle or demo_bundle(work), audio, work)
     write(result, args.out)

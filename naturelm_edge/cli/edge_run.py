@@ -59,7 +59,8 @@ def edge_run(
     token_file: Annotated[Path | None, typer.Option(help="Bearer token for --escalate URL.")] = None,
     time_expansion: Annotated[float | None, typer.Option(help="Slow ultrasonic audio N times (bats: 10).")] = None,
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Send every window to the models.")] = False,
-    gate_margin_db: Annotated[float, typer.Option(help="How far above the noise floor a window must reach.")] = 10.0,
+    gate_margin_db: Annotated[float | None, typer.Option(
+        help="How far above the noise floor (dB) a window must reach [default: the gate's, 12]")] = None,
     no_detector: Annotated[bool, typer.Option("--no-detector", help="Skip the bundle's detection stage.")] = False,
     detector_threshold: DetectorThreshold = None,
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
@@ -107,7 +108,7 @@ def edge_run(
         raise EdgeError("give one of --input PATH (files, folders or stream URLs), --watch DIR, --stdin or --mic.")
     options = RunOptions(out, escalate or chosen.escalation.get("mode", "queue"),
                          read_token(token_file) if token_file else None,
-                         GateSettings(margin_db=gate_margin_db, enabled=not no_gate), quiet=quiet,
+                         GateSettings(enabled=not no_gate, **({} if gate_margin_db is None else {"margin_db": gate_margin_db})), quiet=quiet,
                          confidence_threshold=threshold, detector=not no_detector, detector_threshold=detector_threshold,
                          retention=RetentionPolicy(max_mb=clips_max_mb), privacy=privacy, site=rules)
     runner = Runner(loaded, chosen, options, err_console)
