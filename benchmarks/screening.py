@@ -282,11 +282,12 @@ def write(result: dict, out: Path) -> None:
              f"{result['machine'].get('processor', '')}; {result['audio_hours']:.2f} h of audio; seed {result['seed']}. "
              "Targets: field recall >= 97 %, mixed recall >= 95 % at SNR >= 0 dB, refused >= 60 % of "
              "reference-negative windows, <= 10 CPU-s per audio hour.", "",
-             "| configuration | field recall | mixed recall, SNR >= 0 dB | refused | CPU-s per audio hour |",
-             "|---|---:|---:|---:|---:|"]
+             "| configuration | field recall | mixed recall, SNR >= 0 dB | mixed recall, all SNRs | refused | "
+             "CPU-s per audio hour |", "|---|---:|---:|---:|---:|---:|"]
     for name, r in configs.items():
         f = r["sets"]["field"]["recall"].get("field", {"recall": float("nan"), "n": 0})
-        lines.append(f"| {name} | {f['recall']:.1%} (n={f['n']}) | {mixed_recall(r):.1%} | {refused(r):.1%} | "
+        lines.append(f"| {name} | {f['recall']:.1%} (n={f['n']}) | {mixed_recall(r):.1%} | {mixed_recall(r, -99.0):.1%} | "
+                     f"{refused(r):.1%} | "
                      f"{r['cpu_s_per_audio_hour']:.1f} |")
     for name, r in configs.items():
         lines += ["", f"## {name}", "", "| set | reference | n | kept |", "|---|---|---:|---:|"]
@@ -312,17 +313,22 @@ def plot(result: dict, path: Path) -> None:
     axes[0].set_xlabel("SNR (dB)")
     axes[0].set_ylabel("recall of inserted calls")
     axes[0].legend(fontsize=7)
-    v2 = [(name, r) for name, r in result["configurations"].items() if name.startswith("v2 margin") or name == "v2: default"]
-    axes[1].plot([refused(r) for _, r in v2], [r["sets"]["field"]["recall"]["field"]["recall"] for _, r in v2], "o-",
-                 label="field (BirdNET)")
-    axes[1].plot([refused(r) for _, r in v2], [mixed_recall(r) for _, r in v2], "s-", label="mixed, SNR >= 0 dB")
+    v2 = sorted(((name, r) for name, r in result["configurations"].items() if name.startswith("v2 margin")),
+                key=lambda item: refused(item[1]))
+    for label, min_snr, marker in (("mixed, SNR >= 0 dB", 0.0, "s-"), ("mixed, all SNRs (-20..+20 dB)", -99.0, "o-")):
+        axes[1].plot([refused(r) for _, r in v2], [mixed_recall(r, min_snr) for _, r in v2], marker, label=label)
+    for name, r in v2:
+        axes[1].annotate(name.split("margin ")[1], (refused(r), mixed_recall(r, -99.0)), fontsize=7)
+    legacy = next(r for name, r in result["configurations"].items() if name.startswith("v1"))
+    axes[1].plot([refused(legacy)], [mixed_recall(legacy, -99.0)], "kx", label="v1 (before #14), all SNRs")
     axes[1].set_xlabel("refused share of reference-negative windows")
-    axes[1].set_ylabel("recall")
+    axes[1].set_ylabel("recall of inserted calls")
     axes[1].set_title("v2 over margins: the trade-off")
     axes[1].legend(fontsize=7)
     default = result["configurations"]["v2: default"]
     groups = sorted({k for s in default["sets"].values() for k in s["recall"] if k.startswith("group:")})
-    values = [np.mean([s["recall"][g]["recall"] for s in default["sets"].values() if g in s["recall"]]) for g in groups]
+    values = [sum(s["recall"][g]["recall"] * s["recall"][g]["n"] for s in default["sets"].values() if g in s["recall"])
+              / sum(s["recall"][g]["n"] for s in default["sets"].values() if g in s["recall"]) for g in groups]
     axes[2].bar([g[6:] for g in groups], values)
     axes[2].set_ylim(0, 1.05)
     axes[2].set_title("v2 default: recall of inserted calls per group")

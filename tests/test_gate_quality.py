@@ -104,8 +104,8 @@ def test_a_gain_change_mid_day_costs_a_few_windows_and_loses_no_call(audio_dir):
     steady = load(audio_dir / CHORUS, 16_000)[:160_000]
     louder, quieter = (steady * 10).astype(np.float32), (steady / 10).astype(np.float32)
     call = insert(quieter, loudest(load(audio_dir / WHALE, 16_000), 3.0), 60_000, 0.0).astype(np.float32)
-    day = [steady] * 3 + [louder] * 12 + [quieter, call]
+    day = [steady] * 3 + [louder] * 20 + [quieter, call]
     passed = [p[0] for p in _gate_passes(GateSettings(), day, ["site/SMA_"] * len(day))]
-    turned_up = passed[3:15]
+    turned_up = passed[3:23]
     assert turned_up[0] and not any(turned_up[-4:])  # the floor caught up within the louder stretch
-    assert not passed[15] and passed[16]  # turned down: the floor fell at once; the call stands out of it
+    assert not passed[23] and passed[24]  # turned down: the floor fell at once; the call stands out of it

@@ -60,7 +60,7 @@ def edge_run(
     time_expansion: Annotated[float | None, typer.Option(help="Slow ultrasonic audio N times (bats: 10).")] = None,
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Send every window to the models.")] = False,
     gate_margin_db: Annotated[float | None, typer.Option(
-        help="How far above the noise floor (dB) a window must reach [default: the gate's, 12]")] = None,
+        help="How far above the noise floor (dB) a window must reach [default: the gate's, 10]")] = None,
     no_detector: Annotated[bool, typer.Option("--no-detector", help="Skip the bundle's detection stage.")] = False,
     detector_threshold: DetectorThreshold = None,
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
