@@ -19,6 +19,16 @@ def pyplot():  # noqa: ANN201 - matplotlib.pyplot, or None without the dev extra
     return plt
 
 
+def recordings_dir(given: Path | None) -> Path:
+    """``--audio``, else the shared recordings beside the checkout; a clear exit when there are none."""
+    from naturelm_edge.sample_data import shared_audio_dir
+
+    audio = given or shared_audio_dir()
+    if audio is None:
+        raise SystemExit("no recordings: give --audio or put the shared folder beside the checkout")
+    return audio
+
+
 def machine() -> dict:
     import numpy as np
     import onnxruntime

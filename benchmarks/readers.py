@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.common import machine, pyplot
+from benchmarks.common import machine, pyplot, recordings_dir
 from benchmarks.soak import EDGE_RUN, demo_bundle
 
 OPENSOUNDSCAPE = "opensoundscape==0.13.2"
@@ -126,16 +126,12 @@ def write(result: dict, out: Path) -> None:
 
 
 def main() -> None:
-    from naturelm_edge.sample_data import shared_audio_dir
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=None)
     parser.add_argument("--audio", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "readers")
     args = parser.parse_args()
-    audio = args.audio or shared_audio_dir()
-    if audio is None:
-        raise SystemExit("no recordings: give --audio or put the shared folder beside the checkout")
+    audio = recordings_dir(args.audio)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "naturelm-readers"
     work.mkdir(exist_ok=True)
     result = measure(args.bundle or demo_bundle(work), audio, work)

@@ -35,7 +35,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import machine, pyplot  # noqa: E402
+from benchmarks.common import machine, pyplot, recordings_dir  # noqa: E402
 from testbed.mixing import insert, loudest  # noqa: E402
 
 RATE = 16_000
@@ -343,16 +343,12 @@ def mixed_recall_at(result: dict, snr: float) -> float:
 
 
 def main() -> None:
-    from naturelm_edge.sample_data import shared_audio_dir
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--audio", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "screening")
     args = parser.parse_args()
-    audio = args.audio or shared_audio_dir()
-    if audio is None:
-        raise SystemExit("no recordings: give --audio or put the shared folder beside the checkout")
+    audio = recordings_dir(args.audio)
     result = measure(audio, args.seed)
     write(result, args.out)
     print((args.out / "screening.md").read_text().split("\n## ")[0])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, pyplot
+from benchmarks.common import machine, pyplot, recordings_dir
 
 RATE = 16_000
 EDGE_RUN = [sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()"]
@@ -175,8 +175,6 @@ def demo_bundle(work: Path) -> Path:
 
 
 def main() -> None:
-    from naturelm_edge.sample_data import shared_audio_dir
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--bundle", type=Path, default=None)
@@ -184,9 +182,7 @@ def main() -> None:
     parser.add_argument("--clips-max-mb", type=float, default=50.0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "soak")
     args = parser.parse_args()
-    audio = args.audio or shared_audio_dir()
-    if audio is None:
-        raise SystemExit("no recordings: give --audio or put the shared folder beside the checkout")
+    audio = recordings_dir(args.audio)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "naturelm-soak"
     bundle = args.bundle or demo_bundle(work)
     run_out = work / "run"
