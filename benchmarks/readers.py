@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -55,12 +54,6 @@ def reader_env(venv: Path) -> Path:
     return python
 
 
-def stored_events(out: Path) -> list[dict]:
-    with sqlite3.connect(out / "events.db") as db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("SELECT * FROM events ORDER BY id")]
-
-
 def compare(events: list[dict], boxes: list[dict]) -> dict:
     """Per event: does opensoundscape's box carry its times, band (real Hz) and label?"""
     rows = []
@@ -78,6 +71,8 @@ def compare(events: list[dict], boxes: list[dict]) -> dict:
 
 
 def measure(bundle: Path, audio: Path, work: Path) -> dict:
+    from naturelm_edge.station.data import StationData
+
     out = work / "run"
     if out.exists():
         import shutil
@@ -91,7 +86,8 @@ def measure(bundle: Path, audio: Path, work: Path) -> dict:
     read = subprocess.run([str(python), "-c", READER_SCRIPT, str(out / "events.selections.txt")], check=True,
                           capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     boxes = json.loads(read.stdout.strip().splitlines()[-1])
-    return {"reader": OPENSOUNDSCAPE, "machine": machine(), **compare(stored_events(out), boxes)}
+    stored = list(reversed(StationData(out).events(limit=1_000_000)))  # the store, read as the station reads it
+    return {"reader": OPENSOUNDSCAPE, "machine": machine(), **compare(stored, boxes)}
 
 
 def write(result: dict, out: Path) -> None:

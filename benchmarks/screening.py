@@ -36,9 +36,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from benchmarks.common import machine, pyplot, recordings_dir  # noqa: E402
-from testbed.mixing import insert, loudest  # noqa: E402
+from testbed.mixing import RATE, insert, loudest  # noqa: E402
 
-RATE = 16_000
 SNRS_DB = (-20.0, -15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 20.0)
 BANDS = ((0.0, 1000.0, "low (<1 kHz)"), (1000.0, 4000.0, "mid (1-4 kHz)"), (4000.0, 8000.1, "high (4-8 kHz)"))
 POSITIVE, NEGATIVE = 0.5, 0.1  # BirdNET confidence: a call is heard / nothing is
@@ -58,6 +57,8 @@ class Recording:
     group: str = ""
     band: str = ""
     snr_db: float | None = None
+    placed: list[tuple[int, int, str, str, float]] = field(default_factory=list)  # a stream's calls: start, end,
+    # group, band, SNR (sample indices); a stream is judged call by call, a file by its windows
 
 
 def band_of(call: np.ndarray) -> str:
@@ -73,10 +74,9 @@ def band_of(call: np.ndarray) -> str:
 
 
 def windows_of(samples: int, spec) -> Iterator[tuple[int, int]]:  # noqa: ANN001 - WindowSpec
-    from naturelm_edge.audio.windows import iter_windows
-
-    for w in iter_windows([np.zeros(samples, np.float32)], spec):
-        yield w.start, w.start + spec.window
+    """(start, end) sample of each window edge-run makes of ``samples``: a hop apart, as many as it gives."""
+    for i in range(spec.windows_in(samples)):
+        yield i * spec.hop, i * spec.hop + spec.window
 
 
 def field_set(audio: Path, rows: list[dict], listener) -> list[Recording]:  # noqa: ANN001 - Listener
@@ -124,22 +124,19 @@ def duty_cycled(backgrounds: list[np.ndarray], clips: list, rng: np.random.Gener
         bg = backgrounds[i // 2 % len(backgrounds)][: 10 * RATE] * drift  # calls and call-free files in both
         name = f"SMA01234_20260501_{i * 15 // 60:02d}{i * 15 % 60:02d}00.wav"
         if i % 2:
-            made.append(Recording(name, "duty", bg.astype(np.float32), [False] * len(list(windows_of(bg.shape[0], spec)))))
+            made.append(Recording(name, "duty", bg.astype(np.float32), [False] * spec.windows_in(bg.shape[0])))
             continue
         group, _, call = clips[(i // 2) % len(clips)]
         snr = float(SNRS_DB[(i // 2) % len(SNRS_DB)])
         at = int(rng.integers(0, bg.shape[0] - call.shape[0]))
         made.append(Recording(name, "duty", insert(bg, call, at, snr).astype(np.float32),
-                              [True] * len(list(windows_of(bg.shape[0], spec))), group, band_of(call), snr))
+                              [True] * spec.windows_in(bg.shape[0]), group, band_of(call), snr))
     return made
 
 
 def continuous(backgrounds: list[np.ndarray], clips: list, rng: np.random.Generator, minutes: int = 60) -> list[Recording]:
     """One stream of ``minutes``: each background looped for half of it at a slowly drifting gain, a call every
-    30-90 s.
-
-    Returned as one Recording per inserted call's window so each is scored alone, but screened in order as
-    one stream (``recorder`` "stream")."""
+    30-90 s; its windows' truth is whether they hold any of the calls it lists in ``placed``."""
     from naturelm_edge.audio import WindowSpec
 
     spec = WindowSpec()
@@ -157,10 +154,8 @@ def continuous(backgrounds: list[np.ndarray], clips: list, rng: np.random.Genera
         truth[at: at + call.shape[0]] = True
         placed.append((at, at + call.shape[0], group, band_of(call), snr))
         at += int(rng.integers(30, 90) * RATE)
-    stream = Recording("continuous", "stream", bg.astype(np.float32))
-    stream.truth = [bool(truth[s:e].any()) for s, e in windows_of(bg.shape[0], spec)]
-    stream.placed = placed  # type: ignore[attr-defined]
-    return [stream]
+    return [Recording("continuous", "stream", bg.astype(np.float32),
+                      [bool(truth[s:e].any()) for s, e in windows_of(bg.shape[0], spec)], placed=placed)]
 
 
 Screen = Callable[[Recording], list[bool]]
@@ -196,7 +191,7 @@ def judge(recordings: list[Recording], screen: Screen) -> dict:
 
     for recording in recordings:
         passed = screen(recording)
-        if hasattr(recording, "placed"):  # the continuous stream: a call is kept when a window holding it passes
+        if recording.placed:  # the continuous stream: a call is kept when a window holding it passes
             spans = list(windows_of(recording.audio.shape[0], WindowSpec()))
             for start, end, group, band, snr in recording.placed:
                 kept = any(p for p, (s, e) in zip(passed, spans) if s <= start and end <= e)

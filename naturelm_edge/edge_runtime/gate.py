@@ -58,10 +58,9 @@ class EnergyGate:
         self.fbank = fbank_settings
         mel = mel_centres(fbank_settings)
         self.band = (mel >= self.settings.low_hz) & (mel <= self.settings.high_hz)
-        self.floor: np.ndarray | float | None = None
+        self.floor: np.ndarray | None = None  # per band bin (one value when the floor is broadband)
         self.recorder: str | None = None
-        self.floors: dict[str, np.ndarray | float] = {}
-        self.silence_db = SILENCE_DB
+        self.floors: dict[str, np.ndarray] = {}
 
     @property
     def floor_db(self) -> float | None:
@@ -79,15 +78,15 @@ class EnergyGate:
             levels = np.sort(levels, axis=1)[:, -s.peak_bins:].mean(axis=1, keepdims=True)
         quiet = np.quantile(levels, s.quiet_quantile, axis=0)
         loud = float(np.quantile(levels.max(axis=1), s.loud_quantile))
-        silent = loud <= self.silence_db
+        silent = loud <= SILENCE_DB
         if not silent:  # digital silence (a muted input, a recorder's gap) says nothing about the noise floor
             self._follow(quiet)
         floor = self.floor if self.floor is not None else quiet
         excess = np.sort(levels - floor, axis=1)[:, -s.peak_bins:].mean(axis=1)
         stands = float(np.quantile(excess, s.loud_quantile))
         level = float(np.quantile(np.sort(levels, axis=1)[:, -s.peak_bins:].mean(axis=1), s.loud_quantile))
-        decision = GateDecision(not silent and stands >= s.margin_db, level, level - stands)
-        return GateDecision(True, decision.level_db, decision.floor_db) if not s.enabled else decision
+        passed = not s.enabled or (not silent and stands >= s.margin_db)
+        return GateDecision(passed, level, level - stands)
 
     def _follow(self, quiet: np.ndarray) -> None:
         if self.floor is None:
