@@ -52,7 +52,8 @@ def detector_bundle(work: Path, audio: Path) -> Path:
 def held_out_outcomes(audio: Path, settings, detector) -> tuple[list, list]:  # noqa: ANN001
     """Outcomes of the held-out focal recordings, and of the same recordings phase-randomised (call-free)."""
     from naturelm_edge.audio import WindowSpec, fbank, window_features
-    from naturelm_edge.detection.training import expansion_for, phase_randomised
+    from naturelm_edge.detection.labels import expansion_for
+    from naturelm_edge.detection.training import phase_randomised
     from naturelm_edge.edge_runtime.gate import EnergyGate
 
     rng = np.random.default_rng(1)
@@ -70,7 +71,7 @@ def held_out_outcomes(audio: Path, settings, detector) -> tuple[list, list]:  # 
 
 
 def soundscape_outcomes(audio: Path, settings, detector) -> list:  # noqa: ANN001
-    from naturelm_edge.detection.training import expansion_for
+    from naturelm_edge.detection.labels import expansion_for
 
     rows = [r for r in csv.DictReader((audio / "LABELS.csv").open()) if r["kind"] == "soundscape"]
     return [(g, s) for r in rows for *_, g, s in window_outcomes(audio / r["path"], expansion_for(audio / r["path"]),

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 AUDIO_SLOT = "<AudioHere>"
+NOTHING_HEARD = "None"  # NatureLM's answer to the detection question when no animal calls in the window
+
+
+def names_something(answer: str | None) -> bool:
+    """Whether an answer names a call: anything but NatureLM's "None" (case and spaces aside) or nothing."""
+    return bool(answer and answer.strip()) and answer.strip().lower() != NOTHING_HEARD.lower()
 
 
 def prompt_parts(template: str, question: str) -> tuple[str, str]:

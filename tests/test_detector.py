@@ -73,7 +73,8 @@ def test_detector_refuses_held_out_calls_smeared_into_noise(detector, audio_dir:
     import csv
 
     from naturelm_edge.audio import WindowSpec, fbank, window_features
-    from naturelm_edge.detection.training import expansion_for, phase_randomised
+    from naturelm_edge.detection.labels import expansion_for
+    from naturelm_edge.detection.training import phase_randomised
 
     rng = np.random.default_rng(7)
     calls, smeared = [], []
@@ -160,7 +161,8 @@ def test_short_clips_are_padded_with_their_own_noise_floor():
 
 def test_training_needs_calls_and_call_free_windows(audio_dir: Path):
     from naturelm_edge.audio import WindowSpec
-    from naturelm_edge.detection.training import DetectorConfig, DetectorError, LabelledRecording, build_data
+    from naturelm_edge.detection.labels import DetectorError, LabelledRecording
+    from naturelm_edge.detection.training import DetectorConfig, build_data
 
     background = [LabelledRecording(audio_dir / "birdvoxdetect" / "BirdVox-scaper_example_background.wav", False)]
     with pytest.raises(DetectorError, match="gave 0 call and 1 call-free windows"):
@@ -187,7 +189,8 @@ def test_the_first_name_of_the_command_still_works():
 def test_a_detector_that_would_filter_nothing_is_refused_with_both_numbers(tmp_path):
     """Recall wins a conflict; when it leaves the refusal target unmet, no bundle is written and the command
     says by how much and what to do; no call-free windows at all is one sentence too."""
-    from naturelm_edge.detection.training import DetectorConfig, DetectorError, TrainedDetector, check_targets
+    from naturelm_edge.detection.labels import DetectorError
+    from naturelm_edge.detection.training import DetectorConfig, TrainedDetector, check_targets
 
     labels = tmp_path / "LABELS.csv"
     weak = TrainedDetector(None, -9.0, {"call_free_skipped": 0.09, "recall": 0.98}, DetectorConfig(recall=0.98, skip=0.98))
@@ -196,3 +199,60 @@ def test_a_detector_that_would_filter_nothing_is_refused_with_both_numbers(tmp_p
     with pytest.raises(DetectorError, match="no call-free windows held back"):
         check_targets(TrainedDetector(None, 0.0, {"call_free_skipped": None}, DetectorConfig()), labels)
     check_targets(TrainedDetector(None, 0.0, {"call_free_skipped": 0.99}, DetectorConfig(skip=0.98)), labels)
+
+
+def _answers_cache(root: Path, answers: dict[tuple[str, float], str], window_s: float = 10.0) -> Path:
+    """A teacher cache (the format `edge distill collect` writes) holding these detection answers."""
+    from naturelm_edge.distill.cache import CacheMeta, TeacherCache
+
+    cache = TeacherCache(root, CacheMeta(teacher="test", tasks_sha256="x", window_s=window_s, hop_s=5.0, top_k=1,
+                                         tasks=[{"id": "detection", "kind": "detection", "question": "?"}],
+                                         audio_dim=8, bos_id=1, stop_ids=[2], prompt_template="{}"))
+    for (file, start_s), text in answers.items():
+        cache.append({"key": f"{file}{start_s}:detection", "window": f"{file}{start_s}", "file": file,
+                      "start_s": start_s, "valid_s": 10.0, "task": "detection", "label": None, "text": text,
+                      "token_ids": [], "stopped": True, "logprobs": [], "topk_ids": [], "topk_logprobs": []})
+    return root
+
+
+def test_window_labels_come_from_the_teachers_detection_answers(audio_dir: Path, tmp_path: Path):
+    """The teacher's "None" makes a window call-free, any name makes it a call, a window it never answered is
+    left out; per window, not per recording, and no LABELS.csv is read."""
+    from naturelm_edge.audio import WindowSpec
+    from naturelm_edge.detection.labels import DetectorError, recordings_from_teacher
+    from naturelm_edge.detection.training import DetectorConfig, build_data
+
+    night = "birdvoxdetect/BirdVox-full-night_unit03_00-19-45_01min.wav"  # 60 s: windows at 0, 5, ... 50 s
+    answers = {(night, 0.0): "None", (night, 5.0): "Swainson's Thrush", (night, 10.0): " none ",
+               (night, 20.0): "American Robin, Swainson's Thrush"}
+    cache = _answers_cache(tmp_path / "answers", answers)
+    spec = WindowSpec()
+    [recording] = recordings_from_teacher(cache, audio_dir, spec)
+    assert [recording.label_at(s * spec.sample_rate) for s in (0, 5, 10, 15, 20)] == [False, True, False, None, True]
+    data = build_data([recording], spec, DetectorConfig(noise_windows=0, call_windows=0, augment=0))
+    recorded = [label for label, origin in zip(data.labels, data.origin) if "(" not in origin]
+    assert recorded == [0, 1, 0, 1]  # the four answered windows, in order; the unanswered ones left out
+    with pytest.raises(DetectorError, match="no detection answers for recordings that are not excluded"):
+        recordings_from_teacher(cache, audio_dir, spec, exclude=("birdvoxdetect",))
+    with pytest.raises(DetectorError, match=r"answered 5 s windows and the bundle reads 10 s ones; .*--window 10"):
+        recordings_from_teacher(_answers_cache(tmp_path / "short", answers, window_s=5.0), audio_dir, spec)
+
+
+def test_a_detector_is_trained_on_unlabelled_audio_from_the_teachers_answers(bundle: Path, tiny_checkpoint: Path,
+                                                                           audio_dir: Path, tmp_path: Path):
+    """`edge detector train --checkpoint`: the teacher answers the detection question on every window of a
+    folder with no LABELS.csv (collected once, resumable), and the bundle records where its labels came from."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for name in ("BirdVox-full-night_unit03_00-19-45_01min.wav", "BirdVox-scaper_example_background.wav"):
+        (audio / name).symlink_to(audio_dir / "birdvoxdetect" / name)
+    out = tmp_path / "bundle"
+    result = run_cli("detector", "train", str(bundle), "--audio", str(audio), "--out", str(out), "--checkpoint",
+                     str(tiny_checkpoint), "--epochs", "2", "--skip", "0.01", "--recall", "0.5")
+    assert result.returncode == 0, result.stderr
+    answers = out.with_name("bundle.teacher-answers")
+    records = [json.loads(line) for line in (answers / "records.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in records} == {"detection"} and len(records) == 11 + 1  # 60 s: 11 windows; 10 s: 1
+    training = json.loads((out / "manifest.json").read_text())["detector"]["training"]
+    assert training["labels_from"] == "teacher" and training["labels"] == str(answers)
+    assert training["recordings"] == 2

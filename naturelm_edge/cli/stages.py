@@ -229,6 +229,11 @@ def detector_train(
     audio: Annotated[Path, typer.Option("--audio", help="Labelled recordings (LABELS.csv: focal = calls, background = none).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle to write (may be BUNDLE itself: replaced atomically).")],
     labels: Annotated[Path | None, typer.Option(help="LABELS.csv; default: AUDIO/LABELS.csv.")] = None,
+    teacher_answers: Annotated[Path | None, typer.Option(
+        help="Label each window by the teacher's answer to the detection question ('None': no call), from this "
+             "cache of `edge distill collect`; with --checkpoint, the answers are collected into it first.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="Teacher checkpoint to ask the detection question on every window of AUDIO (no labels needed).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Folder of AUDIO to keep out of training (repeatable).")] = None,
     recall: Annotated[float, typer.Option(help="Share of held-back call windows of every kind the threshold must pass.")] = 0.98,
     skip: Annotated[float, typer.Option(help="Share of held-back call-free windows it must still refuse (recall wins).")] = 0.98,
@@ -242,15 +247,37 @@ def detector_train(
     for name, share in (("--recall", recall), ("--skip", skip)):
         if not 0 < share <= 1:
             raise EdgeError(f"{name} {share}: give a share between 0 and 1.")
+    if checkpoint is not None:
+        teacher_answers = teacher_answers or out.with_name(f"{out.name}.teacher-answers")
+        collect_detection_answers(checkpoint, bundle, audio, teacher_answers)
     with err_console.status("detector ...") as status:
         result = add_detector(bundle, audio, out, DetectorConfig(epochs=epochs, recall=recall, skip=skip, seed=seed), labels,
-                              tuple(exclude or ()), sign, status.update)
+                              tuple(exclude or ()), sign, status.update, teacher_answers)
     v = result["validation"]
     free = "n/a" if v["call_free_skipped"] is None else f"{v['call_free_skipped']:.0%}"
     console.print(f"detector: threshold {result['threshold']:.3f}; on held-back windows it keeps {v['recall']:.0%} of "
                   f"{v['calls']} calls (target {recall:.0%} of each kind) and refuses {free} of call-free ones "
                   f"(target {skip:.0%}); trained on "
                   f"{result['training']['windows']} windows -> bundle {result['bundle_id']} at {result['bundle']}")
+
+
+def collect_detection_answers(checkpoint: str, bundle: Path, audio: Path, out: Path) -> None:
+    """Ask the teacher the detection question on every window of ``audio`` as the bundle cuts it (resumable)."""
+    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.detection.labels import DETECTION_KIND
+    from naturelm_edge.distill.collect import collect
+    from naturelm_edge.distill.tasks import load_tasks
+    from naturelm_edge.distill.teacher import NatureLMTeacher
+
+    spec = load_bundle(bundle).audio.spec
+    options = full_model_options("auto", "auto", None, None, None)
+    tasks = [t.resolved(options.generation) for t in load_tasks() if t.kind == DETECTION_KIND]
+    with progress_bar() as progress:
+        summary = collect(NatureLMTeacher(checkpoint, options), audio, tasks, out, spec.window_s, spec.hop_s,
+                          progress=progress)
+    for failure in summary.failed or []:
+        err_console.print(f"[yellow]skipped:[/yellow] {failure}", highlight=False)
+    console.print(f"teacher answers: {summary.windows} windows ({summary.reused} already cached) -> {out}")
 
 
 @export_app.command("decoder")

@@ -6,8 +6,10 @@ the fbank the encoder would read (no second transform), costs about a millisecon
 the encoder only when some 80 ms segment of it looks like a call: wind, rain, engine hum and other steady
 or broadband noise that opens an energy gate is what it learns to refuse.
 
-Labels are what a trained model would answer, taken from what is known about the audio: windows of
-focal recordings (a labelled species calls in them) are calls; background recordings, digital silence,
+Labels are what a trained model would answer: where a teacher has answered (``edge distill collect``), its
+answer to the detection question per window (:mod:`naturelm_edge.detection.labels`); else what is known
+about the audio: windows of focal recordings (a labelled species calls in them) are calls; background
+recordings; and, whatever the source, digital silence,
 coloured noise at many levels and gusts, and each call window with its phase randomised (same spectrum,
 the call smeared into steady noise) are not. Labels are per window (a focal clip says *that* a call is
 in the window, not *where*), so the network scores every segment and the window takes the
@@ -21,23 +23,23 @@ them as the noise allows; what that costs in encoder runs is measured, not assum
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from naturelm_edge.audio import WindowSpec, fbank, probe, window_features
+from naturelm_edge.audio import WindowSpec, fbank, window_features
 from naturelm_edge.bundle import roles
+from naturelm_edge.detection.labels import (
+    DetectorError,
+    LabelledRecording,
+    read_label_rows,
+    recordings_from_labels,
+    recordings_from_teacher,
+)
 from naturelm_edge.edge_runtime.detector import POOL_SHARPNESS, floor_padded
-from naturelm_edge.errors import AudioError, EdgeError
-
-ULTRASONIC_HZ = 96_000  # above this a recording is of bats or insects: read it slowed down, as bat workers do
-BAT_TIME_EXPANSION = 10.0
-
-
-class DetectorError(EdgeError):
-    """Training data that cannot teach a detector (one class only, no readable audio)."""
+from naturelm_edge.errors import AudioError
 
 
 @dataclass(frozen=True)
@@ -52,33 +54,6 @@ class DetectorConfig:
     call_windows: int = 200  # synthetic call windows (sweeps, whistles, pulse trains over noise)
     augment: int = 1  # copies of each call window under extra noise, and as a faint short call
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class LabelledRecording:
-    path: Path
-    call: bool
-    time_expansion: float = 1.0
-
-
-def expansion_for(path: Path) -> float:
-    """Ultrasonic recordings are read slowed down ``BAT_TIME_EXPANSION`` times; audible ones as they are."""
-    return BAT_TIME_EXPANSION if probe(path).sample_rate > ULTRASONIC_HZ else 1.0
-
-
-def recordings_from_labels(audio_root: Path, rows: Iterable[dict]) -> list[LabelledRecording]:
-    """Calls from ``focal`` rows and call-free audio from ``background`` rows of a LABELS.csv.
-
-    Unlabelled soundscapes say nothing per window and are left out.
-    """
-    out = []
-    for row in rows:
-        if row.get("kind") not in ("focal", "background"):
-            continue
-        path = audio_root / row["path"]
-        if path.is_file():
-            out.append(LabelledRecording(path, row["kind"] == "focal", expansion_for(path)))
-    return out
 
 
 def synthetic_noise(rng: np.random.Generator, samples: int, sample_rate: int) -> np.ndarray:
@@ -196,8 +171,11 @@ def build_data(recordings: list[LabelledRecording], spec: WindowSpec, config: De
             progress(f"detector data: {i}/{len(recordings)} recordings")
         try:
             for window, feats in window_features(rec.path, spec, rec.time_expansion):
-                add_features(feats, int(rec.call), str(rec.path), window.valid)
-                if rec.call:
+                call = rec.label_at(window.start)
+                if call is None:
+                    continue
+                add_features(feats, int(call), str(rec.path), window.valid)
+                if call:
                     add(phase_randomised(window.samples, window.valid, rng), 0, f"{rec.path} (phase-randomised)",
                         window.valid)
                     for _ in range(config.augment):
@@ -328,13 +306,14 @@ def score_windows(net, features: np.ndarray) -> np.ndarray:  # noqa: ANN001 - to
                                for i in range(0, len(features), 32)])
 
 
-def check_targets(trained: TrainedDetector, labels_path: Path) -> None:
+def check_targets(trained: TrainedDetector, labels_path: Path | str) -> None:
     """Refuse a detector that would filter (almost) nothing: no call-free windows to set the threshold on, or
     a threshold that keeps the recall target but misses the refusal target. Both numbers, and what to do."""
     v, config = trained.validation, trained.config
     if v["call_free_skipped"] is None:
         raise DetectorError(f"{labels_path}: no call-free windows held back, so no threshold can be set; add "
-                            "recordings of this site without calls (rows of kind 'background').")
+                            "recordings of this site without calls (rows of kind 'background', or audio the teacher answers "
+                            "'None' for).")
     if v["call_free_skipped"] < config.skip:
         raise DetectorError(
             f"{labels_path}: at the threshold that keeps {config.recall:.0%} of every kind of held-back call, the "
@@ -364,32 +343,32 @@ def export_detector(trained: TrainedDetector, path: Path, spec: WindowSpec) -> d
 
 def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: DetectorConfig,
                  labels_file: Path | None = None, exclude: tuple[str, ...] = (), sign_key: Path | None = None,
-                 progress: Callable[[str], None] | None = None) -> dict:
-    """Train a detector on ``audio_root``'s labelled recordings and write ``bundle_path`` plus it to ``out``.
+                 progress: Callable[[str], None] | None = None, teacher_answers: Path | None = None) -> dict:
+    """Train a detector on ``audio_root``'s recordings and write ``bundle_path`` plus it to ``out``.
 
-    ``exclude``: folder prefixes (relative to ``audio_root``) kept out of training, e.g. held-out species
-    the detector will be judged on.
+    Window labels come from ``teacher_answers`` (a teacher cache: the detection task's answers) when given,
+    else from ``labels_file`` (default ``audio_root/LABELS.csv``). ``exclude``: folder prefixes (relative to
+    ``audio_root``) kept out of training, e.g. held-out species the detector will be judged on.
     """
-    import csv
     import tempfile
 
     from naturelm_edge.bundle.manifest import extend_bundle, load_bundle
 
     bundle = load_bundle(bundle_path)
-    labels_path = labels_file or audio_root / "LABELS.csv"
-    try:
-        with Path(labels_path).open(newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if not (exclude and r.get("path", "").startswith(tuple(exclude)))]
-    except OSError as err:
-        raise DetectorError(f"{labels_path}: cannot read the labels ({err.strerror}).") from err
-    recordings = recordings_from_labels(audio_root, rows)
+    if teacher_answers is not None:
+        source = str(teacher_answers)
+        recordings = recordings_from_teacher(teacher_answers, audio_root, bundle.audio.spec, exclude)
+    else:
+        source = str(labels_file or audio_root / "LABELS.csv")
+        recordings = recordings_from_labels(audio_root, read_label_rows(Path(source), exclude))
     data = build_data(recordings, bundle.audio.spec, config, progress)
     trained = train_detector(data, config, progress)
-    check_targets(trained, labels_path)
+    check_targets(trained, source)
     with tempfile.TemporaryDirectory(prefix="nle-detector-") as tmp:
         onnx_path = Path(tmp) / "detector.onnx"
         section = export_detector(trained, onnx_path, bundle.audio.spec)
-        section["training"] = {"labels": str(labels_path), "recordings": len(recordings), "windows": int(len(data.labels)),
+        section["training"] = {"labels": source, "labels_from": "teacher" if teacher_answers else "labels",
+                               "recordings": len(recordings), "windows": int(len(data.labels)),
                                "call_windows": int(data.labels.sum()), "excluded": list(exclude),
                                "skipped": data.skipped}
         written = extend_bundle(bundle, out, {onnx_path: (roles.DETECTOR.file, roles.DETECTOR, "fp32")},

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from naturelm_edge.audio.files import list_audio
 from naturelm_edge.errors import EdgeError
+from naturelm_edge.prompt import names_something
 
 
 class SpeciesError(EdgeError):
@@ -41,7 +42,7 @@ def species_from_answers(cache_dir: Path) -> set[str]:
     """The species a teacher named in a cache (its answers), for a split when no labels exist."""
     from naturelm_edge.distill.cache import TeacherCache
 
-    return {r["text"] for r in TeacherCache(cache_dir).records() if r["text"] and r["text"] != "None"}
+    return {r["text"] for r in TeacherCache(cache_dir).records() if names_something(r["text"])}
 
 
 def labels_for(audio_root: Path, labels_file: Path | None = None) -> dict[str, str]:

@@ -23,6 +23,7 @@ import numpy as np
 from naturelm_edge.edge_runtime.clips import leaves_reserve
 from naturelm_edge.edge_runtime.labels import label_of
 from naturelm_edge.edge_runtime.store import EventStore
+from naturelm_edge.prompt import names_something
 from naturelm_edge.wire.client import post_escalation
 from naturelm_edge.wire.schema import EscalationRequest
 
@@ -52,7 +53,7 @@ class EscalationPolicy:
 
         ``known``: whether the answer names one of the bundle's labels (None: the bundle has no labels).
         """
-        if answer.strip().lower() == "none":
+        if not names_something(answer):
             return None
         why = None
         if confidence < self.confidence_threshold:

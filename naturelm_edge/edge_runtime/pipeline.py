@@ -26,6 +26,7 @@ from naturelm_edge.edge_runtime.screening import ANSWER, PRIVACY_MODES, SPEECH, 
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.edge_runtime.timestamps import offset as absolute
 from naturelm_edge.errors import EdgeError
+from naturelm_edge.prompt import names_something
 
 RESUMED = "resumed"  # recorded as done by an earlier run: not read again
 SPEECH_ANSWER = "human speech"  # the event a window with people talking leaves (privacy drop): no audio
@@ -61,7 +62,7 @@ class WindowResult:
     @property
     def detection(self) -> bool:
         """An answer that names something (the model says 'None' for windows without a call)."""
-        return self.answered and (self.answer or "").strip().lower() != "none"
+        return self.answered and names_something(self.answer)
 
 
 def _encode_with(engine: Engine) -> Callable[[np.ndarray, Timed], np.ndarray]:
