@@ -1,0 +1,364 @@
+"""``edge distill encoder``: a small CNN that reads the fbank and answers with the teacher's audio tokens.
+
+The official audio path (BEATs, 90 M parameters, then the Q-Former) costs about half a CPU-second per 10 s
+window in int8 on one core: more than BirdNET's whole budget. Profiles without a GPU carry a student
+instead: depthwise-separable convolutions over the same normalised fbank (MobileNet's blocks, which
+onnxruntime quantizes to int8 well: Conv, ReLU, MatMul, no attention, no GELU), pooled to the teacher's 29
+token spans, a per-token head to the Q-Former's width, and the teacher's own LLM projection, frozen, on
+top. Its output is therefore the encoder's output (batch, 29, llm width): the student decoder and every
+later stage take either encoder unchanged.
+
+It learns from unlabelled audio only: each window of the folder is read as it is and in ``views - 1``
+augmented copies (gain, another recording of the folder mixed in, a time shift, added noise), the teacher's
+Q-Former tokens of every copy are computed once and kept on disk beside the copy's fbank (so an interrupted
+run resumes without asking the teacher again), and the loss is per token: 1 - cosine plus the squared
+error scaled by the teacher tokens' mean power. Recordings are split, not windows: every fifth recording
+(or the held-out species of a split file) is only used to report fidelity.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from naturelm_edge.audio import WindowSpec, fbank, window_features
+from naturelm_edge.audio.files import list_audio
+from naturelm_edge.distill.cache import window_key
+from naturelm_edge.errors import AudioError, EdgeError
+
+MIN_WINDOWS = 16  # training windows below this cannot fit even the token head; the error says so
+STATE_FILE = "train_state.pt"
+TOKENS_DIR = "teacher-tokens"
+REPORT_FILE = "student_encoder.json"
+ONNX_FILE = "encoder.onnx"
+ARCHITECTURES = {"mobilenet-s": (16, (24, 32, 64, 96), 192), "mobilenet-m": (24, (32, 48, 96, 128), 256)}
+
+
+class StudentEncoderError(EdgeError):
+    """Audio, teacher or a resumed run that a student encoder cannot be trained from."""
+
+
+@dataclass(frozen=True)
+class EncoderStudentConfig:
+    arch: str = "mobilenet-s"
+    epochs: int = 30
+    batch: int = 16
+    lr: float = 3e-3
+    views: int = 3  # each window as it is, and views - 1 augmented copies
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TeacherPath:
+    """What the student needs of the teacher: Q-Former tokens of fbank, and the frozen projection after them."""
+
+    identity: str
+    tokens: Callable[[np.ndarray], np.ndarray]  # (batch, frames, 128) -> (batch, 29, qformer width)
+    projection_weight: np.ndarray  # (llm width, qformer width)
+    projection_bias: np.ndarray  # (llm width,)
+
+
+def teacher_path(checkpoint: str | Path) -> TeacherPath:
+    """The checkpoint's audio path as the exported encoder runs it (float32), cut before the LLM projection."""
+    import torch
+
+    from naturelm_edge.models import load
+
+    loaded = load(checkpoint)
+    model = loaded.model.eval()
+
+    def tokens(features: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model.encode_audio_all(torch.from_numpy(features.astype(np.float32))).qformer_out.numpy()
+
+    proj = model.audio_llama_proj
+    return TeacherPath(f"sha256:{loaded.source.sha256()}", tokens, proj.weight.detach().numpy().copy(),
+                       proj.bias.detach().numpy().copy())
+
+
+def student_encoder_net(arch: str, tokens: int, width: int, projection: tuple[np.ndarray, np.ndarray]):  # noqa: ANN201
+    """fbank (batch, frames, 128) -> audio tokens (batch, tokens, llm width); ``.qformer(x)`` stops before the
+    frozen projection (what the loss compares)."""
+    import torch
+    from torch import nn
+
+    stem, stages, hidden = ARCHITECTURES[arch]
+
+    def block(c_in: int, c_out: int, stride) -> nn.Module:  # noqa: ANN001 - int or (time, freq)
+        expand = c_in * 4
+        return nn.Sequential(nn.Conv2d(c_in, expand, 1), nn.BatchNorm2d(expand), nn.ReLU(),
+                             nn.Conv2d(expand, expand, 3, stride, 1, groups=expand), nn.BatchNorm2d(expand), nn.ReLU(),
+                             nn.Conv2d(expand, c_out, 1), nn.BatchNorm2d(c_out), nn.ReLU())
+
+    class StudentEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            strides = (2, 2, 2, (1, 2))
+            layers: list[nn.Module] = [nn.Conv2d(1, stem, 3, 2, 1), nn.BatchNorm2d(stem), nn.ReLU()]
+            for c_in, c_out, stride in zip((stem, *stages[:-1]), stages, strides):
+                layers.append(block(c_in, c_out, stride))
+            self.convs = nn.Sequential(*layers)
+            self.squeeze = nn.Conv1d(stages[-1] * 4, hidden, 1)  # 128 mel bins / 32 = 4 left: frequency into channels
+            self.context = nn.Conv1d(hidden, hidden, 5, padding=2)
+            self.pool: torch.Tensor
+            self.register_buffer("pool", torch.zeros(tokens, 1), persistent=False)
+            self.head = nn.Linear(hidden * 2, width)
+            self.projection = nn.Linear(projection[0].shape[1], projection[0].shape[0])
+            self.projection.weight.data = torch.from_numpy(projection[0].astype(np.float32))
+            self.projection.bias.data = torch.from_numpy(projection[1].astype(np.float32))
+            self.projection.requires_grad_(False)
+
+        def spans(self, steps: int) -> torch.Tensor:
+            """(tokens, steps): the average over the time steps inside each token's span (the teacher's 29
+            tokens cover the window in equal spans)."""
+            if self.pool.shape[1] != steps:
+                edges = np.linspace(0, steps, tokens + 1)
+                matrix = np.zeros((tokens, steps), np.float32)
+                for i in range(tokens):
+                    lo, hi = int(np.floor(edges[i])), max(int(np.ceil(edges[i + 1])), int(np.floor(edges[i])) + 1)
+                    matrix[i, lo:hi] = 1.0 / (hi - lo)
+                self.pool = torch.from_numpy(matrix)
+            return self.pool
+
+        def qformer(self, features: torch.Tensor) -> torch.Tensor:
+            x = self.convs(features.unsqueeze(1))  # (batch, channels, time, 4)
+            x = x.permute(0, 1, 3, 2).flatten(1, 2)  # (batch, channels * 4, time)
+            x = torch.relu(self.squeeze(x))
+            x = torch.relu(self.context(x)) + x
+            local = torch.matmul(x, self.spans(x.shape[2]).t()).transpose(1, 2)  # (batch, tokens, hidden)
+            overall = x.mean(dim=2, keepdim=True).transpose(1, 2).expand(-1, local.shape[1], -1)
+            return self.head(torch.cat([local, overall], dim=2))
+
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            return self.projection(self.qformer(features))
+
+    return StudentEncoder()
+
+
+def augmented(wave: np.ndarray, valid: int, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One augmented copy of a window: a gain, another window of the folder mixed in, a shift, noise."""
+    out = wave.astype(np.float64).copy()
+    rms = float(np.sqrt(np.mean(out[:valid] ** 2))) + 1e-6
+    if rng.random() < 0.6:  # another place's sound under this one, 6-20 dB down
+        mix = other.astype(np.float64)
+        out += mix * rms * 10 ** (-rng.uniform(6, 20) / 20) / (float(np.sqrt(np.mean(mix**2))) + 1e-6)
+    shift = int(rng.integers(-2 * 16_000, 2 * 16_000))
+    out = np.roll(out, shift)
+    if rng.random() < 0.5:
+        out += rng.standard_normal(out.shape) * rms * 10 ** (-rng.uniform(15, 40) / 20)
+    out *= 10 ** (rng.uniform(-12, 6) / 20)
+    return np.clip(out, -1, 1).astype(np.float32)
+
+
+@dataclass
+class ViewSet:
+    """The cached views: their keys (``<window>-<view>``), recordings, and which are held back."""
+
+    keys: list[str]
+    recordings: list[str]
+    held: np.ndarray  # bool per key
+
+
+def prepare_views(audio: Path, out: Path, teacher: TeacherPath, config: EncoderStudentConfig,
+                  held_out: Callable[[str, int], bool], progress=None) -> ViewSet:  # noqa: ANN001 - rich Progress
+    """Window every recording, augment, and cache each view's fbank and teacher tokens (resumable)."""
+    files = list_audio(audio)
+    spec, folder = WindowSpec(), out / TOKENS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    windows, skipped = [], []
+    for index, path in enumerate(files):
+        relative = str(path.relative_to(audio))
+        try:
+            windows += [(relative, index, w.start, w.samples, w.valid) for w, _ in window_features(path, spec)]
+        except AudioError as err:
+            skipped.append(str(err))
+    if not windows:
+        raise StudentEncoderError(f"{audio}: no readable audio to learn from ({len(files)} files, "
+                                  f"{len(skipped)} unreadable).")
+    keys, recordings, held = [], [], []
+    bar = progress.add_task("teacher tokens", total=len(windows) * config.views) if progress else None
+    pending: list[tuple[str, np.ndarray]] = []
+    for n, (relative, index, start, samples, valid) in enumerate(windows):
+        rng = np.random.default_rng([config.seed, index, start])
+        for view in range(config.views):
+            key = f"{window_key(relative, start)}-{view}"
+            keys.append(key), recordings.append(relative), held.append(held_out(relative, index))
+            if (folder / f"{key}.tokens.npy").is_file():
+                if progress:
+                    progress.update(bar, advance=1)
+                continue
+            other = windows[int(rng.integers(len(windows)))][3]
+            pending.append((key, fbank(samples if view == 0 else augmented(samples, valid, other, rng))))
+        if len(pending) >= 16 or n == len(windows) - 1:
+            _ask_teacher(pending, teacher, folder)
+            if progress:
+                progress.update(bar, advance=len(pending))
+            pending = []
+    return ViewSet(keys, recordings, np.asarray(held))
+
+
+def _ask_teacher(pending: list[tuple[str, np.ndarray]], teacher: TeacherPath, folder: Path) -> None:
+    """Teacher tokens of a batch of views, each written after its fbank (a tokens file means a complete view)."""
+    if not pending:
+        return
+    tokens = teacher.tokens(np.stack([f for _, f in pending]))
+    for (key, features), view_tokens in zip(pending, tokens):
+        np.save(folder / f"{key}.fbank.npy", features.astype(np.float16))
+        tmp = folder / f"{key}.tmp.npy"
+        np.save(tmp, view_tokens.astype(np.float32))
+        tmp.replace(folder / f"{key}.tokens.npy")
+
+
+def token_loss(student, teacher):  # noqa: ANN001, ANN201 - torch tensors (batch, tokens, width)
+    """Per token: 1 - cosine, plus the squared error over the teacher tokens' mean power; and the cosine."""
+    import torch.nn.functional as F
+
+    cosine = F.cosine_similarity(student, teacher, dim=-1)
+    scaled = ((student - teacher) ** 2).sum(-1) / (teacher**2).sum(-1).mean().clamp(min=1e-8)
+    return (1 - cosine).mean() + scaled.mean(), cosine.detach()
+
+
+def _batch(folder: Path, keys: list[str]):  # noqa: ANN202 - (features, tokens) torch tensors
+    import torch
+
+    features = np.stack([np.load(folder / f"{k}.fbank.npy").astype(np.float32) for k in keys])
+    tokens = np.stack([np.load(folder / f"{k}.tokens.npy") for k in keys])
+    return torch.from_numpy(features), torch.from_numpy(tokens)
+
+
+def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, config: EncoderStudentConfig,
+                          progress=None, stop_after: int | None = None):  # noqa: ANN001, ANN201 - torch module
+    """Fit the student on the views not held back; resumes from ``out``'s state after every epoch.
+
+    ``stop_after`` epochs simulates an interruption (tests).
+    """
+    import torch
+
+    folder = out / TOKENS_DIR
+    train_keys = [k for k, h in zip(views.keys, views.held) if not h]
+    if len(train_keys) < MIN_WINDOWS * config.views:
+        raise StudentEncoderError(f"{len(train_keys) // config.views} windows to train on; a student encoder needs at "
+                                  f"least {MIN_WINDOWS} ({MIN_WINDOWS * 10 // 2 + 5} s of audio outside the held-back "
+                                  "recordings), and a good one hours.")
+    sample = np.load(folder / f"{train_keys[0]}.tokens.npy")
+    if sample.shape[1] != teacher.projection_weight.shape[1]:
+        raise StudentEncoderError(f"{folder}: the cached teacher tokens are {sample.shape[1]} wide and the teacher's "
+                                  f"projection reads {teacher.projection_weight.shape[1]}; use a new --out.")
+    torch.manual_seed(config.seed)
+    torch.use_deterministic_algorithms(True)
+    net = student_encoder_net(config.arch, sample.shape[0], sample.shape[1],
+                              (teacher.projection_weight, teacher.projection_bias))
+    optimiser = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr, weight_decay=1e-4)
+    steps_per_epoch = -(-len(train_keys) // config.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=steps_per_epoch * config.epochs)
+    epoch = _resume(out / STATE_FILE, net, optimiser, schedule, config, teacher)
+    bar = progress.add_task("student encoder", total=config.epochs, completed=epoch) if progress else None
+    while epoch < config.epochs:
+        net.train()
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(train_keys))
+        cosines = []
+        for start in range(0, len(order), config.batch):
+            features, tokens = _batch(folder, [train_keys[i] for i in order[start:start + config.batch]])
+            loss, cosine = token_loss(net.qformer(features), tokens)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            cosines.append(float(cosine.mean()))
+        epoch += 1
+        torch.save({"model": net.state_dict(), "optimizer": optimiser.state_dict(), "schedule": schedule.state_dict(),
+                    "epoch": epoch, "config": asdict(config), "teacher": teacher.identity}, str(out / STATE_FILE))
+        if progress:
+            progress.update(bar, advance=1, description=f"student encoder (token cosine {np.mean(cosines):.3f})")
+        if stop_after is not None and epoch >= stop_after:
+            break
+    return net.eval()
+
+
+def _resume(path: Path, net, optimiser, schedule, config: EncoderStudentConfig, teacher: TeacherPath) -> int:  # noqa: ANN001
+    """The epoch an earlier run of the same settings and teacher stopped after (0 when none)."""
+    import torch
+
+    if not path.is_file():
+        return 0
+    state = torch.load(str(path), weights_only=True)
+    if state["config"] != asdict(config) or state["teacher"] != teacher.identity:
+        raise StudentEncoderError(f"{path}: a run with other settings or another teacher is in this folder; use a "
+                                  "new --out.")
+    net.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return int(state["epoch"])
+
+
+def fidelity(net, views: ViewSet, folder: Path) -> dict:  # noqa: ANN001 - the student module
+    """Token cosine of student against teacher on the held-back recordings' windows as recorded (view 0):
+    raw, and centred on the teacher's mean token (a random teacher's tokens share a large common part that
+    makes raw cosine look better than the student is)."""
+    import torch
+
+    keys = [k for k, h in zip(views.keys, views.held) if h and k.endswith("-0")]
+    if not keys:
+        return {"windows": 0}
+    student, teacher = [], []
+    with torch.no_grad():
+        for start in range(0, len(keys), 16):
+            features, tokens = _batch(folder, keys[start:start + 16])
+            student.append(net.qformer(features).numpy())
+            teacher.append(tokens.numpy())
+    s, t = np.concatenate(student), np.concatenate(teacher)
+    mean = t.mean(axis=(0, 1))
+
+    def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+
+    raw, centred = cos(s, t).ravel(), cos(s - mean, t - mean).ravel()
+    return {"windows": len(keys), "recordings": len({views.recordings[views.keys.index(k)] for k in keys}),
+            "token_cosine_mean": float(raw.mean()), "token_cosine_p5": float(np.quantile(raw, 0.05)),
+            "centred_cosine_mean": float(centred.mean()), "centred_cosine_p5": float(np.quantile(centred, 0.05))}
+
+
+def export_student_encoder(net, path: Path, teacher: TeacherPath) -> None:  # noqa: ANN001 - the student module
+    """The student as the bundle's encoder graph: fbank (batch, 998, 128) -> audio_tokens (batch, 29, llm width)."""
+    import torch
+
+    from naturelm_edge.audio import DEFAULT_SETTINGS
+    from naturelm_edge.bundle import roles
+    from naturelm_edge.export.onnx_export import ExportSpec, export_module
+
+    frames = DEFAULT_SETTINGS.num_frames(WindowSpec().window)
+    example = torch.zeros(1, frames, DEFAULT_SETTINGS.num_mel_bins)
+    with torch.no_grad():
+        tokens = net(example).shape[1]  # also fixes the pooling matrix for this window length
+    export_module(net, ExportSpec(
+        role=roles.ENCODER.name, input_names=["fbank"], output_names=["audio_tokens"],
+        dynamic_axes={"fbank": {0: "batch"}, "audio_tokens": {0: "batch"}}, example_inputs=lambda: (example,),
+        metadata={"naturelm_edge.role": roles.ENCODER.name, "naturelm_edge.encoder": "student",
+                  "naturelm_edge.teacher": teacher.identity, "naturelm_edge.audio_tokens": str(tokens)}), path)
+
+
+def distill_encoder(teacher: TeacherPath, audio: Path, out: Path, config: EncoderStudentConfig,
+                    held_out: Callable[[str, int], bool] | None = None, progress=None) -> dict:  # noqa: ANN001
+    """``edge distill encoder``: views and teacher tokens, training, fidelity on held-back recordings, ONNX.
+
+    ``held_out(relative path, index)`` says which recordings only judge; default every fifth.
+    """
+    if config.arch not in ARCHITECTURES:
+        raise StudentEncoderError(f"--arch {config.arch}: choose one of {', '.join(ARCHITECTURES)}.")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    views = prepare_views(audio, out, teacher, config, held_out or (lambda _, index: index % 5 == 2), progress)
+    net = train_student_encoder(views, out, teacher, config, progress)
+    report = {"teacher": teacher.identity, "config": asdict(config), "encoder": "student",
+              "windows": len(views.keys) // config.views, "views": len(views.keys),
+              "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
+              "fidelity_held_back": fidelity(net, views, out / TOKENS_DIR), "seconds": time.perf_counter() - started}
+    export_student_encoder(net, out / ONNX_FILE, teacher)
+    report["onnx_bytes"] = (out / ONNX_FILE).stat().st_size
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
