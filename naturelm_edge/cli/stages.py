@@ -280,6 +280,40 @@ def collect_detection_answers(checkpoint: str, bundle: Path, audio: Path, out: P
     console.print(f"teacher answers: {summary.windows} windows ({summary.reused} already cached) -> {out}")
 
 
+@distill_app.command("encoder")
+@user_errors
+def distill_encoder_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Teacher checkpoint whose audio path the student learns.")],
+    audio: Annotated[Path, typer.Option("--audio", help="Recordings, labelled or not (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", help="Student folder (resumed when it exists).")],
+    arch: Annotated[str, typer.Option(help="Student size: mobilenet-s or mobilenet-m.")] = "mobilenet-s",
+    epochs: Annotated[int, typer.Option()] = 30,
+    views: Annotated[int, typer.Option(help="Each window as recorded plus VIEWS - 1 augmented copies.")] = 3,
+    split: Annotated[Path | None, typer.Option(
+        help="Species split (`edge distill split`): its held-out species only judge (needs labels).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="LABELS.csv for --split; default: AUDIO/LABELS.csv.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Distil the teacher's audio path into a small CNN on the fbank (for profiles without a GPU)."""
+    from naturelm_edge.distill.encoder import EncoderStudentConfig, distill_encoder, teacher_path
+    from naturelm_edge.distill.species import SpeciesSplit, labels_for
+
+    held, species_of = (set(SpeciesSplit.read(split).held_out), labels_for(audio, labels)) if split else (set(), {})
+    if split is not None and not species_of:
+        raise EdgeError(f"--split {split}: no labels for {audio} (give --labels) to tell held-out species apart.")
+
+    def held_out(relative: str, index: int) -> bool:
+        return species_of.get(relative) in held if split else index % 5 == 2
+    config = EncoderStudentConfig(arch=arch, epochs=epochs, views=views, seed=seed)
+    with progress_bar() as progress:
+        report = distill_encoder(teacher_path(checkpoint), audio, out, config, held_out, progress)
+    fid = report["fidelity_held_back"]
+    judged = (f"token cosine {fid['token_cosine_mean']:.3f} (centred {fid['centred_cosine_mean']:.3f}) on "
+              f"{fid['windows']} held-back windows" if fid["windows"] else "no held-back windows to judge on")
+    console.print(f"student encoder: {report['parameters'] / 1e6:.2f} M parameters, {report['windows']} windows x "
+                  f"{views} views; {judged} -> {out}")
+
+
 @export_app.command("decoder")
 @user_errors
 def export_decoder_cmd(

@@ -346,7 +346,7 @@ def distill_encoder(teacher: TeacherPath, audio: Path, out: Path, config: Encode
                     held_out: Callable[[str, int], bool] | None = None, progress=None) -> dict:  # noqa: ANN001
     """``edge distill encoder``: views and teacher tokens, training, fidelity on held-back recordings, ONNX.
 
-    ``held_out(relative path, index)`` says which recordings only judge; default every fifth.
+    ``held_out(relative path, index in the folder)`` says which recordings only judge; default every fifth.
     """
     if config.arch not in ARCHITECTURES:
         raise StudentEncoderError(f"--arch {config.arch}: choose one of {', '.join(ARCHITECTURES)}.")

@@ -1,0 +1,91 @@
+"""`edge distill encoder`: a small CNN learns the teacher's audio tokens from unlabelled audio."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def unlabelled(audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twenty bird recordings in a folder with no labels at all."""
+    folder = tmp_path_factory.mktemp("unlabelled")
+    for path in sorted((audio_dir / "phoebe").iterdir())[:20]:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+def test_the_student_outputs_what_the_encoder_outputs_and_resumes_to_the_same_weights(
+        tiny_checkpoint: Path, unlabelled: Path, tmp_path: Path):
+    """Same token count and width as the teacher's encoder (the decoder takes either), ONNX equal to torch,
+    fidelity judged on held-back recordings only, and a run stopped after an epoch resumes to exactly the
+    weights of an uninterrupted one, without asking the teacher again."""
+    import onnxruntime as ort
+    import torch
+
+    from naturelm_edge.audio import WindowSpec, window_features
+    from naturelm_edge.distill.encoder import (
+        STATE_FILE,
+        TOKENS_DIR,
+        EncoderStudentConfig,
+        distill_encoder,
+        prepare_views,
+        teacher_path,
+        train_student_encoder,
+    )
+    from naturelm_edge.models import load
+
+    teacher, config = teacher_path(tiny_checkpoint), EncoderStudentConfig(epochs=2, views=2)
+    report = distill_encoder(teacher, unlabelled, tmp_path / "whole", config)
+    assert report["windows"] == 20 and report["views"] == 40
+    assert report["fidelity_held_back"]["recordings"] == 4  # every fifth recording judges, none trains
+    _, features = next(window_features(sorted(unlabelled.iterdir())[0], WindowSpec()))
+    session = ort.InferenceSession(str(tmp_path / "whole" / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    student_tokens = session.run(None, {"fbank": features[None]})[0]
+    teacher_tokens = load(tiny_checkpoint).model.encode_audio(torch.from_numpy(features[None])).detach().numpy()
+    assert student_tokens.shape == teacher_tokens.shape
+
+    stopped = tmp_path / "stopped"
+    views = prepare_views(unlabelled, stopped, teacher, config, lambda _, index: index % 5 == 2)
+    train_student_encoder(views, stopped, teacher, config, stop_after=1)
+    asked = {p: p.stat().st_mtime_ns for p in (stopped / TOKENS_DIR).glob("*.tokens.npy")}
+    resumed = distill_encoder(teacher, unlabelled, stopped, config)
+    assert {p: p.stat().st_mtime_ns for p in (stopped / TOKENS_DIR).glob("*.tokens.npy")} == asked
+    a, b = (torch.load(str(d / STATE_FILE), weights_only=True)["model"] for d in (tmp_path / "whole", stopped))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["fidelity_held_back"] == report["fidelity_held_back"]
+    onnx = ort.InferenceSession(str(stopped / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    assert np.allclose(onnx.run(None, {"fbank": features[None]})[0], student_tokens, atol=1e-5)
+
+
+def test_bad_input_is_one_sentence_each(tiny_checkpoint: Path, unlabelled: Path, tmp_path: Path):
+    """No readable audio, too few windows (with how many are needed), another teacher in the same folder."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    result = run_cli("distill", "encoder", str(tiny_checkpoint), "--audio", str(broken), "--out", str(tmp_path / "s1"))
+    assert result.returncode != 0 and "no readable audio to learn from (1 files, 1 unreadable)" in result.stderr
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in sorted(unlabelled.iterdir())[:5]:
+        (few / path.name).symlink_to(path.resolve())
+    result = run_cli("distill", "encoder", str(tiny_checkpoint), "--audio", str(few), "--out", str(tmp_path / "s2"))
+    assert result.returncode != 0 and "a student encoder needs at least 16" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_run_of_another_teacher_is_not_resumed(tiny_checkpoint: Path, unlabelled: Path, tmp_path: Path):
+    from naturelm_edge.distill.encoder import EncoderStudentConfig, StudentEncoderError, distill_encoder, teacher_path
+
+    teacher = teacher_path(tiny_checkpoint)
+    config = EncoderStudentConfig(epochs=1, views=1)
+    distill_encoder(teacher, unlabelled, tmp_path / "s", config)
+    other = type(teacher)("sha256:another", teacher.tokens, teacher.projection_weight, teacher.projection_bias)
+    with pytest.raises(StudentEncoderError, match="another teacher is in this folder; use a new --out"):
+        distill_encoder(other, unlabelled, tmp_path / "s", EncoderStudentConfig(epochs=2, views=1))
+    json.loads((tmp_path / "s" / "student_encoder.json").read_text())  # what was built is still there
