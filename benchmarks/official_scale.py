@@ -135,7 +135,7 @@ def official_build(work: Path) -> dict:
     tasks = work / "build-tasks.toml"
     tasks.write_text(CAPPED_TASKS.split("[[task]]\nid = \"scientific_name\"")[0])
     build = measured([*EDGE, "build", str(ckpt), "--audio", str(audio), "--out", str(work / "bundle"), "--profile",
-                      "x86-cpu", "--tasks", str(tasks), "--epochs", "2", "--calibration-windows", "4",
+                      "x86-cpu", "--encoder", "full", "--tasks", str(tasks), "--epochs", "2", "--calibration-windows", "4",
                       "--dtype", "bfloat16", "--max-new-tokens", "8"])
     size = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
     shutil.rmtree(ckpt)

@@ -47,20 +47,28 @@ def latency(path: Path, features: np.ndarray) -> float:
     return 1000 * float(np.median(times))
 
 
-def official_encoder(path: Path) -> Path:
-    """The official-size audio path (BEATs + Q-Former, 112 M parameters) with seeded random weights, as fp32 ONNX."""
+def official_model():  # noqa: ANN201 - models.NatureLM
+    """The official-size audio path (BEATs + Q-Former, 112 M parameters, LLM width 4096) with seeded random weights."""
     import torch
 
-    from naturelm_edge.export.encoder import encoder_spec
-    from naturelm_edge.export.onnx_export import export_module
-    from naturelm_edge.models import AudioEncoder, NatureLM, preset
+    from naturelm_edge.models import NatureLM, preset
 
     torch.manual_seed(0)
     model = NatureLM(preset("official"))
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02)
     model.beats.fold_weight_norm()
-    export_module(AudioEncoder(model.eval()), encoder_spec(model), path)
+    return model.eval()
+
+
+def official_encoder(path: Path) -> Path:
+    """:func:`official_model` as fp32 ONNX."""
+    from naturelm_edge.export.encoder import encoder_spec
+    from naturelm_edge.export.onnx_export import export_module
+    from naturelm_edge.models import AudioEncoder
+
+    model = official_model()
+    export_module(AudioEncoder(model), encoder_spec(model), path)
     return path
 
 

@@ -48,6 +48,14 @@ class BuildOptions:
     sign_key: Path | None = None
     tar: bool = False
     full_model: Any = None  # distill.teacher.FullModelOptions (torch is imported only when the teacher runs)
+    encoder: str | None = None  # "full" or "student"; None: what the profile asks for
+    encoder_arch: str = "mobilenet-s"
+    encoder_epochs: int = 30
+    encoder_views: int = 3
+
+    @property
+    def encoder_kind(self) -> str:
+        return self.encoder or self.profile.encoder
 
 
 class Stamps:
@@ -80,11 +88,15 @@ def audio_digest(files: list[Path]) -> str:
 def build(options: BuildOptions, progress: Progress | None = None) -> dict:
     """Run every stage; return a summary with the bundle path and the quantization report."""
     builder = Builder(options, progress or Progress(quiet=True))
-    encoder_dir = builder.encoder()
+    full_encoder = encoder_dir = builder.encoder()
     cache_dir = builder.teacher_answers()
     split_path = builder.species_split(cache_dir)
-    decoder_dir = builder.decoder(builder.student(cache_dir, split_path), cache_dir)
-    quant_dir, specs, report = builder.quantized(encoder_dir, decoder_dir, split_path)
+    student_dir = builder.student(cache_dir, split_path)
+    if options.encoder_kind == "student":  # the decoder learns the student encoder's tokens before export
+        encoder_dir = builder.student_encoder(split_path)
+        student_dir, cache_dir = builder.student_on_student_tokens(student_dir, cache_dir, encoder_dir, split_path)
+    decoder_dir = builder.decoder(student_dir, cache_dir)
+    quant_dir, specs, report = builder.quantized(encoder_dir, decoder_dir, split_path, full_encoder)
     builder.bundle(encoder_dir, decoder_dir, quant_dir, specs, report, split_path)
     return builder.summary
 
@@ -186,6 +198,54 @@ class Builder:
                                           asdict(config)), [student_dir / "model.safetensors"], run)
         return student_dir
 
+    def student_encoder(self, split_path: Path) -> Path:
+        """`edge distill encoder` on the build's audio; held-out species only judge (every fifth recording
+        when there are no labels)."""
+        from naturelm_edge.distill.encoder import ONNX_FILE, EncoderStudentConfig
+
+        options = self.options
+        out = self.work / f"student-encoder-{self.checkpoint_sha[:12]}"  # teacher tokens cached per teacher
+        config = EncoderStudentConfig(arch=options.encoder_arch, epochs=options.encoder_epochs,
+                                      views=options.encoder_views, seed=options.seed)
+
+        def run() -> None:
+            from naturelm_edge.distill.encoder import STATE_FILE, distill_encoder, teacher_path
+            from naturelm_edge.distill.species import SpeciesSplit
+
+            split, labels = SpeciesSplit.read(split_path), self.labels
+            (out / STATE_FILE).unlink(missing_ok=True)  # inputs changed: train again (the teacher's tokens stay)
+            distill_encoder(teacher_path(options.checkpoint), options.audio, out, config,
+                            lambda relative, index: split.role(labels[relative]) == "held_out" if labels.get(relative)
+                            else index % 5 == 2)
+
+        self.stage("student encoder", digest(self.audio_key, asdict(config), file_digest(split_path)),
+                   [out / ONNX_FILE], run)
+        return out
+
+    def student_on_student_tokens(self, student_dir: Path, cache_dir: Path, encoder_dir: Path,
+                                  split_path: Path) -> tuple[Path, Path]:
+        """The distilled decoder fine-tuned on the student encoder's tokens (the teacher's answers as targets);
+        returns it and the cache of those tokens (the decoder export verifies on it)."""
+        from naturelm_edge.distill.encoder import ONNX_FILE
+        from naturelm_edge.distill.train import TrainConfig
+
+        options, tuned, tokens = self.options, self.work / "student-tuned", self.work / "student-token-cache"
+        config = TrainConfig(epochs=max(1, options.epochs // 4), lr=3e-4, seed=options.seed,
+                             layers=options.student_layers, hidden=options.student_hidden, heads=options.student_heads)
+
+        def run() -> None:
+            from naturelm_edge.distill.encoder import student_token_cache
+            from naturelm_edge.distill.train import train
+
+            student_token_cache(cache_dir, options.audio, encoder_dir / ONNX_FILE, tokens)
+            shutil.rmtree(tuned, ignore_errors=True)
+            train(tokens, tuned, config, split_path, init=student_dir)
+
+        self.stage("decoder on student tokens", digest(file_digest(student_dir / "model.safetensors"),
+                                                       file_digest(encoder_dir / ONNX_FILE), asdict(config)),
+                   [tuned / "model.safetensors", tokens / "records.jsonl"], run)
+        return tuned, tokens
+
     def decoder(self, student_dir: Path, cache_dir: Path) -> Path:
         decoder_dir = self.work / "decoder"
 
@@ -198,8 +258,10 @@ class Builder:
                    [decoder_dir / roles.DECODER.file], run)
         return decoder_dir
 
-    def quantized(self, encoder_dir: Path, decoder_dir: Path, split_path: Path) -> tuple[Path, dict, dict]:
-        """Calibration and quantization for the profile, then the accuracy report (refused below --min-agreement)."""
+    def quantized(self, encoder_dir: Path, decoder_dir: Path, split_path: Path,
+                  full_encoder: Path) -> tuple[Path, dict, dict]:
+        """Calibration and quantization for the profile, then the accuracy report (refused below --min-agreement);
+        with a student encoder, also how its answers compare with the full encoder's."""
         from naturelm_edge.distill.species import SpeciesSplit
         from naturelm_edge.quantization.quantize import QuantSpec
 
@@ -210,11 +272,13 @@ class Builder:
         quant_dir = self.work / f"quantized-{profile.name}"
         report_path = quant_dir / "quantization_report.json"
 
+        reference = full_encoder / roles.ENCODER.file if encoder_dir != full_encoder else None
+
         def run() -> None:
             _quantize_and_report(options, split, self.labels, self.tasks, encoder_dir, decoder_dir, quant_dir, specs,
-                                 report_path)
+                                 report_path, reference)
 
-        self.stage("quantization", digest(file_digest(encoder_dir / roles.ENCODER.file),
+        self.stage("quantization", digest(file_digest(encoder_dir / roles.ENCODER.file), reference and file_digest(reference),
                                           file_digest(decoder_dir / roles.DECODER.file),
                                           {r: asdict(s) for r, s in specs.items()}, file_digest(split_path),
                                           options.calibration_windows),
@@ -243,8 +307,10 @@ class Builder:
                       quant_dir / roles.DECODER.file: (roles.DECODER.file, roles.DECODER, specs["decoder"].label())}
             for role, precision in ((roles.DECODER_TABLES, "fp32"), (roles.DECODER_CONFIG, None), (roles.TOKENIZER, None)):
                 copies[decoder_dir / role.file] = (role.file, role, precision)
-            for source, name in ((encoder_dir / "export_report.json", "encoder_export.json"),
-                                 (decoder_dir / "decoder_report.json", "decoder_export.json"),
+            student = options.encoder_kind == "student"
+            encoder_report = (encoder_dir / "student_encoder.json", "student_encoder.json") if student else \
+                (encoder_dir / "export_report.json", "encoder_export.json")
+            for source, name in (encoder_report, (decoder_dir / "decoder_report.json", "decoder_export.json"),
                                  (quant_dir / "quantization_report.json", "quantization.json")):
                 copies[source] = (roles.REPORT.file + name, roles.REPORT, None)
             from naturelm_edge.privacy.silero import provenance, speech_addition
@@ -264,6 +330,7 @@ class Builder:
                 species_split={"distill": split.distill, "held_out": split.held_out},
                 calibration=report.get("calibration", {}),
                 reports={"quantization": {k: report[k] for k in ("encoder", "decoder", "sets")}},
+                encoder=self.encoder_section(encoder_dir, report),
                 speech_filter=provenance(),
             )
             bundle = write_bundle(staging, options.out, manifest)
@@ -277,9 +344,19 @@ class Builder:
         self.summary["bundle_id"] = manifest["bundle_id"]
         return bundle
 
+    def encoder_section(self, encoder_dir: Path, report: dict) -> dict:
+        """The manifest's ``encoder``: which one the bundle carries; a student's teacher and fidelity figures."""
+        if self.options.encoder_kind != "student":
+            return {"kind": "full"}
+        trained = json.loads((encoder_dir / "student_encoder.json").read_text())
+        return {"kind": "student", "teacher": {"id": str(self.options.checkpoint), "sha256": self.checkpoint_sha},
+                "arch": trained["config"]["arch"], "parameters": trained["parameters"],
+                "fidelity": {"held_back_recordings": trained["fidelity_held_back"],
+                             "against_full_encoder": report.get("student_encoder", {})}}
+
 
 def _quantize_and_report(options: BuildOptions, split, labels: dict, tasks, encoder_dir: Path, decoder_dir: Path,  # noqa: ANN001
-                         quant_dir: Path, specs: dict, report_path: Path) -> None:
+                         quant_dir: Path, specs: dict, report_path: Path, full_encoder: Path | None = None) -> None:
     from naturelm_edge.edge_runtime.decoder import OnnxDecoder
     from naturelm_edge.quantization.calibration import (
         ArrayReader,
@@ -317,6 +394,11 @@ def _quantize_and_report(options: BuildOptions, split, labels: dict, tasks, enco
     report = accuracy_report(encoder_dir / "encoder.onnx", quant_dir / "encoder.onnx", decoder_dir,
                              quant_dir / "decoder.onnx", sets, questions, specs["encoder"].label(),
                              specs["decoder"].label())
+    if full_encoder is not None:
+        from naturelm_edge.quantization.report import student_agreement
+
+        report["student_encoder"] = student_agreement(full_encoder, quant_dir / "encoder.onnx", decoder_dir,
+                                                      quant_dir / "decoder.onnx", sets, questions)
     report["calibration"] = {"files": [str(p) for p in calibration.files], "windows": int(len(calibration.features)),
                              "decoder_inputs": len(dec_inputs), "skipped": calibration.skipped,
                              "encoder": encoder_info, "decoder": decoder_info, "held_out_species": split.held_out,

@@ -19,7 +19,7 @@ FIXTURES = SHARED / "data" / "fixtures"
 
 
 # the session chain: a taught teacher, then `edge build` on it; every test that needs one of these waits minutes
-SLOW_FIXTURES = {"taught_teacher", "built_bundle", "bundle", "detector_bundle", "proof", "rule_cache", "exported"}
+SLOW_FIXTURES = {"taught_teacher", "built_bundle", "student_bundle", "bundle", "detector_bundle", "proof", "rule_cache", "exported"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -124,9 +124,30 @@ def built_bundle(subset_audio: Path, taught_teacher: Path, tmp_path_factory: pyt
             (work / "again.out").read_text())
 
 
-def build_args(work: Path, audio: Path, teacher: Path) -> list[str]:
+def build_args(work: Path, audio: Path, teacher: Path, encoder: str = "full") -> list[str]:
     return ["build", str(teacher), "--audio", str(audio), "--out", str(work / "bundle"), "--profile", "x86-cpu",
-            "--tasks", str(work / "tasks.toml"), *SMALL_STUDENT]
+            "--tasks", str(work / "tasks.toml"), "--encoder", encoder, *SMALL_STUDENT]
+
+
+@pytest.fixture(scope="session")
+def student_bundle(built_bundle, subset_audio: Path, taught_teacher: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`edge build` for x86-cpu as its profile asks (a student encoder), in a copy of the full build's work folder:
+    (work, bundle, the build's output)."""
+    work_full, *_ = built_bundle
+
+    def make(work: Path) -> None:
+        from typer.testing import CliRunner
+
+        from naturelm_edge.cli import app
+
+        shutil.copytree(work_full, work, ignore=shutil.ignore_patterns("bundle", "*.out"), symlinks=True)
+        args = [a for a in build_args(work, subset_audio, taught_teacher) if a not in ("--encoder", "full")]
+        result = CliRunner().invoke(app, [*args, "--encoder-epochs", "8"])
+        assert result.exit_code == 0, result.output
+        (work / "student.out").write_text(result.output)
+
+    work = made_once(tmp_path_factory, "student-bundle", make)
+    return work, work / "bundle", (work / "student.out").read_text()
 
 
 @pytest.fixture(scope="session")

@@ -89,3 +89,40 @@ def test_a_run_of_another_teacher_is_not_resumed(tiny_checkpoint: Path, unlabell
     with pytest.raises(StudentEncoderError, match="another teacher is in this folder; use a new --out"):
         distill_encoder(other, unlabelled, tmp_path / "s", EncoderStudentConfig(epochs=2, views=1))
     json.loads((tmp_path / "s" / "student_encoder.json").read_text())  # what was built is still there
+
+
+def test_a_cpu_profile_builds_a_student_bundle_that_edge_run_uses_without_a_flag(student_bundle, bundle: Path,
+                                                                                 subset_audio: Path, tmp_path: Path):
+    """x86-cpu asks for the student: `edge build` reuses the full build's stages, adds the student encoder and
+    the decoder tuned on its tokens, records both in the manifest with fidelity figures, and edge-run answers
+    with it; a profile that asks for the full encoder refuses it in one sentence."""
+    import dataclasses
+
+    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.device_profiles import get
+    from naturelm_edge.edge_runtime.engine import Engine
+    from naturelm_edge.errors import EdgeError
+    from tests.helpers import events, run_edge
+
+    work, student, output = student_bundle
+    assert "teacher answers: inputs unchanged, skipped" in output and "distillation: inputs unchanged, skipped" in output
+    loaded, full = load_bundle(student), load_bundle(bundle)
+    assert loaded.encoder_kind == "student" and full.encoder_kind == "full"
+    section = loaded.manifest["encoder"]
+    assert section["teacher"]["sha256"] == full.manifest["source_checkpoint"]["sha256"]
+    against = section["fidelity"]["against_full_encoder"]
+    assert set(against) == {"held_out", "distill"} and 0 <= against["held_out"]["agreement"] <= 1
+    assert section["fidelity"]["held_back_recordings"]["windows"] > 0
+    assert loaded.encoder.stat().st_size < full.encoder.stat().st_size / 2
+    assert (student / "reports" / "student_encoder.json").is_file()
+
+    out = tmp_path / "run"
+    ran = run_edge("--bundle", str(student), "--profile", "x86-cpu", str(subset_audio), "--out", str(out))
+    assert ran.returncode == 0, ran.stderr
+    assert [e for e in events(out) if e["answer"]]
+
+    gpu = dataclasses.replace(get("x86-cpu"), name="gpu-box", models={"encoder": "full"})
+    with pytest.raises(EdgeError, match=r"carries the distilled student encoder, and profile gpu-box asks for "
+                                        r"NatureLM's full one .* `edge build --profile gpu-box`"):
+        Engine(loaded, gpu)
+    Engine(full, gpu)  # the full bundle on it is what it asks for

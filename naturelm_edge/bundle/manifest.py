@@ -150,6 +150,11 @@ class Bundle:
         return self.file(roles.ENCODER)
 
     @property
+    def encoder_kind(self) -> str:
+        """"full" (NatureLM's audio path) or "student" (distilled; bundles before the choice carry the full one)."""
+        return (self.manifest.get("encoder") or {}).get("kind", "full")
+
+    @property
     def decoder(self) -> DecoderFiles:
         return DecoderFiles(self.file(roles.DECODER), self.file(roles.DECODER_TABLES), self.file(roles.DECODER_CONFIG),
                             self.file(roles.TOKENIZER))

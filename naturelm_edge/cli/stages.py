@@ -347,6 +347,9 @@ def build_cmd(
     student_layers: Annotated[int, typer.Option()] = 4,
     student_hidden: Annotated[int, typer.Option()] = 384,
     student_heads: Annotated[int, typer.Option()] = 6,
+    encoder: Annotated[str | None, typer.Option(
+        help="full (NatureLM's audio path) or student (distilled); default: what the profile asks for.")] = None,
+    encoder_epochs: Annotated[int, typer.Option(help="Student encoder training epochs.")] = 30,
     calibration_windows: Annotated[int, typer.Option(help="Windows of held-out species to calibrate on.")] = 32,
     min_agreement: Annotated[float | None, typer.Option(help="Fail when quantized answers agree with fp32 less often.")] = None,
     sign: Annotated[Path | None, typer.Option(help="ed25519 private key to sign the bundle with.")] = None,
@@ -360,15 +363,20 @@ def build_cmd(
     """Export, distil, quantize and bundle: the whole export stage in one command."""
     from naturelm_edge.build import BuildOptions, build
     from naturelm_edge.device_profiles import detect, get
+    from naturelm_edge.device_profiles.schema import ENCODERS
     from naturelm_edge.progress import Progress
     from naturelm_edge.quantization.report import format_table
 
+    if encoder is not None and encoder not in ENCODERS:
+        raise EdgeError(f"--encoder {encoder}: choose one of {', '.join(ENCODERS)}.")
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
     options = BuildOptions(checkpoint, audio, chosen, out, work or out.with_name(out.name + ".work"), tasks, labels,
                            epochs, student_layers, student_hidden, student_heads,
                            calibration_windows=calibration_windows, min_agreement=min_agreement, sign_key=sign, tar=tar,
-                           full_model=full_model_options(device, dtype, llama_path, beams, max_new_tokens))
-    console.print(f"building for profile [bold]{chosen.name}[/bold] ({chosen.precision['encoder']} encoder, "
+                           full_model=full_model_options(device, dtype, llama_path, beams, max_new_tokens),
+                           encoder=encoder, encoder_epochs=encoder_epochs)
+    console.print(f"building for profile [bold]{chosen.name}[/bold] ({options.encoder_kind} "
+                  f"{chosen.precision['encoder']} encoder, "
                   f"{chosen.precision['decoder']} decoder)")
     summary = build(options, Progress())
     console.print(format_table(summary["report"]))

@@ -43,6 +43,10 @@ def _strings(x: Any) -> bool:
     return isinstance(x, list) and all(isinstance(i, str) for i in x)
 
 
+# "full": NatureLM's own audio path (BEATs + Q-Former), for devices with a GPU; "student": the distilled CNN
+# (`edge distill encoder`), for CPU-only devices where the full one costs more than the field's peers
+ENCODERS = ("full", "student")
+
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, str]]] = {
     "": {
         "name": (str, None, "a name"),
@@ -68,6 +72,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, str]]] = {
     "precision": {
         "encoder": (str, lambda x: x in PRECISIONS["encoder"], f"one of {', '.join(PRECISIONS['encoder'])}"),
         "decoder": (str, lambda x: x in PRECISIONS["decoder"], f"one of {', '.join(PRECISIONS['decoder'])}"),
+    },
+    "models": {
+        "encoder": (str, lambda x: x in ENCODERS, f"one of {', '.join(ENCODERS)}"),
     },
     "quantization": {
         "target": (str, lambda x: x in QUANT_TARGETS, f"one of {', '.join(QUANT_TARGETS)}"),
@@ -111,6 +118,12 @@ class Profile:
     audio: dict[str, float] = field(default_factory=dict)
     escalation: dict[str, Any] = field(default_factory=dict)
     power: dict[str, str] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def encoder(self) -> str:
+        """Which encoder the profile's bundles carry: "full" (NatureLM's audio path) or "student" (distilled)."""
+        return self.models.get("encoder", "full")
 
     @property
     def intra_op_threads(self) -> int:

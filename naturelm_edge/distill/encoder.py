@@ -65,20 +65,24 @@ class TeacherPath:
 
 def teacher_path(checkpoint: str | Path) -> TeacherPath:
     """The checkpoint's audio path as the exported encoder runs it (float32), cut before the LLM projection."""
-    import torch
-
     from naturelm_edge.models import load
 
     loaded = load(checkpoint)
-    model = loaded.model.eval()
+    return teacher_path_of(loaded.model, f"sha256:{loaded.source.sha256()}")
+
+
+def teacher_path_of(model, identity: str) -> TeacherPath:  # noqa: ANN001 - models.NatureLM
+    """A NatureLM model's audio path (benchmarks build the official-size one with random weights)."""
+    import torch
+
+    model = model.eval()
 
     def tokens(features: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model.encode_audio_all(torch.from_numpy(features.astype(np.float32))).qformer_out.numpy()
 
     proj = model.audio_llama_proj
-    return TeacherPath(f"sha256:{loaded.source.sha256()}", tokens, proj.weight.detach().numpy().copy(),
-                       proj.bias.detach().numpy().copy())
+    return TeacherPath(identity, tokens, proj.weight.detach().numpy().copy(), proj.bias.detach().numpy().copy())
 
 
 def student_encoder_net(arch: str, tokens: int, width: int, projection: tuple[np.ndarray, np.ndarray]):  # noqa: ANN201
@@ -362,3 +366,28 @@ def distill_encoder(teacher: TeacherPath, audio: Path, out: Path, config: Encode
     report["onnx_bytes"] = (out / ONNX_FILE).stat().st_size
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def student_token_cache(cache_dir: Path, audio_root: Path, encoder: Path, out: Path) -> Path:
+    """The teacher cache's answers with the student encoder's tokens in place of the teacher's, so the student
+    decoder is fine-tuned on what the device's encoder will give it (same records, tokenizer and meta)."""
+    import shutil
+
+    from naturelm_edge.distill.cache import META_FILE, RECORDS_FILE, TeacherCache
+    from naturelm_edge.quantization.report import session
+
+    cache = TeacherCache(cache_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "audio").mkdir(parents=True)
+    for name in (META_FILE, RECORDS_FILE):
+        shutil.copy2(cache.root / name, out / name)
+    if (cache.root / "tokenizer").is_dir():
+        shutil.copytree(cache.root / "tokenizer", out / "tokenizer")
+    spec, student = WindowSpec(cache.meta.window_s, cache.meta.hop_s), session(encoder)
+    for file in sorted({r["file"] for r in cache.records()}):
+        for window, features in window_features(audio_root / file, spec):
+            key = window_key(file, window.start)
+            if cache.has_audio(key):
+                tokens = student.run(None, {"fbank": features[None].astype(np.float32)})[0][0]
+                np.save(out / "audio" / f"{key}.npy", tokens.astype(np.float32))
+    return out

@@ -126,8 +126,11 @@ def prepare(cache: TeacherCache, split: SpeciesSplit | None, config: TrainConfig
 
 
 def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | None = None,
-          progress=None, stop_after: int | None = None) -> dict:  # noqa: ANN001
-    """Train (or resume training) a student into ``out``; ``stop_after`` steps simulates an interruption."""
+          progress=None, stop_after: int | None = None, init: Path | None = None) -> dict:  # noqa: ANN001
+    """Train (or resume training) a student into ``out``; ``stop_after`` steps simulates an interruption.
+
+    ``init``: a trained student to start from (fine-tuning it on another encoder's tokens of the same answers).
+    """
     import torch
 
     cache = TeacherCache(cache_dir)
@@ -139,6 +142,10 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True)
     model = build_student(student_config)
+    if init is not None:
+        from naturelm_edge.distill.student import load_student
+
+        model.load_state_dict(load_student(init).state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = (len(examples) + config.batch_size - 1) // config.batch_size
     total = steps_per_epoch * config.epochs

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from naturelm_edge.bundle import roles
+from naturelm_edge.bundle.contract import BundleError
 from naturelm_edge.bundle.manifest import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.decoder import Answer, OnnxDecoder
@@ -79,6 +80,10 @@ class Engine:
         import onnxruntime as ort
 
         self.bundle, self.profile = bundle, profile
+        if bundle.encoder_kind == "student" and profile.encoder == "full":
+            raise BundleError(f"{bundle.root}: this bundle carries the distilled student encoder, and profile "
+                              f"{profile.name} asks for NatureLM's full one (its device can run it); build one for "
+                              f"this profile with `edge build --profile {profile.name}`.")
         providers, self.missing = providers_for(profile)
         if self.missing:
             log.warning("providers %s are not available here; falling back to %s", ", ".join(self.missing),

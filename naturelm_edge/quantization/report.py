@@ -100,6 +100,30 @@ def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, deco
     return report
 
 
+def student_agreement(full_encoder: Path, student_encoder: Path, decoder_dir: Path, decoder_q: Path,
+                      sets: list[EvalSet], questions: list[str]) -> dict:
+    """How close the device's answers stay when the student encoder replaces the full one: token cosine, and
+    per task the share of answers of (student encoder + the bundle's decoder) equal to (full encoder + the fp32
+    decoder), on each evaluation set (held-out species, distillation species)."""
+    full, student = session(full_encoder), session(student_encoder)
+    dec32 = OnnxDecoder(decoder_dir, threads=1)
+    decq = OnnxDecoder(decoder_dir, threads=1, model_file=decoder_q)
+    found: dict = {}
+    for eval_set in sets:
+        reference_tokens, _ = run_encoder(full, eval_set.features)
+        student_tokens, times = run_encoder(student, eval_set.features)
+        cos = token_cosines(reference_tokens, student_tokens)
+        ref, _ = answers(dec32, reference_tokens, questions)
+        got, _ = answers(decq, student_tokens, questions)
+        per_task = {q: float(np.mean([a.text == r.text for a, r in zip(got[i::len(questions)], ref[i::len(questions)])]))
+                    for i, q in enumerate(questions)}
+        found[eval_set.name] = {"windows": int(len(eval_set.features)),
+                                "token_cosine": {"mean": float(cos.mean()), "p5": float(np.percentile(cos, 5))},
+                                "agreement": float(np.mean([a.text == r.text for a, r in zip(got, ref)])),
+                                "agreement_per_task": per_task, "student_ms_p50": 1000 * float(np.median(times))}
+    return found
+
+
 def worst_tensors(fp32: Path, qdq: Path, features: np.ndarray, count: int) -> list[dict]:
     """Activations of the QDQ model furthest from fp32 (lowest SQNR), from onnxruntime's QDQ debugger."""
     from onnxruntime.quantization.qdq_loss_debug import (
