@@ -48,7 +48,8 @@ def distilled(audio: Path, work: Path, epochs: int, views: int) -> tuple[Path, d
     import torch
 
     from naturelm_edge.cli.common import progress_bar
-    from naturelm_edge.distill.encoder import EncoderStudentConfig, distill_encoder, teacher_path_of
+    from naturelm_edge.distill.encoder import EncoderStudentConfig, teacher_path_of
+    from naturelm_edge.export.student_encoder import distill_encoder
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))  # the teacher's tokens: every core; timings below: one
     teacher = teacher_path_of(official_model(), "official-size, random weights (seed 0)")

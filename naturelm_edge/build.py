@@ -209,8 +209,9 @@ class Builder:
                                       views=options.encoder_views, seed=options.seed)
 
         def run() -> None:
-            from naturelm_edge.distill.encoder import STATE_FILE, distill_encoder, teacher_path
+            from naturelm_edge.distill.encoder import STATE_FILE, teacher_path
             from naturelm_edge.distill.species import SpeciesSplit
+            from naturelm_edge.export.student_encoder import distill_encoder
 
             split, labels = SpeciesSplit.read(split_path), self.labels
             (out / STATE_FILE).unlink(missing_ok=True)  # inputs changed: train again (the teacher's tokens stay)
@@ -234,8 +235,8 @@ class Builder:
                              layers=options.student_layers, hidden=options.student_hidden, heads=options.student_heads)
 
         def run() -> None:
-            from naturelm_edge.distill.encoder import student_token_cache
             from naturelm_edge.distill.train import train
+            from naturelm_edge.export.student_encoder import student_token_cache
 
             student_token_cache(cache_dir, options.audio, encoder_dir / ONNX_FILE, tokens)
             shutil.rmtree(tuned, ignore_errors=True)

@@ -33,11 +33,11 @@ def test_the_student_outputs_what_the_encoder_outputs_and_resumes_to_the_same_we
         STATE_FILE,
         TOKENS_DIR,
         EncoderStudentConfig,
-        distill_encoder,
         prepare_views,
         teacher_path,
         train_student_encoder,
     )
+    from naturelm_edge.export.student_encoder import distill_encoder
     from naturelm_edge.models import load
 
     teacher, config = teacher_path(tiny_checkpoint), EncoderStudentConfig(epochs=2, views=2)
@@ -80,7 +80,8 @@ def test_bad_input_is_one_sentence_each(tiny_checkpoint: Path, unlabelled: Path,
 
 
 def test_a_run_of_another_teacher_is_not_resumed(tiny_checkpoint: Path, unlabelled: Path, tmp_path: Path):
-    from naturelm_edge.distill.encoder import EncoderStudentConfig, StudentEncoderError, distill_encoder, teacher_path
+    from naturelm_edge.distill.encoder import EncoderStudentConfig, StudentEncoderError, teacher_path
+    from naturelm_edge.export.student_encoder import distill_encoder
 
     teacher = teacher_path(tiny_checkpoint)
     config = EncoderStudentConfig(epochs=1, views=1)

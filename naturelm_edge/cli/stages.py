@@ -295,8 +295,9 @@ def distill_encoder_cmd(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Distil the teacher's audio path into a small CNN on the fbank (for profiles without a GPU)."""
-    from naturelm_edge.distill.encoder import EncoderStudentConfig, distill_encoder, teacher_path
+    from naturelm_edge.distill.encoder import EncoderStudentConfig, teacher_path
     from naturelm_edge.distill.species import SpeciesSplit, labels_for
+    from naturelm_edge.export.student_encoder import distill_encoder
 
     held, species_of = (set(SpeciesSplit.read(split).held_out), labels_for(audio, labels)) if split else (set(), {})
     if split is not None and not species_of:

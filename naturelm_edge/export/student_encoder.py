@@ -1,0 +1,93 @@
+"""The student encoder's export stage: train it (:mod:`naturelm_edge.distill.encoder`), write it as the bundle's
+encoder graph, and the teacher cache with its tokens for tuning the decoder on them."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from naturelm_edge.audio import WindowSpec, window_features
+from naturelm_edge.distill.cache import window_key
+from naturelm_edge.distill.encoder import (
+    ARCHITECTURES,
+    ONNX_FILE,
+    REPORT_FILE,
+    TOKENS_DIR,
+    EncoderStudentConfig,
+    StudentEncoderError,
+    TeacherPath,
+    fidelity,
+    prepare_views,
+    train_student_encoder,
+)
+
+
+def export_student_encoder(net, path: Path, teacher: TeacherPath) -> None:  # noqa: ANN001 - the student module
+    """The student as the bundle's encoder graph: fbank (batch, 998, 128) -> audio_tokens (batch, 29, llm width)."""
+    import torch
+
+    from naturelm_edge.audio import DEFAULT_SETTINGS
+    from naturelm_edge.bundle import roles
+    from naturelm_edge.export.onnx_export import ExportSpec, export_module
+
+    frames = DEFAULT_SETTINGS.num_frames(WindowSpec().window)
+    example = torch.zeros(1, frames, DEFAULT_SETTINGS.num_mel_bins)
+    with torch.no_grad():
+        tokens = net(example).shape[1]  # also fixes the pooling matrix for this window length
+    export_module(net, ExportSpec(
+        role=roles.ENCODER.name, input_names=["fbank"], output_names=["audio_tokens"],
+        dynamic_axes={"fbank": {0: "batch"}, "audio_tokens": {0: "batch"}}, example_inputs=lambda: (example,),
+        metadata={"naturelm_edge.role": roles.ENCODER.name, "naturelm_edge.encoder": "student",
+                  "naturelm_edge.teacher": teacher.identity, "naturelm_edge.audio_tokens": str(tokens)}), path)
+
+
+def distill_encoder(teacher: TeacherPath, audio: Path, out: Path, config: EncoderStudentConfig,
+                    held_out: Callable[[str, int], bool] | None = None, progress=None) -> dict:  # noqa: ANN001
+    """``edge distill encoder``: views and teacher tokens, training, fidelity on held-back recordings, ONNX.
+
+    ``held_out(relative path, index in the folder)`` says which recordings only judge; default every fifth.
+    """
+    if config.arch not in ARCHITECTURES:
+        raise StudentEncoderError(f"--arch {config.arch}: choose one of {', '.join(ARCHITECTURES)}.")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    views = prepare_views(audio, out, teacher, config, held_out or (lambda _, index: index % 5 == 2), progress)
+    net = train_student_encoder(views, out, teacher, config, progress)
+    report = {"teacher": teacher.identity, "config": asdict(config), "encoder": "student",
+              "windows": len(views.keys) // config.views, "views": len(views.keys),
+              "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
+              "fidelity_held_back": fidelity(net, views, out / TOKENS_DIR), "seconds": time.perf_counter() - started}
+    export_student_encoder(net, out / ONNX_FILE, teacher)
+    report["onnx_bytes"] = (out / ONNX_FILE).stat().st_size
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def student_token_cache(cache_dir: Path, audio_root: Path, encoder: Path, out: Path) -> Path:
+    """The teacher cache's answers with the student encoder's tokens in place of the teacher's, so the student
+    decoder is fine-tuned on what the device's encoder will give it (same records, tokenizer and meta)."""
+    import shutil
+
+    from naturelm_edge.distill.cache import META_FILE, RECORDS_FILE, TeacherCache
+    from naturelm_edge.quantization.report import session
+
+    cache = TeacherCache(cache_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "audio").mkdir(parents=True)
+    for name in (META_FILE, RECORDS_FILE):
+        shutil.copy2(cache.root / name, out / name)
+    if (cache.root / "tokenizer").is_dir():
+        shutil.copytree(cache.root / "tokenizer", out / "tokenizer")
+    spec, student = WindowSpec(cache.meta.window_s, cache.meta.hop_s), session(encoder)
+    for file in sorted({r["file"] for r in cache.records()}):
+        for window, features in window_features(audio_root / file, spec):
+            key = window_key(file, window.start)
+            if cache.has_audio(key):
+                tokens = student.run(None, {"fbank": features[None].astype(np.float32)})[0][0]
+                np.save(out / "audio" / f"{key}.npy", tokens.astype(np.float32))
+    return out
