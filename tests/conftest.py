@@ -142,7 +142,7 @@ def student_bundle(built_bundle, subset_audio: Path, taught_teacher: Path, tmp_p
 
         shutil.copytree(work_full, work, ignore=shutil.ignore_patterns("bundle", "*.out"), symlinks=True)
         args = [a for a in build_args(work, subset_audio, taught_teacher) if a not in ("--encoder", "full")]
-        result = CliRunner().invoke(app, [*args, "--encoder-epochs", "8"])
+        result = CliRunner().invoke(app, [*args, "--encoder-epochs", "3"])
         assert result.exit_code == 0, result.output
         (work / "student.out").write_text(result.output)
 

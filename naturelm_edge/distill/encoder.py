@@ -183,13 +183,14 @@ def prepare_views(audio: Path, out: Path, teacher: TeacherPath, config: EncoderS
         raise StudentEncoderError(f"{audio}: no readable audio to learn from ({len(files)} files, "
                                   f"{len(skipped)} unreadable).")
     keys, recordings, held = [], [], []
-    bar = progress.add_task("teacher tokens", total=len(windows) * config.views) if progress else None
+    total = sum(1 if held_out(w[0], w[1]) else config.views for w in windows)
+    bar = progress.add_task("teacher tokens", total=total) if progress else None
     pending: list[tuple[str, np.ndarray]] = []
     for n, (relative, index, start, samples, valid) in enumerate(windows):
-        rng = np.random.default_rng([config.seed, index, start])
-        for view in range(config.views):
+        rng, judged = np.random.default_rng([config.seed, index, start]), held_out(relative, index)
+        for view in range(1 if judged else config.views):  # held-back windows only judge, as recorded
             key = f"{window_key(relative, start)}-{view}"
-            keys.append(key), recordings.append(relative), held.append(held_out(relative, index))
+            keys.append(key), recordings.append(relative), held.append(judged)
             if (folder / f"{key}.tokens.npy").is_file():
                 if progress:
                     progress.update(bar, advance=1)

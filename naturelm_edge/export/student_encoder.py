@@ -59,7 +59,7 @@ def distill_encoder(teacher: TeacherPath, audio: Path, out: Path, config: Encode
     views = prepare_views(audio, out, teacher, config, held_out or (lambda _, index: index % 5 == 2), progress)
     net = train_student_encoder(views, out, teacher, config, progress)
     report = {"teacher": teacher.identity, "config": asdict(config), "encoder": "student",
-              "windows": len(views.keys) // config.views, "views": len(views.keys),
+              "windows": len({k.rsplit("-", 1)[0] for k in views.keys}), "views": len(views.keys),
               "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
               "fidelity_held_back": fidelity(net, views, out / TOKENS_DIR), "seconds": time.perf_counter() - started}
     export_student_encoder(net, out / ONNX_FILE, teacher)
