@@ -78,20 +78,13 @@ def int8(student: Path, audio: Path, work: Path) -> tuple[Path, np.ndarray]:
 
 def fidelity(path: Path, teacher, features: np.ndarray) -> dict:  # noqa: ANN001 - TeacherPath
     """Token cosine of an encoder ONNX against the teacher's projected tokens, raw and centred."""
+    from naturelm_edge.distill.encoder import token_fidelity
     from naturelm_edge.quantization.report import run_encoder, session
 
     reference = np.concatenate([teacher.tokens(features[i:i + 8]) for i in range(0, len(features), 8)])
     reference = reference @ teacher.projection_weight.T + teacher.projection_bias
     tokens, _ = run_encoder(session(path), features)
-    mean = reference.mean(axis=(0, 1))
-
-    def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return ((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)).ravel()
-
-    raw, centred = cos(tokens, reference), cos(tokens - mean, reference - mean)
-    return {"windows": int(len(features)), "token_cosine_mean": float(raw.mean()),
-            "token_cosine_p5": float(np.quantile(raw, 0.05)), "centred_cosine_mean": float(centred.mean()),
-            "centred_cosine_p5": float(np.quantile(centred, 0.05))}
+    return {"windows": int(len(features)), **token_fidelity(tokens, reference)}
 
 
 def cascade(encoder: Path, work: Path, audio: Path, out: Path) -> dict | None:

@@ -209,7 +209,7 @@ class Builder:
                                       views=options.encoder_views, seed=options.seed)
 
         def run() -> None:
-            from naturelm_edge.distill.encoder import STATE_FILE, teacher_path
+            from naturelm_edge.distill.encoder import STATE_FILE, every_fifth, teacher_path
             from naturelm_edge.distill.species import SpeciesSplit
             from naturelm_edge.export.student_encoder import distill_encoder
 
@@ -217,7 +217,7 @@ class Builder:
             (out / STATE_FILE).unlink(missing_ok=True)  # inputs changed: train again (the teacher's tokens stay)
             distill_encoder(teacher_path(options.checkpoint), options.audio, out, config,
                             lambda relative, index: split.role(labels[relative]) == "held_out" if labels.get(relative)
-                            else index % 5 == 2)
+                            else every_fifth(relative, index))
 
         self.stage("student encoder", digest(self.audio_key, asdict(config), file_digest(split_path)),
                    [out / ONNX_FILE], run)

@@ -33,6 +33,7 @@ def test_the_student_outputs_what_the_encoder_outputs_and_resumes_to_the_same_we
         STATE_FILE,
         TOKENS_DIR,
         EncoderStudentConfig,
+        every_fifth,
         prepare_views,
         teacher_path,
         train_student_encoder,
@@ -51,7 +52,7 @@ def test_the_student_outputs_what_the_encoder_outputs_and_resumes_to_the_same_we
     assert student_tokens.shape == teacher_tokens.shape
 
     stopped = tmp_path / "stopped"
-    views = prepare_views(unlabelled, stopped, teacher, config, lambda _, index: index % 5 == 2)
+    views = prepare_views(unlabelled, stopped, teacher, config, every_fifth)
     train_student_encoder(views, stopped, teacher, config, stop_after=1)
     asked = {p: p.stat().st_mtime_ns for p in (stopped / TOKENS_DIR).glob("*.tokens.npy")}
     resumed = distill_encoder(teacher, unlabelled, stopped, config)

@@ -295,7 +295,7 @@ def distill_encoder_cmd(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Distil the teacher's audio path into a small CNN on the fbank (for profiles without a GPU)."""
-    from naturelm_edge.distill.encoder import EncoderStudentConfig, teacher_path
+    from naturelm_edge.distill.encoder import EncoderStudentConfig, every_fifth, teacher_path
     from naturelm_edge.distill.species import SpeciesSplit, labels_for
     from naturelm_edge.export.student_encoder import distill_encoder
 
@@ -304,7 +304,7 @@ def distill_encoder_cmd(
         raise EdgeError(f"--split {split}: no labels for {audio} (give --labels) to tell held-out species apart.")
 
     def held_out(relative: str, index: int) -> bool:
-        return species_of.get(relative) in held if split else index % 5 == 2
+        return species_of.get(relative) in held if split else every_fifth(relative, index)
     config = EncoderStudentConfig(arch=arch, epochs=epochs, views=views, seed=seed)
     with progress_bar() as progress:
         report = distill_encoder(teacher_path(checkpoint), audio, out, config, held_out, progress)

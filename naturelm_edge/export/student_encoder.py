@@ -21,6 +21,7 @@ from naturelm_edge.distill.encoder import (
     EncoderStudentConfig,
     StudentEncoderError,
     TeacherPath,
+    every_fifth,
     fidelity,
     prepare_views,
     train_student_encoder,
@@ -56,7 +57,7 @@ def distill_encoder(teacher: TeacherPath, audio: Path, out: Path, config: Encode
         raise StudentEncoderError(f"--arch {config.arch}: choose one of {', '.join(ARCHITECTURES)}.")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    views = prepare_views(audio, out, teacher, config, held_out or (lambda _, index: index % 5 == 2), progress)
+    views = prepare_views(audio, out, teacher, config, held_out or every_fifth, progress)
     net = train_student_encoder(views, out, teacher, config, progress)
     report = {"teacher": teacher.identity, "config": asdict(config), "encoder": "student",
               "windows": len({k.rsplit("-", 1)[0] for k in views.keys}), "views": len(views.keys),
