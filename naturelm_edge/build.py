@@ -389,9 +389,10 @@ def _quantize_and_report(options: BuildOptions, split, labels: dict, tasks, enco
     dec_inputs = decoder_inputs(decoder, tokens, questions[:2])
     decoder_info = quantize(decoder_dir / "decoder.onnx", quant_dir / "decoder.onnx", specs["decoder"],
                             ArrayReader(dec_inputs), cache, digest(calibration.digest(), "decoder", questions[:2]))
-    sets = [EvalSet("held_out", calibration_set(eval_files, spec, 24, 1, where).features)]
+    teacher = cached_teacher_answers(options.work / "teacher-cache", options.audio, tasks)
+    sets = [EvalSet("held_out", *teacher(calibration_set(eval_files, spec, 24, 1, where)))]
     if by_role["distill"]:
-        sets.append(EvalSet("distill", calibration_set(by_role["distill"][::4], spec, 24, 1, "distillation audio").features))
+        sets.append(EvalSet("distill", *teacher(calibration_set(by_role["distill"][::4], spec, 24, 1, "distillation audio"))))
     report = accuracy_report(encoder_dir / "encoder.onnx", quant_dir / "encoder.onnx", decoder_dir,
                              quant_dir / "decoder.onnx", sets, questions, specs["encoder"].label(),
                              specs["decoder"].label())
@@ -408,6 +409,26 @@ def _quantize_and_report(options: BuildOptions, split, labels: dict, tasks, enco
     tmp.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
     tmp.replace(report_path)
     report_path.with_suffix(".md").write_text(format_table(report) + "\n")
+
+
+def cached_teacher_answers(cache_dir: Path, audio: Path, tasks) -> Callable:  # noqa: ANN001 - list[Task]
+    """A function from a calibration set to (its features, the teacher's cached answer per question for each
+    window): what the student encoder's answers are judged against. Windows the teacher never answered get none."""
+    from naturelm_edge.distill.cache import TeacherCache, window_key
+
+    question = {t.id: t.question for t in tasks}
+    by_window: dict[str, dict[str, str]] = {}
+    if (cache_dir / "records.jsonl").is_file():
+        for record in TeacherCache(cache_dir).records():
+            if record["task"] in question:
+                by_window.setdefault(record["window"], {})[question[record["task"]]] = record["text"]
+
+    def of(calibration) -> tuple[np.ndarray, list[dict[str, str]]]:  # noqa: ANN001 - CalibrationSet
+        keys = [window_key(str(Path(s).relative_to(audio)) if Path(s).is_relative_to(audio) else s, start)
+                for s, start in zip(calibration.sources, calibration.starts)]
+        return calibration.features, [by_window.get(k, {}) for k in keys]
+
+    return of
 
 
 def _jsonable(value: object) -> object:

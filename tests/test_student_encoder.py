@@ -114,6 +114,9 @@ def test_a_cpu_profile_builds_a_student_bundle_that_edge_run_uses_without_a_flag
     assert section["teacher"]["sha256"] == full.manifest["source_checkpoint"]["sha256"]
     against = section["fidelity"]["against_full_encoder"]
     assert set(against) == {"held_out", "distill"} and 0 <= against["held_out"]["agreement"] <= 1
+    for found in against.values():  # every judged window found the teacher's own answers in its cache
+        for pipeline in ("student_encoder", "full_encoder"):
+            assert all(0 <= share <= 1 for share in found["against_teacher"][pipeline].values()), found
     assert section["fidelity"]["held_back_recordings"]["windows"] > 0
     assert loaded.encoder.stat().st_size < full.encoder.stat().st_size / 2
     assert (student / "reports" / "student_encoder.json").is_file()

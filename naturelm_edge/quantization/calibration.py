@@ -30,6 +30,7 @@ class CalibrationSet:
     features: np.ndarray  # (windows, frames, 128)
     sources: list[str]  # file of each window
     skipped: list[str]
+    starts: list[int]  # the sample each window starts at in its file (its teacher cache key, with the file)
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -42,30 +43,31 @@ def calibration_set(files: list[Path], spec: WindowSpec, max_windows: int = 64, 
     """Up to ``max_windows`` windows spread over ``files`` (round-robin, so no file dominates)."""
     if not files:
         raise CalibrationError(f"{where}: no recordings of the held-out species to calibrate on.")
-    per_file: list[list[np.ndarray]] = []
+    per_file: list[list[tuple[int, np.ndarray]]] = []
     skipped = []
     kept_files = []
     for path in files:
         try:
-            windows = [feats for _, feats in window_features(path, spec)]
+            windows = [(window.start, feats) for window, feats in window_features(path, spec)]
         except AudioError as err:
             skipped.append(str(err))
             continue
         per_file.append(windows)
         kept_files.append(path)
-    features, sources = [], []
+    features, sources, starts = [], [], []
     depth = 0
     while len(features) < max_windows and any(depth < len(w) for w in per_file):
         for path, windows in zip(kept_files, per_file):
             if depth < len(windows) and len(features) < max_windows:
-                features.append(windows[depth])
+                starts.append(windows[depth][0])
+                features.append(windows[depth][1])
                 sources.append(str(path))
         depth += 1
     if len(features) < min_windows:
         raise CalibrationError(
             f"{where}: only {len(features)} usable windows of held-out species, at least {min_windows} are needed."
         )
-    return CalibrationSet(kept_files, np.stack(features).astype(np.float32), sources, skipped)
+    return CalibrationSet(kept_files, np.stack(features).astype(np.float32), sources, skipped, starts)
 
 
 class ArrayReader(CalibrationDataReader):

@@ -22,6 +22,7 @@ from naturelm_edge.edge_runtime.decoder import OnnxDecoder
 class EvalSet:
     name: str  # held_out | distill
     features: np.ndarray  # (windows, frames, 128)
+    teacher: list[dict[str, str]] | None = None  # per window, the teacher's answer per question (from its cache)
 
 
 def session(path: Path, threads: int = 1):  # noqa: ANN201 - onnxruntime.InferenceSession
@@ -104,7 +105,8 @@ def student_agreement(full_encoder: Path, student_encoder: Path, decoder_dir: Pa
                       sets: list[EvalSet], questions: list[str]) -> dict:
     """How close the device's answers stay when the student encoder replaces the full one: token cosine, and
     per task the share of answers of (student encoder + the bundle's decoder) equal to (full encoder + the fp32
-    decoder), on each evaluation set (held-out species, distillation species)."""
+    decoder), on each evaluation set (held-out species, distillation species); and, where the set carries the
+    teacher's own answers, the share of each pipeline's answers equal to the teacher's."""
     full, student = session(full_encoder), session(student_encoder)
     dec32 = OnnxDecoder(decoder_dir, threads=1)
     decq = OnnxDecoder(decoder_dir, threads=1, model_file=decoder_q)
@@ -115,13 +117,26 @@ def student_agreement(full_encoder: Path, student_encoder: Path, decoder_dir: Pa
         cos = token_cosines(reference_tokens, student_tokens)
         ref, _ = answers(dec32, reference_tokens, questions)
         got, _ = answers(decq, student_tokens, questions)
-        per_task = {q: float(np.mean([a.text == r.text for a, r in zip(got[i::len(questions)], ref[i::len(questions)])]))
-                    for i, q in enumerate(questions)}
         found[eval_set.name] = {"windows": int(len(eval_set.features)),
                                 "token_cosine": {"mean": float(cos.mean()), "p5": float(np.percentile(cos, 5))},
                                 "agreement": float(np.mean([a.text == r.text for a, r in zip(got, ref)])),
-                                "agreement_per_task": per_task, "student_ms_p50": 1000 * float(np.median(times))}
+                                "agreement_per_task": per_task(got, [r.text for r in ref], questions),
+                                "student_ms_p50": 1000 * float(np.median(times))}
+        if eval_set.teacher:
+            teacher = [answers_of.get(q) for answers_of in eval_set.teacher for q in questions]
+            found[eval_set.name]["against_teacher"] = {"student_encoder": per_task(got, teacher, questions),
+                                                       "full_encoder": per_task(ref, teacher, questions)}
     return found
+
+
+def per_task(got: list, expected: list[str | None], questions: list[str]) -> dict[str, float | None]:
+    """Per question, the share of answers (window-major, as :func:`answers` returns them) equal to the expected
+    text; windows without an expected answer are left out (None where a question has none)."""
+    shares: dict[str, float | None] = {}
+    for i, question in enumerate(questions):
+        pairs = [(a.text, e) for a, e in zip(got[i::len(questions)], expected[i::len(questions)]) if e is not None]
+        shares[question] = float(np.mean([a == e for a, e in pairs])) if pairs else None
+    return shares
 
 
 def worst_tensors(fp32: Path, qdq: Path, features: np.ndarray, count: int) -> list[dict]:
@@ -161,4 +176,16 @@ def format_table(report: dict) -> str:
                      f"{s['decoder_agreement']:.1%} | {s['end_to_end_agreement']:.1%} | {s['confidence_shift']:+.3f} |")
     for t in report["encoder"].get("worst_tensors", []):
         lines.append(f"- loses most: {t['tensor']} ({t['sqnr_db']} dB)")
+    for name, s in report.get("student_encoder", {}).items():
+        teacher = s.get("against_teacher", {})
+        lines.append(f"- student encoder, {name}: token cosine {s['token_cosine']['mean']:.4f}, answers equal to the full "
+                     f"encoder's {s['agreement']:.1%}" + "".join(
+                         f"; equal to the teacher's: {mean_share(teacher[p]):.1%} ({p.replace('_', ' ')})"
+                         for p in ("student_encoder", "full_encoder") if mean_share(teacher.get(p, {})) is not None))
     return "\n".join(lines)
+
+
+def mean_share(per_question: dict[str, float | None]) -> float | None:
+    """The mean of the per-question shares that exist (None when none does)."""
+    shares = [v for v in per_question.values() if v is not None]
+    return float(np.mean(shares)) if shares else None
