@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--no-cascade", action="store_true", help="skip the edge bench run")
+    parser.add_argument("--taught-epochs", type=int, default=8, help="student encoder epochs on the taught tiny teacher")
     parser.add_argument("--no-taught", action="store_true", help="skip the build on the taught tiny teacher")
     args = parser.parse_args()
     audio = recordings_dir(args.audio)
@@ -152,7 +153,7 @@ def main() -> None:
     if not args.no_cascade:
         result["cascade"] = cascade_figures(cascade(quantized, args.work, audio, args.out))
     if not args.no_taught:
-        result["taught_tiny_teacher"] = taught_teacher_bundle(audio, args.work, args.epochs)
+        result["taught_tiny_teacher"] = taught_teacher_bundle(audio, args.work, args.taught_epochs)
     write(result, args.out / "student-encoder")
     print((args.out / "student-encoder" / "student_encoder.md").read_text())
 
