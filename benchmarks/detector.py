@@ -39,10 +39,13 @@ EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
 OFFSETS = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)  # thresholds swept around the bundle's, in score units
 
 
-def detector_bundle(work: Path, audio: Path) -> Path:
-    bundle, out = work / "demo" / "bundle", work / "detector-bundle"
-    if not (bundle / "manifest.json").is_file():
-        subprocess.run([*EDGE, "demo", "--out", str(work / "demo")], check=True)
+def detector_bundle(work: Path, audio: Path, bundle: Path | None = None, name: str = "detector-bundle") -> Path:
+    """``edge distill detector`` on ``bundle`` (default: the demo bundle, made first), judged sets held out."""
+    out = work / name
+    if bundle is None:
+        bundle = work / "demo" / "bundle"
+        if not (bundle / "manifest.json").is_file():
+            subprocess.run([*EDGE, "demo", "--out", str(work / "demo")], check=True)
     excluded = [*HELD_OUT, *(name for name, _ in CALL_FREE)]
     subprocess.run([*EDGE, "distill", "detector", str(bundle), "--audio", str(audio), "--out", str(out),
                     *(arg for name in excluded for arg in ("--exclude", name))], check=True)

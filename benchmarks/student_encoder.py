@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,7 @@ from benchmarks.quantization import latency, official_model  # noqa: E402
 from testbed.corpus import HELD_OUT  # noqa: E402
 
 EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
+EDGE_RUN = [sys.executable, "-c", "from naturelm_edge.cli import run_edge; run_edge()"]
 TARGET_MS_RATIO = 0.1  # <= 1/10 of the official-size int8 encoder's time per window
 
 
@@ -124,7 +126,29 @@ def taught_teacher_bundle(audio: Path, work: Path, encoder_epochs: int) -> dict:
                     "--tasks", str(work / "tasks.toml"), "--epochs", str(settings.student_epochs), "--student-layers",
                     "2", "--student-hidden", "256", "--student-heads", "4", "--encoder-epochs", str(encoder_epochs)],
                    check=True)
-    return json.loads((bundle / "manifest.json").read_text())["encoder"]
+    return {**json.loads((bundle / "manifest.json").read_text())["encoder"], "edge_run": edge_run_rss(bundle, audio, work)}
+
+
+def edge_run_rss(bundle: Path, audio: Path, work: Path) -> dict:
+    """`edge-run` with the student bundle plus a detector (trained as ``benchmarks/detector.py`` trains one) on
+    every shared recording, in a process of its own: its peak RSS (the target's figure) and wall time."""
+    import time
+
+    from benchmarks.detector import detector_bundle
+
+    with_detector = work / "taught-student-detector"
+    if not (with_detector / "manifest.json").is_file():
+        detector_bundle(work, audio, bundle, with_detector.name)
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    run_dir = work / "taught-student-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", probe, *EDGE_RUN, "--bundle", str(with_detector), "--profile",
+                           "x86-cpu", str(audio), "--out", str(run_dir), "--escalate", "off", "-q"],
+                          check=True, capture_output=True, text=True)
+    return {"peak_rss_mb": int(done.stdout.split()[-1]) / 1024, "wall_s": time.perf_counter() - started,
+            "bundle": str(with_detector)}
 
 
 def main() -> None:
@@ -211,6 +235,9 @@ def taught_lines(section: dict | None) -> list[str]:
         return []
     from naturelm_edge.quantization.report import mean_share
 
+    rss = section.get("edge_run")
+    edge_run = ([f"`edge-run` with this student bundle and a detector, on every shared recording, in a process of its "
+                 f"own: peak RSS **{rss['peak_rss_mb']:.0f} MB** (target <= 250)."] if rss else [])
     lines = ["", f"## Through a taught teacher (tiny NatureLM taught species names; student {section['arch']}, "
              f"{section['parameters'] / 1e6:.2f} M parameters, int8 as the x86-cpu bundle carries it)", "",
              "| species set | windows | token cosine | answers = through the teacher's encoder (target >= 90 % on "
@@ -221,7 +248,7 @@ def taught_lines(section: dict | None) -> list[str]:
         shares = [mean_share(teacher.get(p, {})) for p in ("student_encoder", "full_encoder")]
         lines.append(f"| {name} | {s['windows']} | {s['token_cosine']['mean']:.4f} | {s['agreement']:.1%} | "
                      + " | ".join("" if v is None else f"{v:.1%}" for v in shares) + " |")
-    return lines
+    return [*lines, "", *edge_run] if edge_run else lines
 
 
 def plot(result: dict, path: Path) -> None:
