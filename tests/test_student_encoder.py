@@ -35,6 +35,7 @@ def test_the_student_outputs_what_the_encoder_outputs_and_resumes_to_the_same_we
         EncoderStudentConfig,
         every_fifth,
         prepare_views,
+        stale_state,
         teacher_path,
         train_student_encoder,
     )
@@ -54,6 +55,9 @@ def test_the_student_outputs_what_the_encoder_outputs_and_resumes_to_the_same_we
     stopped = tmp_path / "stopped"
     views = prepare_views(unlabelled, stopped, teacher, config, every_fifth)
     train_student_encoder(views, stopped, teacher, config, stop_after=1)
+    # `edge build` keeps a state of its own settings (to resume) and drops one of others (to train again)
+    assert not stale_state(stopped / STATE_FILE, config, teacher)
+    assert stale_state(stopped / STATE_FILE, EncoderStudentConfig(epochs=3, views=2), teacher)
     asked = {p: p.stat().st_mtime_ns for p in (stopped / TOKENS_DIR).glob("*.tokens.npy")}
     resumed = distill_encoder(teacher, unlabelled, stopped, config)
     assert {p: p.stat().st_mtime_ns for p in (stopped / TOKENS_DIR).glob("*.tokens.npy")} == asked

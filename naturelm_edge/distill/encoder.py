@@ -283,6 +283,18 @@ def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, confi
     return net.eval()
 
 
+def same_run(state: dict, config: EncoderStudentConfig, teacher: TeacherPath) -> bool:
+    """Whether a train state (as saved per epoch) is of these settings and this teacher: a run to resume."""
+    return state["config"] == asdict(config) and state["teacher"] == teacher.identity
+
+
+def stale_state(path: Path, config: EncoderStudentConfig, teacher: TeacherPath) -> bool:
+    """Whether the train state at ``path`` exists and belongs to another run (other settings or teacher)."""
+    import torch
+
+    return path.is_file() and not same_run(torch.load(str(path), weights_only=True), config, teacher)
+
+
 def _resume(path: Path, net, optimiser, schedule, config: EncoderStudentConfig, teacher: TeacherPath) -> int:  # noqa: ANN001
     """The epoch an earlier run of the same settings and teacher stopped after (0 when none)."""
     import torch
@@ -290,7 +302,7 @@ def _resume(path: Path, net, optimiser, schedule, config: EncoderStudentConfig, 
     if not path.is_file():
         return 0
     state = torch.load(str(path), weights_only=True)
-    if state["config"] != asdict(config) or state["teacher"] != teacher.identity:
+    if not same_run(state, config, teacher):
         raise StudentEncoderError(f"{path}: a run with other settings or another teacher is in this folder; use a "
                                   "new --out.")
     net.load_state_dict(state["model"])
