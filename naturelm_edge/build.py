@@ -415,7 +415,7 @@ def _quantize_and_report(options: BuildOptions, split, labels: dict, tasks, enco
 def cached_teacher_answers(cache_dir: Path, audio: Path, tasks) -> Callable:  # noqa: ANN001 - list[Task]
     """A function from a calibration set to (its features, the teacher's cached answer per question for each
     window): what the student encoder's answers are judged against. Windows the teacher never answered get none."""
-    from naturelm_edge.distill.cache import TeacherCache, window_key
+    from naturelm_edge.distill.cache import TeacherCache, cache_file_name, window_key
 
     question = {t.id: t.question for t in tasks}
     by_window: dict[str, dict[str, str]] = {}
@@ -425,8 +425,7 @@ def cached_teacher_answers(cache_dir: Path, audio: Path, tasks) -> Callable:  # 
                 by_window.setdefault(record["window"], {})[question[record["task"]]] = record["text"]
 
     def of(calibration) -> tuple[np.ndarray, list[dict[str, str]]]:  # noqa: ANN001 - CalibrationSet
-        keys = [window_key(str(Path(s).relative_to(audio)) if Path(s).is_relative_to(audio) else s, start)
-                for s, start in zip(calibration.sources, calibration.starts)]
+        keys = [window_key(cache_file_name(Path(s), audio), start) for s, start in zip(calibration.sources, calibration.starts)]
         return calibration.features, [by_window.get(k, {}) for k in keys]
 
     return of

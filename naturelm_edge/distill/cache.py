@@ -57,6 +57,12 @@ def window_key(relative_path: str, start_sample: int) -> str:
     return hashlib.sha1(f"{relative_path}|{start_sample}".encode()).hexdigest()[:16]
 
 
+def cache_file_name(path: Path, audio_root: Path) -> str:
+    """How a recording is named in the cache (its records' ``file``, the first part of its window keys): relative
+    to the audio folder collected from, or as given when it lies outside it."""
+    return str(path.relative_to(audio_root)) if path.is_relative_to(audio_root) else str(path)
+
+
 class TeacherCache:
     """Open (or create) a cache directory for one teacher and task set."""
 

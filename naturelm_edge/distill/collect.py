@@ -10,7 +10,7 @@ import numpy as np
 
 from naturelm_edge.audio import WindowSpec, probe, window_features
 from naturelm_edge.audio.files import list_audio
-from naturelm_edge.distill.cache import CacheMeta, TeacherCache, window_key
+from naturelm_edge.distill.cache import CacheMeta, TeacherCache, cache_file_name, window_key
 from naturelm_edge.distill.species import labels_for
 from naturelm_edge.distill.tasks import Task, tasks_digest
 from naturelm_edge.distill.teacher import Teacher, TeacherAnswer
@@ -131,7 +131,7 @@ def collect(
     started = time.perf_counter()
     batch: list[_Pending] = []
     for path in paths:
-        relative = str(path.relative_to(audio_root)) if path.is_relative_to(audio_root) else str(path)
+        relative = cache_file_name(path, audio_root)
         try:
             for window, features in window_features(path, spec):
                 summary.windows += 1
