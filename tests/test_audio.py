@@ -10,6 +10,8 @@ import resampy
 import soundfile as sf
 
 from naturelm_edge.audio import WindowSpec, fbank, iter_windows, load, prepare, probe, read_blocks, stream
+from naturelm_edge.audio.decode import MAX_BLOCK_FRAMES
+from naturelm_edge.audio.resample import KAISER_BETA, ROLLOFF, TABLE_PER_CROSSING, ZERO_CROSSINGS, _table
 from naturelm_edge.errors import AudioError
 
 
@@ -59,6 +61,26 @@ def test_long_recording_is_never_held_whole(tmp_path):
     tracemalloc.stop()
     assert seen >= (minutes * 60 - 10) * 16000
     assert peak < whole_bytes / 20, f"peak {peak / 1e6:.1f} MB for a {whole_bytes / 1e6:.0f} MB recording"
+
+
+def test_bat_recorder_rates_stream_in_small_blocks(audio_dir):
+    """Blocks are capped in frames, not seconds: 5 s of a 500 kHz file in float64 copies was the device's peak RSS."""
+    path = next(p for p in sorted(audio_dir.rglob("*.wav")) if sf.info(str(p)).samplerate == 500000)
+    assert max(block.shape[0] for block in read_blocks(path)) <= MAX_BLOCK_FRAMES < 5 * 500000
+    list(stream(path, 16000))  # the rate pair's filter is built outside the measurement
+    tracemalloc.start()
+    for _ in stream(path, 16000):
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 * MAX_BLOCK_FRAMES * 4, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_filter_table_is_resampys_kaiser_best_to_the_bit():
+    """Built a slice at a time (bounded temporaries), it must still equal the whole-array formula exactly."""
+    n = TABLE_PER_CROSSING * ZERO_CROSSINGS
+    want = ROLLOFF * np.sinc(ROLLOFF * np.linspace(0, ZERO_CROSSINGS, n + 1)) * np.kaiser(2 * n + 1, KAISER_BETA)[n:]
+    assert np.array_equal(_table(), want)
 
 
 def _write_wav(path, data, rate=16000, subtype="PCM_16"):

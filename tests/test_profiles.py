@@ -112,7 +112,7 @@ def test_cli_validate_and_show(tmp_path):
 
 
 def test_low_memory_runtime_gives_the_same_audio_tokens(bundle):
-    """`low_memory = true` turns off weight prepacking and the memory pattern; answers must not change."""
+    """`low_memory = true` turns off weight prepacking, the memory pattern and the arena; answers must not change."""
     import dataclasses
 
     import numpy as np
@@ -127,7 +127,8 @@ def test_low_memory_runtime_gives_the_same_audio_tokens(bundle):
     lean = dataclasses.replace(plain, runtime={**plain.runtime, "low_memory": True})
     options = session_options(lean)
     assert options.get_session_config_entry("session.disable_prepacking") == "1" and not options.enable_mem_pattern
-    assert session_options(plain).enable_mem_pattern
+    assert not options.enable_cpu_mem_arena
+    assert session_options(plain).enable_mem_pattern and session_options(plain).enable_cpu_mem_arena
     encoder = load_bundle(bundle).encoder
     features = fbank(synthetic_soundscape(10.0))
     tokens = [encode(ort.InferenceSession(str(encoder), session_options(p), providers=["CPUExecutionProvider"]), features)

@@ -23,6 +23,9 @@ from naturelm_edge.errors import AudioError
 log = logging.getLogger(__name__)
 
 BLOCK_SECONDS = 5.0
+# a block never holds more frames than this, whatever the rate: 5 s of a 500 kHz bat recorder would be 2.5 M
+# frames, and the resampler's float64 copies of it were the device's peak memory (about 60 MB)
+MAX_BLOCK_FRAMES = 2**17
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def probe(path: str | Path) -> AudioInfo:
 
 
 def read_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
-    """Yield mono float32 blocks at the file's own rate (channels averaged, as NatureLM does).
+    """Yield mono float32 blocks at the file's own rate (channels averaged, as NatureLM does), at most ``MAX_BLOCK_FRAMES`` long.
 
     A repaired WAV and zeroed NaN or infinite samples are each reported by one warning naming the file.
     Raises :class:`AudioError` for a file that ends before its header says (a compressed file cut short)
@@ -81,7 +84,7 @@ def _decoded(info: AudioInfo, block_seconds: float) -> Iterator[np.ndarray]:
     if info.layout is not None:
         log.warning("%s: repaired: %s; reading its %.2f s", info.path, "; ".join(info.layout.repairs) or
                     "libsndfile could not read the header", info.duration_s)
-    block_frames = max(1, int(block_seconds * info.sample_rate))
+    block_frames = max(1, min(int(block_seconds * info.sample_rate), MAX_BLOCK_FRAMES))
     read = zeroed = 0
     first_bad: float | None = None
     try:
