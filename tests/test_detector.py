@@ -256,3 +256,41 @@ def test_a_detector_is_trained_on_unlabelled_audio_from_the_teachers_answers(bun
     training = json.loads((out / "manifest.json").read_text())["detector"]["training"]
     assert training["labels_from"] == "teacher" and training["labels"] == str(answers)
     assert training["recordings"] == 2
+
+
+def test_an_ensemble_detector_is_one_onnx_model_of_its_members_mean(tmp_path: Path):
+    """Members are seeded apart (their weights differ); the exported model's segments are the members' mean and
+    its score pools those segments as one network pools its own, so the device's "already heard" check holds."""
+    import onnxruntime as ort
+    import torch
+
+    from naturelm_edge.audio import DEFAULT_SETTINGS, WindowSpec
+    from naturelm_edge.detection.training import (
+        DetectorConfig,
+        DetectorData,
+        export_detector,
+        train_detector,
+    )
+    from naturelm_edge.edge_runtime.detector import POOL_SHARPNESS
+
+    rng = np.random.default_rng(0)
+    frames = DEFAULT_SETTINGS.num_frames(WindowSpec().window)
+    features = rng.normal(size=(20, frames, 128)).astype(np.float32)
+    features[10:, 400:420, 60:70] += 4.0  # a "call" in the second half
+    data = DetectorData(features, np.r_[np.zeros(10), np.ones(10)].astype(np.float32),
+                        [f"rec{i % 10}.wav" for i in range(20)], [])
+    config = DetectorConfig(epochs=1, members=2)
+    trained = train_detector(data, config)
+    first, second = trained.net.members
+    assert not torch.equal(first.segment.weight, second.segment.weight)
+    batch = torch.from_numpy(features[8:12])
+    with torch.no_grad():
+        want_segments = (first(batch)[1] + second(batch)[1]) / 2
+        want_score = torch.logsumexp(want_segments * POOL_SHARPNESS, dim=1) / POOL_SHARPNESS
+    path = tmp_path / "detector.onnx"
+    section = export_detector(trained, path, WindowSpec())
+    score, segments = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["score", "segments"], {"fbank": features[8:12]})
+    np.testing.assert_allclose(segments, want_segments.numpy(), atol=1e-4)
+    np.testing.assert_allclose(score, want_score.numpy(), atol=1e-4)
+    assert section["config"]["members"] == 2
