@@ -201,7 +201,7 @@ class Builder:
     def student_encoder(self, split_path: Path) -> Path:
         """`edge distill encoder` on the build's audio; held-out species only judge (every fifth recording
         when there are no labels)."""
-        from naturelm_edge.distill.encoder import ONNX_FILE, EncoderStudentConfig
+        from naturelm_edge.distill.encoder import LOSS, ONNX_FILE, EncoderStudentConfig
 
         options = self.options
         out = self.work / f"student-encoder-{self.checkpoint_sha[:12]}"  # teacher tokens cached per teacher
@@ -220,7 +220,7 @@ class Builder:
                             lambda relative, index: split.role(labels[relative]) == "held_out" if labels.get(relative)
                             else every_fifth(relative, index))
 
-        self.stage("student encoder", digest(self.audio_key, asdict(config), file_digest(split_path)),
+        self.stage("student encoder", digest(self.audio_key, asdict(config), LOSS, file_digest(split_path)),
                    [out / ONNX_FILE], run)
         return out
 

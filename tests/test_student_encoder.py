@@ -135,3 +135,24 @@ def test_a_cpu_profile_builds_a_student_bundle_that_edge_run_uses_without_a_flag
                                         r"NatureLM's full one .* `edge build --profile gpu-box`"):
         Engine(loaded, gpu)
     Engine(full, gpu)  # the full bundle on it is what it asks for
+
+
+def test_the_loss_sees_through_the_teachers_common_token():
+    """Teacher tokens that share a large common part: a student that outputs the mean token has a raw cosine
+    near 1, yet the loss scores it as having learned nothing (centred cosine 0, error equal to the variance),
+    and only the teacher's own tokens score 0."""
+    import torch
+    import torch.nn.functional as F
+
+    from naturelm_edge.distill.encoder import token_loss
+
+    generator = torch.Generator().manual_seed(0)
+    common = 10 * torch.randn(29, 64, generator=generator)
+    teacher = common + 0.3 * torch.randn(16, 29, 64, generator=generator)
+    mean = teacher.mean(dim=0)
+    lazy = mean.expand_as(teacher) + 1e-4 * torch.randn(16, 29, 64, generator=generator)
+    assert float(F.cosine_similarity(lazy, teacher, dim=-1).mean()) > 0.99
+    loss, cosine = token_loss(lazy, teacher, mean)
+    assert abs(float(cosine.mean())) < 0.1 and float(loss) > 1.8
+    perfect, cosine = token_loss(teacher, teacher, mean)
+    assert float(perfect) < 1e-5 and float(cosine.mean()) > 0.999

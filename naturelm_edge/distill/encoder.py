@@ -11,8 +11,9 @@ later stage take either encoder unchanged.
 It learns from unlabelled audio only: each window of the folder is read as it is and in ``views - 1``
 augmented copies (gain, another recording of the folder mixed in, a time shift, added noise), the teacher's
 Q-Former tokens of every copy are computed once and kept on disk beside the copy's fbank (so an interrupted
-run resumes without asking the teacher again), and the loss is per token: 1 - cosine plus the squared
-error scaled by the teacher tokens' mean power. Recordings are split, not windows: every fifth recording
+run resumes without asking the teacher again), and the loss is per token, on the Q-Former's tokens and on
+them through the frozen projection: 1 - cosine plus the squared error scaled by the teacher tokens'
+variance, both centred on the teacher's mean token (see :func:`token_loss`). Recordings are split, not windows: every fifth recording
 (or the held-out species of a split file) is only used to report fidelity.
 """
 
@@ -34,6 +35,7 @@ STATE_FILE = "train_state.pt"
 TOKENS_DIR = "teacher-tokens"
 REPORT_FILE = "student_encoder.json"
 ONNX_FILE = "encoder.onnx"
+LOSS = "centred+projected"  # the loss a train state was fitted with: a state of another loss is not resumed
 ARCHITECTURES = {"mobilenet-s": (16, (24, 32, 64, 96), 192), "mobilenet-m": (24, (32, 48, 96, 128), 256)}
 
 
@@ -217,13 +219,38 @@ def _ask_teacher(pending: list[tuple[str, np.ndarray]], teacher: TeacherPath, fo
         tmp.replace(folder / f"{key}.tokens.npy")
 
 
-def token_loss(student, teacher):  # noqa: ANN001, ANN201 - torch tensors (batch, tokens, width)
-    """Per token: 1 - cosine, plus the squared error over the teacher tokens' mean power; and the cosine."""
+def token_loss(student, teacher, mean):  # noqa: ANN001, ANN201 - torch tensors (batch, tokens, width), mean (tokens, width)
+    """Per token: 1 - cosine of both centred on the teacher's mean token, plus the squared error over the teacher
+    tokens' variance; and that centred cosine.
+
+    Teacher tokens share a large common part (a random or tiny teacher's are 0.999 alike), so a raw cosine or
+    an error scaled by the tokens' power is nearly perfect for a student that outputs the mean token and learned
+    nothing of the window: centred and scaled by the variance, that student scores 0 and 1.
+    """
     import torch.nn.functional as F
 
-    cosine = F.cosine_similarity(student, teacher, dim=-1)
-    scaled = ((student - teacher) ** 2).sum(-1) / (teacher**2).sum(-1).mean().clamp(min=1e-8)
+    cosine = F.cosine_similarity(student - mean, teacher - mean, dim=-1)
+    scaled = ((student - teacher) ** 2).sum(-1) / ((teacher - mean) ** 2).sum(-1).mean().clamp(min=1e-8)
     return (1 - cosine).mean() + scaled.mean(), cosine.detach()
+
+
+def student_loss(net, features, tokens, mean):  # noqa: ANN001, ANN201 - module, torch tensors
+    """The token loss on the Q-Former's tokens (the student's output contract) and on the same tokens through
+    the frozen LLM projection (what the decoder reads: a projection that narrows, as a tiny teacher's does,
+    weighs the directions the answers depend on); and the centred cosine of the projected tokens."""
+    qformer = net.qformer(features)
+    raw, _ = token_loss(qformer, tokens, mean)
+    projected, cosine = token_loss(net.projection(qformer), net.projection(tokens), net.projection(mean))
+    return raw + projected, cosine
+
+
+def mean_token(folder: Path, keys: list[str]) -> np.ndarray:
+    """The teacher's mean token per position over these cached views (tokens, width), float32, one file at a time."""
+    total = None
+    for key in keys:
+        tokens = np.load(folder / f"{key}.tokens.npy").astype(np.float64)
+        total = tokens if total is None else total + tokens
+    return (total / len(keys)).astype(np.float32)
 
 
 def _batch(folder: Path, keys: list[str]):  # noqa: ANN202 - (features, tokens) torch tensors
@@ -260,6 +287,7 @@ def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, confi
     steps_per_epoch = -(-len(train_keys) // config.batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=steps_per_epoch * config.epochs)
     epoch = _resume(out / STATE_FILE, net, optimiser, schedule, config, teacher)
+    mean = torch.from_numpy(mean_token(folder, train_keys))
     bar = progress.add_task("student encoder", total=config.epochs, completed=epoch) if progress else None
     while epoch < config.epochs:
         net.train()
@@ -267,7 +295,7 @@ def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, confi
         cosines = []
         for start in range(0, len(order), config.batch):
             features, tokens = _batch(folder, [train_keys[i] for i in order[start:start + config.batch]])
-            loss, cosine = token_loss(net.qformer(features), tokens)
+            loss, cosine = student_loss(net, features, tokens.float(), mean)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -275,9 +303,10 @@ def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, confi
             cosines.append(float(cosine.mean()))
         epoch += 1
         torch.save({"model": net.state_dict(), "optimizer": optimiser.state_dict(), "schedule": schedule.state_dict(),
-                    "epoch": epoch, "config": asdict(config), "teacher": teacher.identity}, str(out / STATE_FILE))
+                    "epoch": epoch, "config": asdict(config), "teacher": teacher.identity, "loss": LOSS},
+                   str(out / STATE_FILE))
         if progress:
-            progress.update(bar, advance=1, description=f"student encoder (token cosine {np.mean(cosines):.3f})")
+            progress.update(bar, advance=1, description=f"student encoder (centred token cosine {np.mean(cosines):.3f})")
         if stop_after is not None and epoch >= stop_after:
             break
     return net.eval()
@@ -285,7 +314,7 @@ def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, confi
 
 def same_run(state: dict, config: EncoderStudentConfig, teacher: TeacherPath) -> bool:
     """Whether a train state (as saved per epoch) is of these settings and this teacher: a run to resume."""
-    return state["config"] == asdict(config) and state["teacher"] == teacher.identity
+    return state["config"] == asdict(config) and state["teacher"] == teacher.identity and state.get("loss") == LOSS
 
 
 def stale_state(path: Path, config: EncoderStudentConfig, teacher: TeacherPath) -> bool:
