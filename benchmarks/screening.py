@@ -331,10 +331,7 @@ def measure(audio: Path, seed: int, detector_seeds: tuple[int, ...], work: Path)
                          "cpu_s_per_audio_hour": cpu[0] / hours, "detector": validation,
                          "bat_recall": bat_recall(audio, detector) if detector or name == "v2: default" else None}
         print(f"{name}: {summary(results[name])}", flush=True)
-    from naturelm_edge.detection.training import DetectorConfig
-
     return {"machine": machine(), "seed": seed, "audio_hours": hours, "configurations": results,
-            "detector_members": DetectorConfig().members,
             "held_back": list(exclude),
             "targets": {"field_recall": 0.97, "mixed_recall_snr_ge_0": 0.95, "refused": 0.60, "cpu_s_per_hour": 10.0,
                         "bat_recall": 0.95}}
@@ -372,9 +369,7 @@ def write(result: dict, out: Path) -> None:
         bats = "" if r.get("bat_recall") is None else f"{r['bat_recall']:.1%}"
         lines.append(f"| {name} | {f['recall']:.1%} (n={f['n']}) | {mixed_recall(r):.1%} | {mixed_recall(r, -99.0):.1%} | "
                      f"{refused(r):.1%} | {bats} | {r['cpu_s_per_audio_hour']:.1f} |")
-    members = result.get("detector_members", 1)
-    lines += ["", f"Detectors are trained with `edge detector train`'s code (each one {members} network(s) seeded apart "
-              "from the seed in its name, averaged) on every shared recording but those held back "
+    lines += ["", "Detectors are trained with `edge detector train`'s code on every shared recording but those held back "
               f"({', '.join(result.get('held_back', []))}), and judged on the held-back field recordings (n above) and "
               "the mixed sets, which are made of held-back backgrounds and calls only."]
     for name, r in configs.items():

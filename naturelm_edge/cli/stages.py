@@ -239,8 +239,6 @@ def detector_train(
     skip: Annotated[float, typer.Option(help="Share of held-back call-free windows it must still refuse (recall wins).")] = 0.98,
     epochs: Annotated[int, typer.Option()] = 16,
     seed: Annotated[int, typer.Option()] = 0,
-    members: Annotated[int, typer.Option(
-        help="Networks trained from different seeds and averaged; each costs about a millisecond per window.")] = 3,
     sign: Annotated[Path | None, typer.Option(help="ed25519 private key to sign the new bundle with.")] = None,
 ) -> None:
     """Train the cascade's detection stage (a small CNN on the fbank) and add it to a bundle."""
@@ -253,7 +251,7 @@ def detector_train(
         teacher_answers = teacher_answers or out.with_name(f"{out.name}.teacher-answers")
         collect_detection_answers(checkpoint, bundle, audio, teacher_answers)
     with err_console.status("detector ...") as status:
-        result = add_detector(bundle, audio, out, DetectorConfig(epochs=epochs, recall=recall, skip=skip, seed=seed, members=members), labels,
+        result = add_detector(bundle, audio, out, DetectorConfig(epochs=epochs, recall=recall, skip=skip, seed=seed), labels,
                               tuple(exclude or ()), sign, status.update, teacher_answers)
     v = result["validation"]
     free = "n/a" if v["call_free_skipped"] is None else f"{v['call_free_skipped']:.0%}"

@@ -14,10 +14,9 @@ coloured noise at many levels and gusts, and each call window with its phase ran
 the call smeared into steady noise) are not. Labels are per window (a focal clip says *that* a call is
 in the window, not *where*), so the network scores every segment and the window takes the
 log-sum-exp of its segments: training finds the segment that makes the window a call (multiple-instance
-learning). Three such networks, seeded apart, are trained and averaged into one ONNX model: a single
-network's verdict on a background it never heard varies from seed to seed. The threshold is set on
-held-back windows: as low as still refuses a stated share of call-free windows, never higher than keeps a
-stated share of every kind of call window (loud, under noise, faint and short, synthetic). Held-back calls are easier than calls of taxa nobody labelled, so the bar sits as far below
+learning). The threshold is set on held-back windows: as low as still refuses a stated share of call-free windows,
+never higher than keeps a stated share of every kind of call window (loud, under noise, faint and short,
+synthetic). Held-back calls are easier than calls of taxa nobody labelled, so the bar sits as far below
 them as the noise allows; what that costs in encoder runs is measured, not assumed.
 """
 
@@ -55,7 +54,6 @@ class DetectorConfig:
     call_windows: int = 200  # synthetic call windows (sweeps, whistles, pulse trains over noise)
     augment: int = 1  # copies of each call window under extra noise, and as a faint short call
     seed: int = 0
-    members: int = 3  # networks trained from different seeds, averaged (see ``ensemble_net``)
 
 
 def synthetic_noise(rng: np.random.Generator, samples: int, sample_rate: int) -> np.ndarray:
@@ -224,34 +222,6 @@ def detector_net(channels: int = 16):  # noqa: ANN201 - torch.nn.Module
     return DetectorNet()
 
 
-def ensemble_net(members: list):  # noqa: ANN201 - torch.nn.Module
-    """One detector of several: their segment logits averaged, then pooled as one network pools its own.
-
-    A single network's verdict on a background it never heard is close to a coin toss between seeds (one
-    refused a held-back field background, another passed all of it); the mean of independently seeded
-    networks is the cheap cure, at one small CNN's cost per member. Averaging segments (not window scores)
-    keeps the device's "already heard" check, which pools a window's later segments, meaning the same.
-    """
-    import torch
-    from torch import nn
-
-    class EnsembleNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.members = nn.ModuleList(members)
-
-        def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            segments = torch.stack([member(features)[1] for member in self.members]).mean(dim=0)
-            return torch.logsumexp(segments * POOL_SHARPNESS, dim=1) / POOL_SHARPNESS, segments
-
-    return EnsembleNet()
-
-
-def member_seed(seed: int, member: int) -> int:
-    """The training seed of one ensemble member: member 0 trains as a single network of ``seed`` would."""
-    return seed + 1000 * member
-
-
 @dataclass
 class TrainedDetector:
     net: object  # torch.nn.Module
@@ -262,24 +232,44 @@ class TrainedDetector:
 
 def train_detector(data: DetectorData, config: DetectorConfig,
                    progress: Callable[[str], None] | None = None) -> TrainedDetector:
-    """Fit ``config.members`` networks on most recordings; hold back every fifth recording to set the threshold
-    on their average.
+    """Fit the detector on most recordings; hold back every fifth recording to set the threshold.
 
     Synthetic windows are held back too: their faint and very short calls are what real calls of taxa
     missing from the labels look like to the detector, and the threshold must keep them.
     """
-    if config.members < 1:
-        raise DetectorError(f"members {config.members}: a detector needs at least one network.")
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(config.seed)
     sources = sorted({o.split(" (")[0] for o in data.origin})
     held = {s for i, s in enumerate(sources) if i % 5 == 2}
     is_val = np.array([o.split(" (")[0] in held for o in data.origin])
     train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     if not data.labels[val_idx].any():  # too few recordings to hold any back: calibrate on the training set
         val_idx = train_idx
-    members = [fit_network(data, train_idx, config, member_seed(config.seed, k),
-                           (lambda line, k=k: progress(f"member {k + 1}/{config.members}: {line}")) if progress else None)
-               for k in range(config.members)]
-    net = members[0] if len(members) == 1 else ensemble_net(members)
+    net = detector_net(config.channels)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    x_all, y_all = torch.from_numpy(data.features), torch.from_numpy(data.labels)
+    positives = max(1.0, float(data.labels[train_idx].sum()))
+    pos_weight = torch.tensor((len(train_idx) - positives) / positives)
+    rng = np.random.default_rng(config.seed)
+    steps = config.epochs * math.ceil(len(train_idx) / config.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=steps)
+    net.train()
+    for epoch in range(config.epochs):
+        order = rng.permutation(train_idx)
+        total = 0.0
+        for start in range(0, len(order), config.batch):
+            batch = torch.from_numpy(order[start:start + config.batch])
+            logits, _ = net(x_all[batch])
+            loss = F.binary_cross_entropy_with_logits(logits, y_all[batch], pos_weight=pos_weight)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += float(loss.detach()) * len(batch)
+        if progress:
+            progress(f"detector epoch {epoch + 1}/{config.epochs}: loss {total / len(order):.3f}")
     net.eval()
     scores = score_windows(net, data.features[val_idx])
     labels = data.labels[val_idx]
@@ -298,39 +288,6 @@ def train_detector(data: DetectorData, config: DetectorConfig,
                   "recall_by_kind": {k: float((s >= threshold).mean()) for k, s in per_kind.items()},
                   "call_free_skipped": float((scores[labels == 0] < threshold).mean()) if (labels == 0).any() else None}
     return TrainedDetector(net, threshold, validation, config)
-
-
-def fit_network(data: DetectorData, train_idx: np.ndarray, config: DetectorConfig, seed: int,
-                progress: Callable[[str], None] | None = None):  # noqa: ANN201 - torch.nn.Module
-    """One detector network fitted on the training windows (weighted binary cross-entropy, one-cycle schedule)."""
-    import torch
-    import torch.nn.functional as F
-
-    torch.manual_seed(seed)
-    net = detector_net(config.channels)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    x_all, y_all = torch.from_numpy(data.features), torch.from_numpy(data.labels)
-    positives = max(1.0, float(data.labels[train_idx].sum()))
-    pos_weight = torch.tensor((len(train_idx) - positives) / positives)
-    rng = np.random.default_rng(seed)
-    steps = config.epochs * math.ceil(len(train_idx) / config.batch)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=steps)
-    net.train()
-    for epoch in range(config.epochs):
-        order = rng.permutation(train_idx)
-        total = 0.0
-        for start in range(0, len(order), config.batch):
-            batch = torch.from_numpy(order[start:start + config.batch])
-            logits, _ = net(x_all[batch])
-            loss = F.binary_cross_entropy_with_logits(logits, y_all[batch], pos_weight=pos_weight)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total += float(loss.detach()) * len(batch)
-        if progress:
-            progress(f"detector epoch {epoch + 1}/{config.epochs}: loss {total / len(order):.3f}")
-    return net.eval()
 
 
 def call_kind(origin: str) -> str:
