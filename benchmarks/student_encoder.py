@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--no-cascade", action="store_true", help="skip the edge bench run")
-    parser.add_argument("--taught-epochs", type=int, default=8, help="student encoder epochs on the taught tiny teacher")
+    parser.add_argument("--taught-epochs", type=int, default=24, help="student encoder epochs on the taught tiny teacher")
     parser.add_argument("--no-taught", action="store_true", help="skip the build on the taught tiny teacher")
     args = parser.parse_args()
     audio = recordings_dir(args.audio)
