@@ -55,16 +55,16 @@ def distilled(audio: Path, work: Path, epochs: int, views: int) -> tuple[Path, d
     import torch
 
     from naturelm_edge.cli.common import progress_bar
-    from naturelm_edge.distill.encoder import STATE_FILE, EncoderStudentConfig, stale_state, teacher_path_of
+    from naturelm_edge.distill.encoder import EncoderStudentConfig, drop_stale_state, teacher_path_of
     from naturelm_edge.export.student_encoder import distill_encoder
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))  # the teacher's tokens: every core; timings below: one
     teacher = teacher_path_of(official_model(), "official-size, random weights (seed 0)")
     out = work / "student-encoder-official"
-    if stale_state(out / STATE_FILE, EncoderStudentConfig(epochs=epochs, views=views), teacher):
-        (out / STATE_FILE).unlink()  # another run's settings or loss: train again, the teacher's tokens stay
+    config = EncoderStudentConfig(epochs=epochs, views=views)
+    drop_stale_state(out, config, teacher)
     with progress_bar() as progress:
-        report = distill_encoder(teacher, audio, out, EncoderStudentConfig(epochs=epochs, views=views),
+        report = distill_encoder(teacher, audio, out, config,
                                  lambda relative, _: relative.startswith(tuple(HELD_OUT)), progress)
     return out, report, teacher
 

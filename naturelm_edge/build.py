@@ -209,13 +209,12 @@ class Builder:
                                       views=options.encoder_views, seed=options.seed)
 
         def run() -> None:
-            from naturelm_edge.distill.encoder import STATE_FILE, every_fifth, stale_state, teacher_path
+            from naturelm_edge.distill.encoder import drop_stale_state, every_fifth, teacher_path
             from naturelm_edge.distill.species import SpeciesSplit
             from naturelm_edge.export.student_encoder import distill_encoder
 
             split, labels, teacher = SpeciesSplit.read(split_path), self.labels, teacher_path(options.checkpoint)
-            if stale_state(out / STATE_FILE, config, teacher):  # other settings: train again (the tokens stay);
-                (out / STATE_FILE).unlink()  # the same settings cut off mid-training: resume
+            drop_stale_state(out, config, teacher)
             distill_encoder(teacher, options.audio, out, config,
                             lambda relative, index: split.role(labels[relative]) == "held_out" if labels.get(relative)
                             else every_fifth(relative, index))

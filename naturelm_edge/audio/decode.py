@@ -70,7 +70,8 @@ def probe(path: str | Path) -> AudioInfo:
 
 
 def read_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
-    """Yield mono float32 blocks at the file's own rate (channels averaged, as NatureLM does), at most ``MAX_BLOCK_FRAMES`` long.
+    """Yield mono float32 blocks at the file's own rate (channels averaged, as NatureLM does), at most
+    ``MAX_BLOCK_FRAMES`` long.
 
     A repaired WAV and zeroed NaN or infinite samples are each reported by one warning naming the file.
     Raises :class:`AudioError` for a file that ends before its header says (a compressed file cut short)

@@ -13,8 +13,8 @@ augmented copies (gain, another recording of the folder mixed in, a time shift, 
 Q-Former tokens of every copy are computed once and kept on disk beside the copy's fbank (so an interrupted
 run resumes without asking the teacher again), and the loss is per token, on the Q-Former's tokens and on
 them through the frozen projection: 1 - cosine plus the squared error scaled by the teacher tokens'
-variance, both centred on the teacher's mean token (see :func:`token_loss`). Recordings are split, not windows: every fifth recording
-(or the held-out species of a split file) is only used to report fidelity.
+variance, both centred on the teacher's mean token (see :func:`token_loss`). Recordings are split, not
+windows: every fifth recording (or the held-out species of a split file) is only used to report fidelity.
 """
 
 from __future__ import annotations
@@ -322,6 +322,14 @@ def stale_state(path: Path, config: EncoderStudentConfig, teacher: TeacherPath) 
     import torch
 
     return path.is_file() and not same_run(torch.load(str(path), weights_only=True), config, teacher)
+
+
+def drop_stale_state(out: Path, config: EncoderStudentConfig, teacher: TeacherPath) -> None:
+    """Delete ``out``'s train state when it belongs to another run, so training starts again (the cached teacher
+    tokens stay); a state of this run is kept, so a run cut off mid-training resumes. For callers that own the
+    folder (``edge build``, benchmarks); ``edge distill encoder`` refuses another run's folder instead."""
+    if stale_state(out / STATE_FILE, config, teacher):
+        (out / STATE_FILE).unlink()
 
 
 def _resume(path: Path, net, optimiser, schedule, config: EncoderStudentConfig, teacher: TeacherPath) -> int:  # noqa: ANN001
