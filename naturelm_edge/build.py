@@ -201,7 +201,7 @@ class Builder:
     def student_encoder(self, split_path: Path) -> Path:
         """`edge distill encoder` on the build's audio; held-out species only judge (every fifth recording
         when there are no labels)."""
-        from naturelm_edge.distill.encoder import LOSS, ONNX_FILE, EncoderStudentConfig
+        from naturelm_edge.distill.encoder import GRAPH, LOSS, ONNX_FILE, EncoderStudentConfig
 
         options = self.options
         out = self.work / f"student-encoder-{self.checkpoint_sha[:12]}"  # teacher tokens cached per teacher
@@ -219,16 +219,18 @@ class Builder:
                             lambda relative, index: split.role(labels[relative]) == "held_out" if labels.get(relative)
                             else every_fifth(relative, index))
 
-        self.stage("student encoder", digest(self.audio_key, asdict(config), LOSS, file_digest(split_path)),
+        self.stage("student encoder", digest(self.audio_key, asdict(config), LOSS, GRAPH, file_digest(split_path)),
                    [out / ONNX_FILE], run)
         return out
 
     def student_on_student_tokens(self, student_dir: Path, cache_dir: Path, encoder_dir: Path,
                                   split_path: Path) -> tuple[Path, Path]:
-        """The distilled decoder fine-tuned on the student encoder's tokens (the teacher's answers as targets);
-        returns it and the cache of those tokens (the decoder export verifies on it)."""
+        """The distilled decoder fine-tuned on the student encoder's tokens and the full encoder's of the same
+        windows (the teacher's answers as targets); returns it and the cache of those tokens (the decoder export
+        verifies on it)."""
         from naturelm_edge.distill.encoder import ONNX_FILE
         from naturelm_edge.distill.train import TrainConfig
+        from naturelm_edge.export.student_encoder import TEACHER_COPY
 
         options, tuned, tokens = self.options, self.work / "student-tuned", self.work / "student-token-cache"
         config = TrainConfig(epochs=max(1, options.epochs // 4), lr=3e-4, seed=options.seed,
@@ -243,7 +245,7 @@ class Builder:
             train(tokens, tuned, config, split_path, init=student_dir)
 
         self.stage("decoder on student tokens", digest(file_digest(student_dir / "model.safetensors"),
-                                                       file_digest(encoder_dir / ONNX_FILE), asdict(config)),
+                                                       file_digest(encoder_dir / ONNX_FILE), asdict(config), TEACHER_COPY),
                    [tuned / "model.safetensors", tokens / "records.jsonl"], run)
         return tuned, tokens
 

@@ -100,14 +100,16 @@ def test_a_run_of_another_teacher_is_not_resumed(tiny_checkpoint: Path, unlabell
 def test_a_cpu_profile_builds_a_student_bundle_that_edge_run_uses_without_a_flag(student_bundle, bundle: Path,
                                                                                  subset_audio: Path, tmp_path: Path):
     """x86-cpu asks for the student: `edge build` reuses the full build's stages, adds the student encoder and
-    the decoder tuned on its tokens, records both in the manifest with fidelity figures, and edge-run answers
+    the decoder tuned on its tokens and the full encoder's, records both in the manifest with fidelity figures, and edge-run answers
     with it; a profile that asks for the full encoder refuses it in one sentence."""
     import dataclasses
 
     from naturelm_edge.bundle.manifest import load_bundle
     from naturelm_edge.device_profiles import get
+    from naturelm_edge.distill.cache import TeacherCache
     from naturelm_edge.edge_runtime.engine import Engine
     from naturelm_edge.errors import EdgeError
+    from naturelm_edge.export.student_encoder import TEACHER_COPY
     from tests.helpers import events, run_edge
 
     work, student, output = student_bundle
@@ -124,6 +126,13 @@ def test_a_cpu_profile_builds_a_student_bundle_that_edge_run_uses_without_a_flag
     assert section["fidelity"]["held_back_recordings"]["windows"] > 0
     assert loaded.encoder.stat().st_size < full.encoder.stat().st_size / 2
     assert (student / "reports" / "student_encoder.json").is_file()
+    # the decoder was tuned on each window twice: the student encoder's tokens and the full encoder's
+    tuning, answered = (TeacherCache(work / "bundle.work" / name) for name in ("student-token-cache", "teacher-cache"))
+    windows = {r["window"] for r in answered.records()}
+    assert {r["window"] for r in tuning.records()} == windows | {w + TEACHER_COPY for w in windows}
+    window = sorted(windows)[0]
+    assert np.array_equal(tuning.audio(window + TEACHER_COPY), answered.audio(window))
+    assert not np.allclose(tuning.audio(window), answered.audio(window))
 
     out = tmp_path / "run"
     ran = run_edge("--bundle", str(student), "--profile", "x86-cpu", str(subset_audio), "--out", str(out))
@@ -156,3 +165,46 @@ def test_the_loss_sees_through_the_teachers_common_token():
     assert abs(float(cosine.mean())) < 0.1 and float(loss) > 1.8
     perfect, cosine = token_loss(teacher, teacher, mean)
     assert float(perfect) < 1e-5 and float(cosine.mean()) > 0.999
+
+
+def test_the_projection_reads_centred_tokens_so_int8_keeps_what_is_window_specific(tmp_path: Path):
+    """Tokens with a large common part (as every teacher's have): the exported student gives the same output
+    with its centre set, and in static int8 it keeps the window-specific part that the uncentred graph loses to
+    the common part's range."""
+    import torch
+
+    from naturelm_edge.distill.encoder import TeacherPath, student_encoder_net
+    from naturelm_edge.export.student_encoder import export_student_encoder
+    from naturelm_edge.quantization.calibration import ArrayReader
+    from naturelm_edge.quantization.quantize import QuantSpec, quantize
+    from naturelm_edge.quantization.report import run_encoder, session
+
+    rng = np.random.default_rng(0)
+    projection = (rng.standard_normal((96, 64)).astype(np.float32) / 8, np.zeros(96, np.float32))
+    teacher = TeacherPath("test", lambda f: f, *projection)
+    torch.manual_seed(0)
+    net = student_encoder_net("mobilenet-s", 29, 64, projection)
+    features = (rng.standard_normal((12, 998, 128)) + 4 * rng.standard_normal((12, 1, 128))
+                + 4 * rng.standard_normal((12, 998, 1))).astype(np.float32)  # windows of other spectra and loudness
+    with torch.no_grad():  # batch-norm statistics of these windows, so each gives tokens of its own
+        for _ in range(30):
+            net.qformer(torch.from_numpy(features))
+    common = torch.from_numpy(2 * rng.standard_normal(64).astype(np.float32))  # ~100x the windows' spread
+    net.head.bias.data += common
+    net.eval()
+    outputs = {}
+    for name, centre in (("plain", torch.zeros(29, 64)), ("centred", common.expand(29, 64))):
+        net.set_centre(centre)
+        export_student_encoder(net, tmp_path / f"{name}.onnx", teacher)
+        quantize(tmp_path / f"{name}.onnx", tmp_path / f"{name}-int8.onnx", QuantSpec("int8-static", "x86", "minmax"),
+                 ArrayReader([{"fbank": f[None]} for f in features[:6]]), None, name)
+        outputs[name] = [run_encoder(session(tmp_path / f"{name}{s}.onnx"), features[6:])[0] for s in ("", "-int8")]
+    assert np.allclose(outputs["plain"][0], outputs["centred"][0], atol=1e-3)  # fp32: the same tokens
+
+    def centred_cosine(got: np.ndarray, fp32: np.ndarray) -> float:
+        mean = fp32.mean(axis=0)
+        a, b = got - mean, fp32 - mean
+        return float(((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))).mean())
+
+    plain, centred = (centred_cosine(outputs[n][1], outputs[n][0]) for n in ("plain", "centred"))
+    assert centred > 0.95 and centred > plain + 0.1, (plain, centred)

@@ -69,9 +69,16 @@ def distill_encoder(teacher: TeacherPath, audio: Path, out: Path, config: Encode
     return report
 
 
+TEACHER_COPY = "~full"  # suffix of a window's key whose tokens are the full encoder's in the decoder's tuning cache
+
+
 def student_token_cache(cache_dir: Path, audio_root: Path, encoder: Path, out: Path) -> Path:
-    """The teacher cache's answers with the student encoder's tokens in place of the teacher's, so the student
-    decoder is fine-tuned on what the device's encoder will give it (same records, tokenizer and meta)."""
+    """The teacher cache's answers twice: with the student encoder's tokens of each window, and again (its key
+    suffixed :data:`TEACHER_COPY`) with the full encoder's, so the decoder tuned on it answers the same
+    whichever encoder feeds it. Tuned on the student's tokens alone it drifts from what the full encoder's
+    tokens make it answer: on the taught tiny teacher, the two paths then agreed on 79 % of distillation
+    windows, and 96 % tuned on both (same records, tokenizer and meta)."""
+    import os
     import shutil
 
     from naturelm_edge.distill.cache import META_FILE, RECORDS_FILE, TeacherCache
@@ -80,15 +87,23 @@ def student_token_cache(cache_dir: Path, audio_root: Path, encoder: Path, out: P
     cache = TeacherCache(cache_dir)
     shutil.rmtree(out, ignore_errors=True)
     (out / "audio").mkdir(parents=True)
-    for name in (META_FILE, RECORDS_FILE):
-        shutil.copy2(cache.root / name, out / name)
+    shutil.copy2(cache.root / META_FILE, out / META_FILE)
     if (cache.root / "tokenizer").is_dir():
         shutil.copytree(cache.root / "tokenizer", out / "tokenizer")
-    spec, student = WindowSpec(cache.meta.window_s, cache.meta.hop_s), session(encoder)
-    for file in sorted({r["file"] for r in cache.records()}):
+    tuned = TeacherCache(out)
+    spec, student, records = WindowSpec(cache.meta.window_s, cache.meta.hop_s), session(encoder), list(cache.records())
+    for file in sorted({r["file"] for r in records}):
         for window, features in window_features(audio_root / file, spec):
             key = window_key(file, window.start)
             if cache.has_audio(key):
-                tokens = student.run(None, {"fbank": features[None].astype(np.float32)})[0][0]
-                np.save(out / "audio" / f"{key}.npy", tokens.astype(np.float32))
+                tuned.put_audio(key, student.run(None, {"fbank": features[None].astype(np.float32)})[0][0])
+                try:
+                    os.link(cache.audio_path(key), tuned.audio_path(key + TEACHER_COPY))
+                except OSError:  # another file system: a copy
+                    shutil.copy2(cache.audio_path(key), tuned.audio_path(key + TEACHER_COPY))
+    lines = []
+    for record in (r for r in records if tuned.has_audio(r["window"])):
+        window = record["window"] + TEACHER_COPY
+        lines += [record, {**record, "window": window, "key": f"{window}:{record['task']}"}]
+    (out / RECORDS_FILE).write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in lines))
     return out
