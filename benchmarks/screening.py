@@ -279,8 +279,11 @@ def trained_detector(recordings: list, seed: int, work: Path):  # noqa: ANN201 -
 def detector_configurations(audio: Path, rows: list[dict], field: list[Recording], exclude: tuple[str, ...],
                             seeds: tuple[int, ...], work: Path) -> dict[str, tuple]:
     """Name -> (GateSettings, carry, detector, its validation): the default gate with a detector trained on
-    BirdNET's labels (one per seed) and one on LABELS.csv (as `edge detector train` does by default)."""
+    BirdNET's labels (one per seed) and one on LABELS.csv (as `edge detector train` does by default); each as
+    edge-run runs it (the bundle's threshold, raised by the recorder's site floor) and with the bundle's
+    threshold alone."""
     from naturelm_edge.detection.labels import read_label_rows, recordings_from_labels
+    from naturelm_edge.edge_runtime.detector import Detector
     from naturelm_edge.edge_runtime.gate import GateSettings
 
     sources = {f"v2 + detector, BirdNET labels, seed {seed}": (birdnet_labelled(audio, rows, field, exclude), seed)
@@ -292,6 +295,8 @@ def detector_configurations(audio: Path, rows: list[dict], field: list[Recording
         print(f"training {name} on {len(recordings)} recordings", flush=True)
         detector, validation = trained_detector(recordings, seed, work)
         found[name] = (GateSettings(), True, detector, validation)
+        found[f"{name}, no site floor"] = (GateSettings(), True, Detector(detector.session, detector.threshold,
+                                                                            site=None), validation)
     return found
 
 
@@ -404,6 +409,11 @@ def plot(result: dict, path: Path) -> None:
         axes[1].annotate(name.split("margin ")[1], (refused(r), mixed_recall(r, -99.0)), fontsize=7)
     legacy = next(r for name, r in result["configurations"].items() if name.startswith("v1"))
     axes[1].plot([refused(legacy)], [mixed_recall(legacy, -99.0)], "kx", label="v1 (before #14), all SNRs")
+    detectors = [(name, r) for name, r in result["configurations"].items() if "detector" in name]
+    for floor, marker, label in ((True, "g^", "+ detector (seeds), SNR >= 0 dB"),
+                                 (False, "rv", "+ detector, no site floor, SNR >= 0 dB")):
+        chosen = [r for name, r in detectors if ("no site floor" not in name) == floor]
+        axes[1].plot([refused(r) for r in chosen], [mixed_recall(r) for r in chosen], marker, label=label)
     axes[1].set_xlabel("refused share of reference-negative windows")
     axes[1].set_ylabel("recall of inserted calls")
     axes[1].set_title("v2 over margins: the trade-off")

@@ -256,3 +256,53 @@ def test_a_detector_is_trained_on_unlabelled_audio_from_the_teachers_answers(bun
     training = json.loads((out / "manifest.json").read_text())["detector"]["training"]
     assert training["labels_from"] == "teacher" and training["labels"] == str(answers)
     assert training["recordings"] == 2
+
+
+def test_the_site_floor_refuses_a_background_that_scores_above_the_bundle_threshold(tmp_path: Path):
+    """A recorder whose background the detector scores above the bundle's threshold: once the recorder has
+    enough windows, that background is refused and a call standing above it still passes; files of the same
+    recorder carry the floor on, a file alone or another recorder starts its own, and edge-run's screening
+    records the threshold each score was held against."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from naturelm_edge.audio import Window
+    from naturelm_edge.edge_runtime.detector import Detector, SiteFloor
+    from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
+    from naturelm_edge.edge_runtime.screening import ANSWER, NOT_CALL, Screening
+
+    graph = helper.make_graph(  # score: the window's mean fbank value; segments: per frame
+        [helper.make_node("ReduceMean", ["fbank"], ["score"], axes=[1, 2], keepdims=0),
+         helper.make_node("ReduceMean", ["fbank"], ["segments"], axes=[2], keepdims=0)], "mean",
+        [helper.make_tensor_value_info("fbank", TensorProto.FLOAT, ["batch", 998, 128])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"]),
+         helper.make_tensor_value_info("segments", TensorProto.FLOAT, ["batch", 998])])
+    path = tmp_path / "mean.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def window(level: float) -> np.ndarray:
+        return np.full((998, 128), level, np.float32)
+
+    site = SiteFloor(quantile=0.1, margin=0.5, windows=100, min_windows=12)
+    detector = Detector(session, 0.0, site=site)
+    detector.begin("SMA01234")
+    assert all(detector(window(1.0), 160_000).passed for _ in range(site.min_windows))  # above 0.0: passes
+    refused = detector(window(1.0), 160_000)
+    assert not refused.passed and refused.threshold == pytest.approx(1.5)
+    assert detector(window(3.0), 160_000).passed and not detector(window(1.2), 160_000).passed
+    for recorder in (None, "SMA09999"):  # a file alone, another recorder: a floor of its own
+        detector.begin(recorder)
+        assert detector(window(1.0), 160_000).passed
+    detector.begin("SMA01234")  # the first recorder's next file
+    assert not detector(window(1.0), 160_000).passed
+    fixed = Detector(session, 0.0, site=None)
+    assert all(fixed(window(1.0), 160_000).passed for _ in range(site.min_windows + 5))
+
+    screening = Screening(EnergyGate(GateSettings(enabled=False)), Detector(session, 0.0, site=site), 160_000)
+    screening.begin("SMA01234")
+    outcomes = [screening(Window(160_000 * i, np.zeros(160_000, np.float32), 160_000), window(1.0))
+                for i in range(site.min_windows + 1)]
+    assert [o.outcome for o in outcomes] == [ANSWER] * site.min_windows + [NOT_CALL]
+    assert outcomes[0].why.detector_threshold == 0.0 and outcomes[-1].why.detector_threshold == pytest.approx(1.5)

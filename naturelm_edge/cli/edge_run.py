@@ -351,10 +351,11 @@ def print_explanation(out: Path, recording: Path) -> None:
                 above = (row["level_db"] - row["floor_db"]) if row["level_db"] is not None else None
                 rows.append([f"{row['offset_s']:.1f}", row["outcome"] or "(not recorded)",
                              *(f"{v:.1f}" if v is not None else "-" for v in (row["level_db"], row["floor_db"], above)),
-                             f"{row['detector_score']:.3f}" if row["detector_score"] is not None else "-",
+                             *(f"{row[k]:.3f}" if row[k] is not None else "-" for k in ("detector_score",
+                                                                                         "detector_threshold")),
                              row["answers"] or ""])
-            print_table(["offset s", "outcome", "level dB", "floor dB", "above floor dB", "detector", "answer"], rows,
-                        title=source)
+            print_table(["offset s", "outcome", "level dB", "floor dB", "above floor dB", "detector", "threshold",
+                         "answer"], rows, title=source)
     finally:
         store.close()
 

@@ -356,7 +356,8 @@ class Runner:
 def _screening(result: WindowResult, outcome: str | None = None) -> tuple:
     """The window's row of ``SCREENING_COLUMNS``: why it was dropped, or how it reached the models."""
     why = result.why
-    return (outcome or result.outcome, *((why.level_db, why.floor_db, why.detector_score) if why else (None,) * 3))
+    measures = (why.level_db, why.floor_db, why.detector_score, why.detector_threshold) if why else (None,) * 4
+    return (outcome or result.outcome, *measures)
 
 
 @dataclass

@@ -30,6 +30,7 @@ class Why:
     level_db: float
     floor_db: float
     detector_score: float | None = None
+    detector_threshold: float | None = None  # the bundle's, or the recorder's site floor when higher
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,10 @@ class Screening:
         self.heard_until = 0  # sample (at the model's rate) where the last answered window ended
 
     def begin(self, recorder: str | None = None) -> None:
-        """A new recording: the noise floor of its recorder (or one of its own), nothing heard yet."""
+        """A new recording: the noise floor and site floor of its recorder (or its own), nothing heard yet."""
         self.gate.begin(recorder)
+        if self.detector is not None:
+            self.detector.begin(recorder)
         self.heard_until = 0
 
     def __call__(self, window: Window, features: np.ndarray,
@@ -86,18 +89,17 @@ class Screening:
             if speech:  # mask: the models, the clip and the escalation get the window without the speech
                 window = replace(window, samples=masked(window.samples, list(speech)))
                 features = self.features_of(window.samples)
-        outcome, score = self._detect(window, features, timed)
-        return Screened(outcome, window, features, speech, replace(why, detector_score=score))
+        outcome, why = self._detect(window, features, why, timed)
+        return Screened(outcome, window, features, speech, why)
 
-    def _detect(self, window: Window, features: np.ndarray,
-                timed: Callable[[str], AbstractContextManager]) -> tuple[str, float | None]:
-        score = None
+    def _detect(self, window: Window, features: np.ndarray, why: Why,
+                timed: Callable[[str], AbstractContextManager]) -> tuple[str, Why]:
         if self.detector is not None:
             heard = min(1.0, max(0.0, (self.heard_until - window.start) / self.window))
             with timed("detector"):
                 decision = self.detector(features, window.valid, heard)
-            score = round(decision.score, 4)
+            why = replace(why, detector_score=round(decision.score, 4), detector_threshold=round(decision.threshold, 4))
             if not decision.passed:
-                return (HEARD if decision.heard else NOT_CALL), score
+                return (HEARD if decision.heard else NOT_CALL), why
         self.heard_until = max(self.heard_until, window.start + window.valid)
-        return ANSWER, score
+        return ANSWER, why

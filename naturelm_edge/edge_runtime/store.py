@@ -18,7 +18,7 @@ from pathlib import Path
 
 from naturelm_edge.errors import DiskFullError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS = {
     1: """
     CREATE TABLE events (
@@ -70,8 +70,12 @@ MIGRATIONS = {
     ALTER TABLE windows ADD COLUMN floor_db REAL;
     ALTER TABLE windows ADD COLUMN detector_score REAL;
     """,
+    # the threshold the detector score was held against (the bundle's, or the recorder's site floor)
+    4: """
+    ALTER TABLE windows ADD COLUMN detector_threshold REAL;
+    """,
 }
-SCREENING_COLUMNS = ("outcome", "level_db", "floor_db", "detector_score")
+SCREENING_COLUMNS = ("outcome", "level_db", "floor_db", "detector_score", "detector_threshold")
 
 
 @dataclass(kw_only=True)
@@ -150,14 +154,15 @@ class EventStore:
                escalate: list[str | None], screening: tuple | None = None) -> list[int]:
         """Commit a window's events, its escalations (audio path or None) and its 'done' mark in one transaction.
 
-        ``screening``: the window's outcome, gate level and floor (dB) and detector score (``SCREENING_COLUMNS``).
+        ``screening``: the window's outcome, gate level and floor (dB), detector score and threshold
+        (``SCREENING_COLUMNS``).
 
         A full disk raises :class:`DiskFullError` with the transaction rolled back: the window is not marked
         done, so a run started once there is space again answers it.
         """
         with disk_full_is(f"{self.path}: the disk is full; stopped before the window at {offset_s:.1f} s of "
                           f"{source} (every event before it is kept); free space and run again to resume."):
-            return self._record(source, offset_s, gated, events, escalate, screening or (None,) * 4)
+            return self._record(source, offset_s, gated, events, escalate, screening or (None,) * len(SCREENING_COLUMNS))
 
     def _record(self, source: str, offset_s: float, gated: bool, events: list[Event],
                 escalate: list[str | None], screening: tuple) -> list[int]:
@@ -175,8 +180,10 @@ class EventStore:
                     if queue:
                         self.db.execute("INSERT INTO escalations (event_id, status, audio_path) VALUES (?, 'queued', ?)",
                                         (cursor.lastrowid, queue))
-                self.db.execute(f"INSERT OR IGNORE INTO windows (source, offset_s, gated, {', '.join(SCREENING_COLUMNS)}) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?)", (source, round(offset_s, 3), int(gated), *screening))
+                columns = ", ".join(SCREENING_COLUMNS)
+                self.db.execute(f"INSERT OR IGNORE INTO windows (source, offset_s, gated, {columns}) VALUES (?, ?, ?, "
+                                f"{', '.join('?' for _ in SCREENING_COLUMNS)})",
+                                (source, round(offset_s, 3), int(gated), *screening))
                 self.db.execute("COMMIT")
             except BaseException:
                 if self.db.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
