@@ -140,9 +140,13 @@ class TeacherCache:
         return np.load(self.audio_path(window))
 
     def append(self, record: dict) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+        self.extend([record])
+
+    def extend(self, records: list[dict]) -> None:
+        """Append records, one line each, made durable together (one fsync, not one per record)."""
+        text = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records)
         with self._records_path.open("a") as handle:
-            handle.write(line)
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
 

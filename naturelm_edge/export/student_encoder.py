@@ -81,7 +81,7 @@ def student_token_cache(cache_dir: Path, audio_root: Path, encoder: Path, out: P
     import os
     import shutil
 
-    from naturelm_edge.distill.cache import META_FILE, RECORDS_FILE, TeacherCache
+    from naturelm_edge.distill.cache import META_FILE, TeacherCache
     from naturelm_edge.quantization.report import session
 
     cache = TeacherCache(cache_dir)
@@ -101,9 +101,9 @@ def student_token_cache(cache_dir: Path, audio_root: Path, encoder: Path, out: P
                     os.link(cache.audio_path(key), tuned.audio_path(key + TEACHER_COPY))
                 except OSError:  # another file system: a copy
                     shutil.copy2(cache.audio_path(key), tuned.audio_path(key + TEACHER_COPY))
-    lines = []
+    both = []
     for record in (r for r in records if tuned.has_audio(r["window"])):
         window = record["window"] + TEACHER_COPY
-        lines += [record, {**record, "window": window, "key": f"{window}:{record['task']}"}]
-    (out / RECORDS_FILE).write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in lines))
+        both += [record, {**record, "window": window, "key": f"{window}:{record['task']}"}]
+    tuned.extend(both)
     return out
