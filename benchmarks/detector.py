@@ -93,7 +93,7 @@ def detector_cpu_s(detector, runs: int = 200) -> float:  # noqa: ANN001
 def main() -> None:
     import onnxruntime as ort
 
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.edge_runtime.detector import Detector
     from naturelm_edge.edge_runtime.gate import GateSettings
     from naturelm_edge.sample_data import shared_audio_dir

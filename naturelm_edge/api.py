@@ -15,12 +15,13 @@ contacts the full model (``escalation`` still says which windows ``edge-run`` wo
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from naturelm_edge.audio import resample
-from naturelm_edge.bundle.manifest import Bundle, load_bundle
+from naturelm_edge.bundle.open import Bundle, load_bundle
 from naturelm_edge.device_profiles import Profile, detect, get
 from naturelm_edge.edge_runtime.engine import Engine
 from naturelm_edge.edge_runtime.escalation import EscalationPolicy
@@ -58,9 +59,12 @@ class EdgeModel:
         ``time_expansion`` defaults as in ``edge-run``: the profile's, then the bundle's.
         """
         expansion = resolve_time_expansion(time_expansion, self.profile, self.bundle)
-        pipeline = WindowPipeline(self.engine, self.gate, EscalationPolicy.for_profile(self.profile.escalation))
+        pipeline = WindowPipeline(self.engine, self.gate)
+        policy = EscalationPolicy.for_profile(self.profile.escalation)
         for source in self._sources(audio, sample_rate, expansion):
-            yield from pipeline.run(source)
+            for result in pipeline.run(source):
+                reason = policy.judge(result, self.engine.labels).reason
+                yield replace(result, escalation=reason) if reason else result
 
     def _sources(self, audio: str | Path | Iterable[str | Path] | np.ndarray, sample_rate: int | None,
                  expansion: float) -> list[Source]:

@@ -13,7 +13,8 @@ import pytest
 
 from naturelm_edge import EdgeModel
 from naturelm_edge.audio import FbankSettings, fbank
-from naturelm_edge.bundle.manifest import BundleError, load_bundle
+from naturelm_edge.bundle.manifest import BundleError
+from naturelm_edge.bundle.open import load_bundle
 from naturelm_edge.edge_runtime.gate import GateSettings
 from tests.helpers import events, run_cli, run_edge
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from naturelm_edge.audio import WindowSpec, fbank, load, prepare, window_features
 from naturelm_edge.bundle import roles
-from naturelm_edge.bundle.manifest import BundleError, load_bundle, sha256_file
+from naturelm_edge.bundle.manifest import BundleError, sha256_file
+from naturelm_edge.bundle.open import load_bundle
 from naturelm_edge.bundle.signing import generate_keypair, sign_bundle
 from naturelm_edge.cli import app
 from naturelm_edge.edge_runtime.decoder import OnnxDecoder

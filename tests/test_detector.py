@@ -32,7 +32,7 @@ def detector_bundle(bundle: Path, audio_dir: Path, tmp_path_factory: pytest.Temp
 def detector(detector_bundle: Path):
     import onnxruntime as ort
 
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.edge_runtime.detector import Detector
 
     loaded = load_bundle(detector_bundle)
@@ -41,7 +41,7 @@ def detector(detector_bundle: Path):
 
 
 def test_the_new_bundle_keeps_every_file_and_lists_the_detector(bundle: Path, detector_bundle: Path):
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
 
     old, new = load_bundle(bundle), load_bundle(detector_bundle)  # every hash verified
     assert new.id != old.id and new.detector is not None and old.detector is None

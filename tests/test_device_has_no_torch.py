@@ -28,7 +28,7 @@ def test_running_a_bundle_does_not_import_torch(built_bundle, subset_audio, tmp_
 import sys
 from pathlib import Path
 from naturelm_edge.audio import WindowSpec
-from naturelm_edge.bundle.manifest import load_bundle
+from naturelm_edge.bundle.open import load_bundle
 from naturelm_edge.device_profiles import get
 from naturelm_edge.edge_runtime.runner import RunOptions, Runner
 from naturelm_edge.edge_runtime.sources import file_sources

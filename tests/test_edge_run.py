@@ -166,7 +166,7 @@ def test_readme_demo_runs_end_to_end_and_answers_in_words(tmp_path):
     assert answers and sum(a in SYNTHETIC_SPECIES for a in answers) >= 0.75 * len(answers), answers
     right, answered = map(int, re.search(r"(\d+) of (\d+) answered windows name a species", result.output).groups())
     assert answered == len(answers) and right >= answered / 2, result.output
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
 
     assert load_bundle(tmp_path / "demo" / "bundle").labels == sorted(SYNTHETIC_SPECIES)
 

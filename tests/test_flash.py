@@ -203,9 +203,9 @@ def test_sftp_when_rsync_is_not_there(bundle, sshd, record, tmp_path):
 
 
 def test_sftp_refuses_an_unknown_host_key(bundle, sshd, record, tmp_path):
-    from naturelm_edge.bundle.manifest import load_bundle
-    from naturelm_edge.flash.sftp import sftp_sync
+    from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.flash.target import FlashError, SshOptions, Target
+    from naturelm_edge.flash.transfer import sftp_sync
 
     sshd.known_hosts.write_text("")
     target = Target.parse(sshd.url(tmp_path / "device"), SshOptions(sshd.user_key, sshd.known_hosts, transfer="sftp"))

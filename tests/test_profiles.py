@@ -119,7 +119,7 @@ def test_low_memory_runtime_gives_the_same_audio_tokens(bundle):
     import onnxruntime as ort
 
     from naturelm_edge.audio import fbank
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.edge_runtime.engine import encode, session_options
     from naturelm_edge.sample_data import synthetic_soundscape
 

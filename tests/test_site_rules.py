@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,36 @@ def test_confirmation_reports_a_label_only_when_heard_again(baseline):
             kept.append(_key(event))
     assert sorted(_key(e) for e in confirmed) == sorted(kept)
     assert summary["removed"].get("confirm", 0) == len(base) - len(kept) > 0
+
+
+def test_the_budget_is_spent_after_the_site_rules_per_recorder_and_never_when_off(baseline, tmp_path):
+    """One escalation per hour of each recorder's audio: windows a rule removes spend none of it, a rule's own
+    escalations spend it, what the budget refuses is stored as such, and ``--escalate off`` queues nothing."""
+    from naturelm_edge.device_profiles import get
+
+    run, base = baseline
+    detections = [e for e in base if e["label"]]
+    labels = sorted({e["label"] for e in detections}, key=lambda name: -sum(e["label"] == name for e in detections))
+    named = labels[0]
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    text = Path(get("x86-cpu").source).read_text().replace('name = "x86-cpu"', 'name = "one-an-hour"')
+    (profiles / "one-an-hour.toml").write_text(text.replace("hourly_budget = 60", "hourly_budget = 1"))
+    site = f'[species]\nallow = ["{named}"]\n[actions]\n"{named}" = ["always_escalate"]\n'
+    budget = ("--profile", "one-an-hour", "--profiles-dir", str(profiles))
+
+    limited, summary = run("budget", site, *budget)
+    by_source: dict[str, list[dict]] = {}
+    for event in limited:
+        if event["label"] == named:
+            by_source.setdefault(event["source"], []).append(event)
+    assert len(by_source) >= 1 and sum(map(len, by_source.values())) > len(by_source), "needs repeats in a file"
+    for source, found in by_source.items():  # each file is its own recorder here, shorter than an hour
+        statuses = [e["escalation_status"] for e in sorted(found, key=lambda e: e["offset_s"])]
+        assert statuses == ["queued"] + ["over-budget"] * (len(statuses) - 1), (source, statuses)
+    assert summary["over_budget"] == sum(e["escalation_status"] == "over-budget" for e in limited) > 0
+    assert summary["escalated"] == len(by_source)
+
+    off, summary = run("budget-off", site, *budget, "--escalate", "off")
+    assert {e["escalation_status"] for e in off} == {"none"}
+    assert summary["escalated"] == summary["over_budget"] == 0

@@ -104,7 +104,7 @@ def test_a_cpu_profile_builds_a_student_bundle_that_edge_run_uses_without_a_flag
     with it; a profile that asks for the full encoder refuses it in one sentence."""
     import dataclasses
 
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.device_profiles import get
     from naturelm_edge.distill.cache import TeacherCache
     from naturelm_edge.edge_runtime.engine import Engine

@@ -18,7 +18,7 @@ import numpy as np
 
 from naturelm_edge.audio import fbank
 from naturelm_edge.bench.clock import StageClock
-from naturelm_edge.bundle.manifest import Bundle
+from naturelm_edge.bundle.open import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.engine import Engine, encode, session_options
 from naturelm_edge.edge_runtime.gate import GateSettings

@@ -30,7 +30,7 @@ def versions() -> dict:
     import scipy
     import soundfile
 
-    from naturelm_edge import __version__
+    from naturelm_edge._version import __version__
 
     return {"naturelm_edge": __version__, "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
             "numpy": numpy.__version__, "soundfile": soundfile.__version__, "scipy": scipy.__version__}

@@ -39,7 +39,7 @@ def run_bench(bundle_path: Path, profile_name: str | None, audio: list[Path] | N
     from naturelm_edge.bench.pipeline import BenchSettings, Measurement
     from naturelm_edge.bench.report import build_report, output_dir, write
     from naturelm_edge.bench.tegrastats import TegraStats, summarise
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.device_profiles import DeviceFacts, detect, get
     from naturelm_edge.edge_runtime.sources import resolve_time_expansion
 

@@ -19,7 +19,7 @@ def bundle_verify(
     trusted_keys: Annotated[Path | None, typer.Option(help="Folder of trusted *.pub keys: require a valid signature.")] = None,
 ) -> None:
     """Check the schema, every file's size and sha256, and the signature when keys are trusted."""
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
 
     loaded = load_bundle(bundle, trusted_keys)
     signature = loaded.manifest.get("signature")

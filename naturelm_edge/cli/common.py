@@ -79,3 +79,21 @@ def user_errors(func: F) -> F:
             raise typer.Exit(err.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def read_token(path: Path) -> str:
+    """The first bearer token of a token file (one per line; # starts a comment)."""
+    from naturelm_edge.wire.schema import read_tokens
+
+    tokens = read_tokens(path) if path.is_file() else []
+    if not tokens:
+        raise EdgeError(f"{path}: no bearer token in it (one per line; # starts a comment).")
+    return tokens[0]
+
+
+def web_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``PORT``) of ``edge-run --web``."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        raise EdgeError(f"--web {text}: give HOST:PORT, such as 127.0.0.1:8765.")
+    return host or "127.0.0.1", int(port)

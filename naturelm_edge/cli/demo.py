@@ -31,7 +31,7 @@ def demo(
     import soundfile as sf
 
     from naturelm_edge.build import BuildOptions, build
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.device_profiles import detect
     from naturelm_edge.distill.teacher_training import finetune_teacher
     from naturelm_edge.edge_runtime.runner import Runner, RunOptions

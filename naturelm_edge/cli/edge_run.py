@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from naturelm_edge.cli.common import ProfilesDir, console, err_console, user_errors
+from naturelm_edge.cli.common import ProfilesDir, console, err_console, read_token, user_errors, web_address
 from naturelm_edge.cli.paths import existing_file, existing_folder, existing_paths, output_folder
 
 run_app = typer.Typer(help="Run on-device detection on recordings or a live stream.", add_completion=False,
@@ -106,7 +106,7 @@ def edge_run(
     inputs = [*(inputs or []), *(recordings or [])]
     if sum([bool(inputs or urls), stdin, mic, watch is not None]) != 1:
         raise EdgeError("give one of --input PATH (files, folders or stream URLs), --watch DIR, --stdin or --mic.")
-    options = RunOptions(out, escalate or chosen.escalation.get("mode", "queue"),
+    options = RunOptions(out, escalate or chosen.escalation.mode,
                          read_token(token_file) if token_file else None,
                          GateSettings(enabled=not no_gate, **({} if gate_margin_db is None else {"margin_db": gate_margin_db})), quiet=quiet,
                          confidence_threshold=threshold, detector=not no_detector, detector_threshold=detector_threshold,
@@ -188,7 +188,6 @@ def attached(runner, outlets: Outlets) -> Iterator:  # noqa: ANN001 - Runner
     if web is None and mqtt is None:
         yield None
         return
-    from naturelm_edge.cli.station import web_address
     from naturelm_edge.station.live import LiveState
 
     live = LiveState(runner.summary, runner.spec.sample_rate, runner.bundle.id, runner.profile.name,
@@ -246,7 +245,7 @@ def check_paths(out: Path, inputs: list[Path] | None, recordings: list[Path] | N
 def open_bundle(path: Path | None, trusted_keys: Path | None, site: Path | None, check: bool):  # noqa: ANN201
     """The bundle (None for a bare ``--site FILE --check``) and the site rules in force, warnings printed;
     with ``check``, say the rules are valid."""
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.edge_runtime.site import load_site
     from naturelm_edge.errors import EdgeError
 
@@ -276,17 +275,6 @@ def print_notes(summary, bundle, privacy: str) -> None:  # noqa: ANN001 - Summar
     if privacy == "off":
         err_console.print("[yellow]note:[/yellow] privacy filter off: windows where people talk are answered, "
                           "clipped and escalated like any other", highlight=False)
-
-
-def read_token(path: Path) -> str:
-    """The first bearer token of a token file (one per line; # starts a comment)."""
-    from naturelm_edge.errors import EdgeError
-    from naturelm_edge.wire.schema import read_tokens
-
-    tokens = read_tokens(path) if path.is_file() else []
-    if not tokens:
-        raise EdgeError(f"{path}: no bearer token in it (one per line; # starts a comment).")
-    return tokens[0]
 
 
 def make_sources(spec, expansion: float, inputs: list[Path], microphone, stdin: tuple[int, int] | None,  # noqa: ANN001
@@ -319,7 +307,8 @@ def print_summary(summary, out: Path, microphone, as_json: bool, streams: dict) 
         f"{summary.speech_masked} masked), removed by site rules "
         f"{sum(summary.removed.values())} ({', '.join(f'{k} {v}' for k, v in sorted(summary.removed.items())) or '-'}), "
         f"not calls {summary.not_calls}, already heard {summary.heard}, answered {summary.answered}, "
-        f"escalated {summary.escalated} (delivered {summary.delivered}, queued {summary.queue}), "
+        f"escalated {summary.escalated} (delivered {summary.delivered}, queued {summary.queue}; "
+        f"{summary.over_budget} more refused by the hourly budget), "
         f"failed files {len(summary.failed)}, clips saved {summary.clips_saved} (skipped {summary.clips_skipped}), "
         f"real-time factor {summary.real_time_factor:.3f} -> {out / 'events.db'}")
     if microphone is not None:

@@ -31,7 +31,7 @@ def flash_cmd(
 ) -> None:
     """Put a verified bundle on devices: preflight, resumable transfer, sha256 (and signature) on the device,
     atomic switch of `current`, health check with automatic rollback."""
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.flash.flash import FlashOptions, flash, record
     from naturelm_edge.flash.flash import rollback as roll_back
     from naturelm_edge.flash.target import SshOptions, Target

@@ -263,7 +263,7 @@ def detector_train(
 
 def collect_detection_answers(checkpoint: str, bundle: Path, audio: Path, out: Path) -> None:
     """Ask the teacher the detection question on every window of ``audio`` as the bundle cuts it (resumable)."""
-    from naturelm_edge.bundle.manifest import load_bundle
+    from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.detection.labels import DETECTION_KIND
     from naturelm_edge.distill.collect import collect
     from naturelm_edge.distill.tasks import load_tasks

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from naturelm_edge.cli.common import err_console, user_errors
+from naturelm_edge.cli.common import err_console, read_token, user_errors
 
 
 @user_errors
@@ -18,7 +18,6 @@ def station_cmd(
     token_file: Annotated[Path | None, typer.Option(help="Bearer tokens, one per line (the first is used).")] = None,
 ) -> None:
     """Serve a read-only web dashboard (detections, charts, clips, health) and Prometheus /metrics."""
-    from naturelm_edge.cli.edge_run import read_token
     from naturelm_edge.station.server import Station
 
     station = Station(out, host, port, read_token(token_file) if token_file else None)
@@ -27,13 +26,3 @@ def station_cmd(
         station.serve_forever()
     except KeyboardInterrupt:
         pass
-
-
-def web_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (or ``PORT``) of ``edge-run --web``."""
-    from naturelm_edge.errors import EdgeError
-
-    host, _, port = text.rpartition(":")
-    if not port.isdigit():
-        raise EdgeError(f"--web {text}: give HOST:PORT, such as 127.0.0.1:8765.")
-    return host or "127.0.0.1", int(port)

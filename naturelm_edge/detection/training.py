@@ -352,7 +352,7 @@ def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: Detecto
     """
     import tempfile
 
-    from naturelm_edge.bundle.manifest import extend_bundle, load_bundle
+    from naturelm_edge.bundle.open import extend_bundle, load_bundle
 
     bundle = load_bundle(bundle_path)
     if teacher_answers is not None:

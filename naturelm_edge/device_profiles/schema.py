@@ -98,6 +98,19 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, str]]] = {
 REQUIRED = ("name", "providers", "precision")
 
 
+@dataclass(frozen=True)
+class EscalationSettings:
+    """A profile's ``[escalation]`` section; every default of the escalation policy is stated here, once."""
+
+    mode: str = "queue"  # off | queue | URL of the full model
+    confidence_threshold: float = 0.5  # answers less sure than this go to the full model
+    audit_rate: float = 0.01  # share of sure answers sent anyway, to measure the device against the full model
+    hourly_budget: int = 60  # escalations per hour of each recorder's audio
+
+
+ESCALATION_DEFAULTS = EscalationSettings()
+
+
 @dataclass
 class Provider:
     name: str
@@ -116,7 +129,7 @@ class Profile:
     precision: dict[str, str] = field(default_factory=dict)
     quantization: dict[str, str] = field(default_factory=dict)
     audio: dict[str, float] = field(default_factory=dict)
-    escalation: dict[str, Any] = field(default_factory=dict)
+    escalation: EscalationSettings = ESCALATION_DEFAULTS
     power: dict[str, str] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
 
@@ -174,6 +187,7 @@ def validate(data: dict[str, Any], source: str) -> Profile:
     audio = sections.get("audio", {})
     if audio.get("hop_s", 0) > audio.get("window_s", float("inf")):
         raise ProfileError(f"{source}: 'audio.hop_s' ({audio['hop_s']}) is longer than 'audio.window_s'; windows would skip audio.")
+    sections["escalation"] = EscalationSettings(**sections.get("escalation", {}))
     return Profile(source=source, providers=parsed, **sections)
 
 

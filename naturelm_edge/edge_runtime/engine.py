@@ -10,7 +10,7 @@ import numpy as np
 
 from naturelm_edge.bundle import roles
 from naturelm_edge.bundle.contract import BundleError
-from naturelm_edge.bundle.manifest import Bundle
+from naturelm_edge.bundle.open import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.decoder import Answer, OnnxDecoder
 from naturelm_edge.edge_runtime.detector import POOL_SHARPNESS, Detector

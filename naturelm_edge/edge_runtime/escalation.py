@@ -1,8 +1,8 @@
 """When to ask the full model, and the store-and-forward sender that asks it.
 
 A window is escalated when the on-device answer is unsure (confidence below the threshold), names nothing
-in the bundle's label list (an unknown species is what the full model is for), or is drawn as a random
-audit sample; never more than the hourly budget. Escalations wait in the event store's queue and are sent
+in the bundle's label list (an unknown species is what the full model is for), is drawn as a random
+audit sample, or a site rule asks for it; never more than the budget per hour of each recorder's audio. Escalations wait in the event store's queue and are sent
 when the link is up, retried with exponential back-off when it is not, and marked delivered exactly once.
 """
 
@@ -12,14 +12,16 @@ import errno
 import http.client
 import random
 import threading
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from naturelm_edge.device_profiles.schema import ESCALATION_DEFAULTS as DEFAULTS
+from naturelm_edge.device_profiles.schema import EscalationSettings
 from naturelm_edge.edge_runtime.clips import leaves_reserve
 from naturelm_edge.edge_runtime.labels import label_of
 from naturelm_edge.edge_runtime.store import EventStore
@@ -27,50 +29,110 @@ from naturelm_edge.prompt import names_something
 from naturelm_edge.wire.client import post_escalation
 from naturelm_edge.wire.schema import EscalationRequest
 
+if TYPE_CHECKING:
+    from naturelm_edge.edge_runtime.pipeline import WindowResult
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy decided for one reported window."""
+
+    reason: str | None = None  # why the full model hears it (None: it does not)
+    over_budget: str | None = None  # the reason it would have gone, when the recorder's budget was spent
+
+
+class AudioBudget:
+    """At most ``per_hour`` escalations in any hour of a recorder's audio.
+
+    Counted on the recorder's audio clock (:class:`AudioClock`), not the wall clock: 100 hours of archive
+    analysed in ten minutes escalate what 100 hours in the field would have, spread over all of them.
+    """
+
+    def __init__(self, per_hour: int) -> None:
+        self.per_hour = per_hour
+        self._spent: dict[str, deque[float]] = {}
+
+    def take(self, recorder: str, at_s: float) -> bool:
+        """Spend one escalation at ``at_s`` seconds of ``recorder``'s audio; False when its hour is full."""
+        spent = self._spent.setdefault(recorder, deque())
+        while spent and spent[0] <= at_s - 3600:
+            spent.popleft()
+        if len(spent) >= self.per_hour:
+            return False
+        spent.append(at_s)
+        return True
+
+
+class AudioClock:
+    """Each recorder's position in its own audio: the files of one recorder follow each other on it, in the
+    order they are read, so the hour a budget counts is an hour of that recorder's sound."""
+
+    def __init__(self) -> None:
+        self._base: dict[str, float] = {}
+        self._source: dict[str, str] = {}
+        self._end: dict[str, float] = {}
+
+    def at(self, recorder: str, source: str, offset_s: float, duration_s: float) -> float:
+        """The window's start on ``recorder``'s clock (``offset_s`` into ``source``)."""
+        if self._source.get(recorder) != source:
+            self._base[recorder], self._source[recorder] = self._end.get(recorder, 0.0), source
+        position = self._base[recorder] + offset_s
+        self._end[recorder] = max(self._end.get(recorder, 0.0), position + duration_s)
+        return position
+
 
 @dataclass
 class EscalationPolicy:
-    confidence_threshold: float = 0.5
-    audit_rate: float = 0.01
-    hourly_budget: int = 60
+    """The one owner of the escalation decision, asked once per reported window, after the site rules."""
+
+    confidence_threshold: float = DEFAULTS.confidence_threshold
+    audit_rate: float = DEFAULTS.audit_rate
+    hourly_budget: int = DEFAULTS.hourly_budget
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self._recent: deque[float] = deque()
         self._random = random.Random(self.seed)
+        self.budget = AudioBudget(self.hourly_budget)
 
     @classmethod
-    def for_profile(cls, settings: dict, confidence_threshold: float | None = None) -> EscalationPolicy:
+    def for_profile(cls, settings: EscalationSettings, confidence_threshold: float | None = None) -> EscalationPolicy:
         """The policy a device profile's ``[escalation]`` section sets; ``confidence_threshold`` overrides it."""
-        policy = cls(settings.get("confidence_threshold", 0.5), settings.get("audit_rate", 0.01),
-                     settings.get("hourly_budget", 60))
-        if confidence_threshold is not None:
-            policy.confidence_threshold = confidence_threshold
-        return policy
+        threshold = settings.confidence_threshold if confidence_threshold is None else confidence_threshold
+        return cls(threshold, settings.audit_rate, settings.hourly_budget)
 
-    def reason(self, confidence: float, known: bool | None, answer: str, now: float | None = None) -> str | None:
-        """Why this answer should go to the full model (None: it should not, or the budget is spent).
+    def wanted(self, confidence: float, known: bool | None, answer: str) -> str | None:
+        """Why the model's answer alone asks for the full model (None: it does not); no budget is spent.
 
         ``known``: whether the answer names one of the bundle's labels (None: the bundle has no labels).
         """
         if not names_something(answer):
             return None
-        why = None
         if confidence < self.confidence_threshold:
-            why = "low-confidence"
-        elif known is False:
-            why = "unknown-label"
-        elif self._random.random() < self.audit_rate:
-            why = "audit"
-        if why is None:
-            return None
-        now = time.time() if now is None else now
-        while self._recent and self._recent[0] < now - 3600:
-            self._recent.popleft()
-        if len(self._recent) >= self.hourly_budget:
-            return None
-        self._recent.append(now)
-        return why
+            return "low-confidence"
+        if known is False:
+            return "unknown-label"
+        if self._random.random() < self.audit_rate:
+            return "audit"
+        return None
+
+    def decide(self, wanted: str | None, forced: bool | None, recorder: str, at_s: float) -> Decision:
+        """The decision for a window the site rules let through: ``wanted`` (see :meth:`wanted`), ``forced``
+        the site's action (True: always escalate, False: never, None: as wanted), ``at_s`` its start on
+        ``recorder``'s audio clock. Every escalation, a site rule's included, spends the recorder's budget."""
+        reason = None if forced is False else (wanted or "site-rule") if forced else wanted
+        if reason is None:
+            return Decision()
+        if not self.budget.take(recorder, at_s):
+            return Decision(over_budget=reason)
+        return Decision(reason)
+
+    def judge(self, result: WindowResult, labels: list[str], forced: bool | None = None) -> Decision:
+        """:meth:`decide` for one window of the pipeline (nothing for a window that was not answered)."""
+        if not result.answered:
+            return Decision()
+        known = None if not labels else result.label is not None
+        wanted = self.wanted(result.confidence or 0.0, known, result.answer or "")
+        return self.decide(wanted, forced, result.recorder, result.recorder_s)
 
 
 class ClipStore:

@@ -42,7 +42,7 @@ class LiveView:
             counts.add_column(justify="right")
         counts.add_row("windows", str(s.windows), "gated", f"{s.gated} (+{s.not_calls} not calls, {s.heard} heard)",
                        "answered", str(s.answered))
-        counts.add_row("escalated", str(s.escalated), "people talking", f"{s.speech} dropped, {s.speech_masked} masked",
+        counts.add_row("escalated", f"{s.escalated} (+{s.over_budget} over budget)", "people talking", f"{s.speech} dropped, {s.speech_masked} masked",
                        "real-time factor", f"{s.real_time_factor:.3f}")
         removed = ", ".join(f"{k} {v}" for k, v in sorted(s.removed.items())) or "0"
         counts.add_row("overflows", str(s.overflows), "site rules removed", removed, "", "")

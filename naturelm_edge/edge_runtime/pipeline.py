@@ -19,7 +19,7 @@ from naturelm_edge.audio import Window, fbank, iter_windows
 from naturelm_edge.audio.frontend import WindowFeatures
 from naturelm_edge.bundle.contract import BundleError
 from naturelm_edge.edge_runtime.engine import Engine
-from naturelm_edge.edge_runtime.escalation import EscalationPolicy
+from naturelm_edge.edge_runtime.escalation import AudioClock
 from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
 from naturelm_edge.edge_runtime.labels import label_of
 from naturelm_edge.edge_runtime.screening import ANSWER, PRIVACY_MODES, SPEECH, Screening, Why, untimed
@@ -48,7 +48,9 @@ class WindowResult:
     label: str | None = None  # the bundle label the answer names (within the label distance), else None
     confidence: float | None = None  # mean probability of the answer's tokens
     confidence_min: float | None = None
-    escalation: str | None = None  # why the full model should hear it (low-confidence, unknown-label, audit)
+    escalation: str | None = None  # why the full model hears it (set by the escalation policy, after the site rules)
+    recorder: str = ""  # the device the window comes from (a series of files, a stream); budgets are kept per recorder
+    recorder_s: float = 0.0  # the window's start on its recorder's audio clock (seconds of that recorder's audio)
     busy_s: float = 0.0  # processing time of the window, decoding of the audio excluded
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)  # the model-rate window
     speech: tuple[tuple[int, int], ...] = ()  # human speech found (sample ranges of the window, model rate)
@@ -76,14 +78,15 @@ def _encode_with(engine: Engine) -> Callable[[np.ndarray, Timed], np.ndarray]:
 class WindowPipeline:
     """Runs sources through one bundle's models; one screening state, reset for every recording.
 
-    ``policy``: decide escalations (None: never escalate). ``timed``: a stage clock (``edge bench``).
+    Escalation is not decided here: :class:`EscalationPolicy` decides once, after the site rules (``edge-run``,
+    the Python API). ``timed``: a stage clock (``edge bench``).
     ``encode``: features -> audio tokens, timing the encoder itself (``edge bench --encoder`` swaps it).
     """
 
-    def __init__(self, engine: Engine, gate: GateSettings | None = None, policy: EscalationPolicy | None = None,
-                 timed: Timed = untimed, encode: Callable[[np.ndarray, Timed], np.ndarray] | None = None,
+    def __init__(self, engine: Engine, gate: GateSettings | None = None, timed: Timed = untimed, encode: Callable[[np.ndarray, Timed], np.ndarray] | None = None,
                  privacy: str = "drop") -> None:
-        self.engine, self.policy, self.timed = engine, policy, timed
+        self.engine, self.timed = engine, timed
+        self.clock = AudioClock()
         self._settings = (gate, privacy, encode)
         self.audio = engine.bundle.audio
         if privacy not in PRIVACY_MODES:
@@ -102,7 +105,7 @@ class WindowPipeline:
     def fresh(self) -> WindowPipeline:
         """The same pipeline with a screening state of its own (one per stream read at the same time)."""
         gate, privacy, encode = self._settings
-        return WindowPipeline(self.engine, gate, self.policy, self.timed, encode, privacy)
+        return WindowPipeline(self.engine, gate, self.timed, encode, privacy)
 
     def _blocks(self, source: Source) -> Iterator[np.ndarray]:
         """The source's model-rate blocks, each pull timed as decoding."""
@@ -122,8 +125,10 @@ class WindowPipeline:
         self.screening.begin(source.recorder)  # a recorder's files share a noise floor; anything else has its own
         for window in iter_windows(self._blocks(source), spec):
             offset_s, duration_s = window.start / per_second, window.valid / per_second
+            recorder = source.recorder or source.id
             place = {"source": source.id, "offset_s": round(offset_s, 3), "duration_s": round(duration_s, 3),
-                     "start_utc": absolute(source.start, offset_s)}
+                     "start_utc": absolute(source.start, offset_s), "recorder": recorder,
+                     "recorder_s": round(self.clock.at(recorder, source.id, offset_s, duration_s), 3)}
             if skip is not None and skip(offset_s):
                 yield WindowResult(**place, outcome=RESUMED)
                 continue
@@ -144,10 +149,7 @@ class WindowPipeline:
         with self.timed("decoder"):
             result = self.engine.answer(tokens)
         answer = result.answer
-        label = label_of(answer.text, self.engine.labels)
-        reason = None if self.policy is None else self.policy.reason(
-            answer.confidence_mean, None if not self.engine.labels else label is not None, answer.text)
-        return WindowResult(**place, outcome=ANSWER, question=result.question, answer=answer.text, label=label,
-                            confidence=round(answer.confidence_mean, 4),
-                            confidence_min=round(answer.confidence_min, 4), escalation=reason,
+        return WindowResult(**place, outcome=ANSWER, question=result.question, answer=answer.text,
+                            label=label_of(answer.text, self.engine.labels), confidence=round(answer.confidence_mean, 4),
+                            confidence_min=round(answer.confidence_min, 4),
                             busy_s=time.perf_counter() - started, samples=window.samples)

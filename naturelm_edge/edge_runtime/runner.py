@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from naturelm_edge.bundle.manifest import Bundle
+from naturelm_edge.bundle.open import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
 from naturelm_edge.edge_runtime.engine import Engine
-from naturelm_edge.edge_runtime.escalation import ClipStore, EscalationPolicy, Sender
+from naturelm_edge.edge_runtime.escalation import ClipStore, Decision, EscalationPolicy, Sender
 from naturelm_edge.edge_runtime.gate import GateSettings
 from naturelm_edge.edge_runtime.live_view import LiveView
 from naturelm_edge.edge_runtime.pipeline import RESUMED, WindowPipeline, WindowResult
@@ -33,7 +33,7 @@ from naturelm_edge.edge_runtime.sinks import Sinks
 from naturelm_edge.edge_runtime.site import SiteRules, Verdict
 from naturelm_edge.edge_runtime.sources import Source
 from naturelm_edge.edge_runtime.speech import MARGIN_S, masked
-from naturelm_edge.edge_runtime.store import Event, EventStore
+from naturelm_edge.edge_runtime.store import OVER_BUDGET, Event, EventStore
 from naturelm_edge.errors import AudioError, EdgeError
 
 
@@ -67,6 +67,7 @@ class Summary:
     heard: int = 0  # calls only where the last answered window already listened
     answered: int = 0
     escalated: int = 0
+    over_budget: int = 0  # windows that asked for the full model when their recorder's hourly budget was spent
     delivered: int = 0
     queue: int = 0
     failed: list[str] = field(default_factory=list)
@@ -94,9 +95,9 @@ class Runner:
         options.out.mkdir(parents=True, exist_ok=True)
         self.engine = Engine(bundle, profile, options.detector, options.detector_threshold)
         self.spec = bundle.audio.spec
-        policy = None if options.escalate == "off" else EscalationPolicy.for_profile(profile.escalation,
-                                                                                     options.confidence_threshold)
-        self.pipeline = WindowPipeline(self.engine, options.gate, policy, privacy=options.privacy)  # refuses first
+        self.policy = None if options.escalate == "off" else EscalationPolicy.for_profile(
+            profile.escalation, options.confidence_threshold)
+        self.pipeline = WindowPipeline(self.engine, options.gate, privacy=options.privacy)  # refuses first
         self.store = EventStore(options.out / "events.db")
         self.sinks = Sinks(options.out, options.formats)
         self.clips = ClipStore(options.out / "escalation-clips")
@@ -321,7 +322,9 @@ class Runner:
 
     def _report(self, result: WindowResult, source: Source, verdict: Verdict) -> None:
         summary = self.summary
-        escalation = {True: result.escalation or "site-rule", False: None, None: result.escalation}[verdict.escalate]
+        decision = self.policy.judge(result, self.engine.labels, verdict.escalate) if self.policy else Decision()
+        escalation = decision.reason
+        result = replace(result, escalation=escalation)
         queued = self._queue_audio(result) if escalation else None
         saved = None
         if self.options.clips and result.detection and verdict.clip:
@@ -330,22 +333,24 @@ class Runner:
         if kept:  # held back from the sender until the next window has been checked for speech
             self.sender.held.update(str(p) for p in kept)
             self._kept[result.source] = _Kept(result.source, result.window_start, result.samples.shape[0], kept)
-        self._commit(result, source, queued, saved, stage="on-device")
+        self._commit(result, source, queued, saved, stage="on-device", over_budget=decision.over_budget is not None)
         summary.escalated += bool(queued)
+        summary.over_budget += decision.over_budget is not None
         if not self.options.quiet:
             flag = f" [magenta]-> full model ({escalation})[/magenta]" if queued else ""
             self.view.answer(f"{Path(result.source).name} {result.offset_s:7.1f}s  {result.answer!r} "
                              f"({result.confidence:.2f}){flag}")
 
     def _commit(self, result: WindowResult, source: Source, queued: Path | None, saved: str | None,
-                stage: str) -> None:
+                stage: str, over_budget: bool = False) -> None:
         """The window's event, its escalation and its 'done' mark in one transaction, then the event files."""
         speech = result.outcome == SPEECH
         event = Event(source=result.source, start_utc=result.start_utc, offset_s=result.offset_s,
                       duration_s=result.duration_s, question=result.question or "", answer=result.answer,
                       label=result.label, confidence=1.0 if speech else result.confidence,
                       confidence_min=1.0 if speech else result.confidence_min, stage=stage,
-                      escalation_status="queued" if queued else "none", escalation_answer=None,
+                      escalation_status="queued" if queued else OVER_BUDGET if over_budget else "none",
+                      escalation_answer=None,
                       clip_path=saved, bundle_id=self.bundle.id, profile=self.profile.name,
                       created_utc=datetime.now(timezone.utc).isoformat())
         (event.id,) = self.store.record(result.source, result.offset_s, False, [event], [str(queued) if queued else None],

@@ -15,7 +15,7 @@ from naturelm_edge.audio import WindowSpec
 from naturelm_edge.audio.decode import stream as decode_stream
 from naturelm_edge.audio.files import list_audio
 from naturelm_edge.audio.resample import StreamResampler
-from naturelm_edge.bundle.manifest import Bundle
+from naturelm_edge.bundle.open import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.timestamps import recorder_of, recording_start
 from naturelm_edge.errors import EdgeError

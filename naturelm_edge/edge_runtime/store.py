@@ -19,6 +19,7 @@ from pathlib import Path
 from naturelm_edge.errors import DiskFullError
 
 SCHEMA_VERSION = 4
+OVER_BUDGET = "over-budget"  # the escalation status of a window its recorder's hourly budget kept from the full model
 MIGRATIONS = {
     1: """
     CREATE TABLE events (
@@ -90,7 +91,7 @@ class Event:
     confidence: float
     confidence_min: float
     stage: str  # gate | on-device | full-model
-    escalation_status: str  # none | queued | confirmed | revised
+    escalation_status: str  # none | queued | confirmed | revised | over-budget (the recorder's hourly budget was spent)
     escalation_answer: str | None
     clip_path: str | None
     bundle_id: str

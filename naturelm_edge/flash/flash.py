@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from naturelm_edge import __version__
-from naturelm_edge.bundle.manifest import Bundle
+from naturelm_edge._version import __version__
+from naturelm_edge.bundle.open import Bundle
 from naturelm_edge.flash.target import FlashError, Target
+from naturelm_edge.flash.transfer import sync
 
 RECORD_ENV = "NATURELM_EDGE_FLASH_RECORD"
 MIN_ONNXRUNTIME = (1, 17)
@@ -187,13 +188,13 @@ def flash(bundle: Bundle, target: Target, options: FlashOptions) -> FlashResult:
                 verify_remote(target, final, bundle, info, options)
                 outcome = "already there, verified"
             except FlashError:  # damaged on the target: rsync --checksum replaces what differs
-                sent = target.sync(bundle.root, final, None, info["rsync"])
+                sent = sync(target, bundle.root, final, None, info["rsync"])
                 verify_remote(target, final, bundle, info, options)
                 outcome = "repaired"
         else:
             partial = f"{target.root}/bundles/.{bundle.id}.partial"
             basis = f"../{info['current']}" if info["current"] else None
-            sent = target.sync(bundle.root, partial, basis, info["rsync"])
+            sent = sync(target, bundle.root, partial, basis, info["rsync"])
             verify_remote(target, partial, bundle, info, options)
             target.check(f"mv -T {shlex.quote(partial)} {shlex.quote(final)} && sync", "rename into place")
             outcome = "installed" if not info["current"] else f"updated from {info['current']}"

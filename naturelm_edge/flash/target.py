@@ -9,8 +9,6 @@ unknown host unless ``--accept-new-host-key`` (``accept-new``) is given; a chang
 from __future__ import annotations
 
 import re
-import shlex
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,34 +88,3 @@ class Target:
             raise FlashError(f"{self.spec}: {step} failed ({detail[-1] if detail else f'exit {result.returncode}'}).")
         return result.stdout
 
-    def sync(self, source: Path, dest: str, basis: str | None, rsync_there: bool = True, timeout_s: float = 3600) -> int:
-        """Copy ``source/`` into ``dest`` on the target; return the bytes sent over the wire.
-
-        rsync when both ends have it (or when asked), else SFTP for ssh targets (see ``flash.sftp``).
-        """
-        have_rsync = shutil.which("rsync") is not None and rsync_there
-        method = self.ssh.transfer if self.ssh.transfer != "auto" else ("rsync" if have_rsync else "sftp")
-        if method == "sftp":
-            if not self.remote:
-                raise FlashError(f"{self.spec}: SFTP is for ssh targets; install rsync to flash local paths.")
-            from naturelm_edge.flash.sftp import sftp_sync
-
-            return sftp_sync(self, source, dest, basis)
-        command = ["rsync", "-a", "--checksum", "--partial", "--delete", "--stats"]
-        if basis:
-            command.append(f"--copy-dest={basis}")
-        if self.ssh.bwlimit_kbps:
-            command.append(f"--bwlimit={self.ssh.bwlimit_kbps}")
-        if self.remote:
-            command += ["-e", shlex.join(["ssh", *self.ssh.args(self.port)]), f"{source}/", f"{self.address}:{dest}/"]
-        else:
-            command += [f"{source}/", f"{dest}/"]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired as err:
-            raise FlashError(f"{self.spec}: transfer did not finish within {timeout_s:.0f} s.") from err
-        if result.returncode != 0:
-            lines = result.stderr.strip().splitlines()
-            raise FlashError(f"{self.spec}: transfer failed ({lines[-1] if lines else f'rsync exit {result.returncode}'}).")
-        sent = re.search(r"Total bytes sent: ([\d,.]+)", result.stdout)
-        return int(re.sub(r"[,.]", "", sent.group(1))) if sent else 0

@@ -49,7 +49,7 @@ def speech_addition() -> dict:
 
 def add_speech(bundle_dir: Path, out: Path | None = None) -> Path:
     """A bundle with the speech model (in place when ``out`` is None: written beside, then swapped)."""
-    from naturelm_edge.bundle.manifest import extend_bundle, load_bundle
+    from naturelm_edge.bundle.open import extend_bundle, load_bundle
 
     bundle = load_bundle(bundle_dir)
     return extend_bundle(bundle, out or Path(bundle_dir), speech_addition(), speech_filter=provenance())

@@ -11,7 +11,7 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from naturelm_edge.edge_runtime.store import check_schema
+from naturelm_edge.edge_runtime.store import OVER_BUDGET, check_schema
 from naturelm_edge.errors import EdgeError
 
 EVENT_COLUMNS = ("id", "source", "start_utc", "offset_s", "duration_s", "answer", "label", "confidence", "stage",
@@ -67,9 +67,10 @@ class StationData:
         windows = self._rows("SELECT COUNT(*) AS n, COALESCE(SUM(gated), 0) AS gated FROM windows")[0]
         stages = {r["stage"]: r["n"] for r in self._rows("SELECT stage, COUNT(*) AS n FROM events GROUP BY stage")}
         queue = self._rows("SELECT COUNT(*) AS n FROM escalations WHERE status = 'queued'")[0]["n"]
+        over = self._rows("SELECT COUNT(*) AS n FROM events WHERE escalation_status = ?", (OVER_BUDGET,))[0]["n"]
         last = self._rows("SELECT bundle_id, profile, created_utc FROM events ORDER BY id DESC LIMIT 1")
         return {"windows": windows["n"], "gated": windows["gated"], "events_by_stage": stages,
-                "escalation_queue": queue, "bundle_id": last[0]["bundle_id"] if last else None,
+                "escalation_queue": queue, "over_budget": over, "bundle_id": last[0]["bundle_id"] if last else None,
                 "profile": last[0]["profile"] if last else None, "last_event_utc": last[0]["created_utc"] if last else None}
 
     def clip_name(self, clip_path: str | None) -> str | None:

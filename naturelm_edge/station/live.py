@@ -74,7 +74,7 @@ class LiveState:
         s = self.summary
         return {"uptime_s": time.time() - self.started, "real_time_factor": s.real_time_factor,
                 "windows": s.windows, "gated": s.gated, "speech": s.speech, "refused": s.not_calls,
-                "answered": s.answered, "escalated": s.escalated, "delivered": s.delivered, "queue": s.queue,
+                "answered": s.answered, "escalated": s.escalated, "over_budget": s.over_budget, "delivered": s.delivered, "queue": s.queue,
                 "clips_saved": s.clips_saved, "overflows": s.overflows, "bundle_id": self.bundle_id,
                 "profile": self.profile, "retention_mb": self.retention_mb, "audio_s": s.audio_s,
                 "streams": {url: vars(health) for url, health in self.streams.items()}}

@@ -42,6 +42,10 @@ class _Collector:
             events.add_metric([bundle, profile, stage], n)
         yield events
         yield _gauge("naturelm_edge_escalation_queue", "Windows waiting for the full model.", totals["escalation_queue"])
+        over = CounterMetricFamily("naturelm_edge_escalations_over_budget", "Windows that asked for the full model "
+                                   "when their recorder's hourly budget was spent.", labels=labels)
+        over.add_metric([bundle, profile], totals["over_budget"])
+        yield over
         yield _gauge("naturelm_edge_clips_bytes", "Size of the clip folder.", disk["clips_bytes"])
         yield _gauge("naturelm_edge_disk_free_bytes", "Free space where the output folder lives.", disk["free_bytes"])
         temps = GaugeMetricFamily("naturelm_edge_temperature_celsius", "Thermal zones.", labels=["zone"])

@@ -1,4 +1,6 @@
-"""SFTP transfer (asyncssh) for targets without rsync: only changed files move, a cut upload resumes.
+"""Moving a bundle onto a target: rsync when both ends have it, else SFTP (asyncssh) for ssh targets.
+
+With SFTP only changed files move, and a cut upload resumes.
 
 Files are compared by sha256 on the target (``sha256sum`` over the same ssh connection the other steps
 use); a file the current bundle already holds is copied there instead of sent; others are uploaded to
@@ -10,13 +12,48 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 from naturelm_edge.flash.target import FlashError, Target
 from naturelm_edge.hashing import sha256_file
 
 CHUNK = 1 << 20
+
+
+def sync(target: Target, source: Path, dest: str, basis: str | None, rsync_there: bool = True,
+         timeout_s: float = 3600) -> int:
+    """Copy ``source/`` into ``dest`` on the target; return the bytes sent over the wire.
+
+    rsync when both ends have it (or when asked), else SFTP for ssh targets (below).
+    """
+    have_rsync = shutil.which("rsync") is not None and rsync_there
+    method = target.ssh.transfer if target.ssh.transfer != "auto" else ("rsync" if have_rsync else "sftp")
+    if method == "sftp":
+        if not target.remote:
+            raise FlashError(f"{target.spec}: SFTP is for ssh targets; install rsync to flash local paths.")
+        return sftp_sync(target, source, dest, basis)
+    command = ["rsync", "-a", "--checksum", "--partial", "--delete", "--stats"]
+    if basis:
+        command.append(f"--copy-dest={basis}")
+    if target.ssh.bwlimit_kbps:
+        command.append(f"--bwlimit={target.ssh.bwlimit_kbps}")
+    if target.remote:
+        command += ["-e", shlex.join(["ssh", *target.ssh.args(target.port)]), f"{source}/", f"{target.address}:{dest}/"]
+    else:
+        command += [f"{source}/", f"{dest}/"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as err:
+        raise FlashError(f"{target.spec}: transfer did not finish within {timeout_s:.0f} s.") from err
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise FlashError(f"{target.spec}: transfer failed ({lines[-1] if lines else f'rsync exit {result.returncode}'}).")
+    sent = re.search(r"Total bytes sent: ([\d,.]+)", result.stdout)
+    return int(re.sub(r"[,.]", "", sent.group(1))) if sent else 0
 
 
 def remote_hashes(target: Target, folder: str, names: list[str]) -> dict[str, str]:

@@ -1,0 +1,120 @@
+"""An opened bundle: verified on load (schema, hashes, signature) with typed views of its manifest.
+
+It sits above ``manifest`` (reading and writing) and ``signing`` (which needs the manifest's canonical form), so
+opening a bundle can check its signature without a circle between the two.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from naturelm_edge.bundle import roles
+from naturelm_edge.bundle.contract import AudioContract, DecoderFiles, DetectorSpec, check_roles, read_audio
+from naturelm_edge.bundle.manifest import (
+    BundleError,
+    new_manifest,
+    read_manifest,
+    stage_files,
+    unpack,
+    verify_files,
+    write_bundle,
+)
+from naturelm_edge.bundle.signing import trusted_keys_dir, verify_signature
+
+
+@dataclass
+class Bundle:
+    """A verified bundle with typed views of its manifest; the runtime reads nothing else from it."""
+
+    root: Path
+    manifest: dict
+
+    def __post_init__(self) -> None:
+        where = str(self.root)
+        self.audio: AudioContract = read_audio(self.manifest["audio"], where)
+        check_roles(self.manifest["files"], self.audio, where)
+
+    @property
+    def id(self) -> str:
+        return self.manifest["bundle_id"]
+
+    def has(self, role: roles.Role) -> bool:
+        return any(entry["role"] == role.name for entry in self.manifest["files"])
+
+    def entry(self, role: roles.Role) -> dict:
+        for entry in self.manifest["files"]:
+            if entry["role"] == role.name:
+                return entry
+        raise BundleError(f"{self.root}: the bundle has no {role.name} file.")
+
+    def file(self, role: roles.Role) -> Path:
+        return self.root / self.entry(role)["path"]
+
+    @property
+    def encoder(self) -> Path:
+        return self.file(roles.ENCODER)
+
+    @property
+    def encoder_kind(self) -> str:
+        """"full" (NatureLM's audio path) or "student" (distilled; bundles before the choice carry the full one)."""
+        return (self.manifest.get("encoder") or {}).get("kind", "full")
+
+    @property
+    def decoder(self) -> DecoderFiles:
+        return DecoderFiles(self.file(roles.DECODER), self.file(roles.DECODER_TABLES), self.file(roles.DECODER_CONFIG),
+                            self.file(roles.TOKENIZER))
+
+    @property
+    def detector(self) -> DetectorSpec | None:
+        if not self.has(roles.DETECTOR):
+            return None
+        section = self.manifest.get("detector") or {}
+        return DetectorSpec(self.file(roles.DETECTOR), float(section.get("threshold", 0.0)),
+                            section.get("pool_sharpness"))
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.get("labels") or [])
+
+    @property
+    def questions(self) -> list[str]:
+        return [t["question"] for t in self.manifest["prompts"]["tasks"]]
+
+
+def load_bundle(path: Path, trusted_keys: Path | None = None) -> Bundle:
+    """Open a bundle directory (or ``.tar``), verifying schema, hashes and, when keys are trusted, signature."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".tar":
+        path = unpack(path)
+    manifest = read_manifest(path)
+    verify_files(path, manifest)
+    keys = trusted_keys or trusted_keys_dir()
+    if keys is not None:
+        verify_signature(manifest, keys, where=str(path))
+    return Bundle(path, manifest)
+
+
+def extend_bundle(bundle: Bundle, out: Path, additions: dict[Path, tuple[str, roles.Role, str | None]],
+                  **fields: Any) -> Path:
+    """A new bundle at ``out``: ``bundle``'s files plus ``additions`` {source: (relative path, role, precision)}.
+
+    The manifest gains ``fields`` and a new bundle id (the files changed); a role already present is
+    replaced. The signature is dropped: the caller signs again.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    replaced = {role.name for _, role, _ in additions.values()}
+    kept = [e for e in bundle.manifest["files"] if e["role"] not in replaced]  # verified on load: entries carry over
+    for entry in kept:
+        (staging / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(bundle.root / entry["path"], staging / entry["path"])
+    entries = kept + stage_files(staging, additions)
+    body = {k: v for k, v in bundle.manifest.items() if k not in ("files", "bundle_id", "signature", "schema_version",
+                                                                  "toolkit_version")}
+    name = bundle.id.rsplit("-", 1)[0]
+    return write_bundle(staging, out, new_manifest(name, entries, **{**body, **fields}))
