@@ -37,10 +37,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+IN_CI = os.environ.get("CI") == "true"
+_skipped: list[str] = []  # "test id: reason" of every skipped test (the xdist controller sees every report)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append(f"{report.nodeid}: {reason.removeprefix('Skipped: ')}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI every part a test needs is installed (``.ci/run`` installs them), so a skip is a failure."""
+    if IN_CI and _skipped and exitstatus == 0 and not os.environ.get("PYTEST_XDIST_WORKER"):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int) -> None:  # noqa: ANN001 - TerminalReporter
+    """How many tests ran and how many skipped, and in CI, why a skip fails the run."""
+    stats = terminalreporter.stats
+    ran = sum(len(stats.get(kind, [])) for kind in ("passed", "failed", "error", "xfailed", "xpassed"))
+    terminalreporter.write_line(f"tests: {ran} ran, {len(_skipped)} skipped" + (" (CI: a skip fails the run)"
+                                                                             if IN_CI and _skipped else ""))
+    for line in _skipped:
+        terminalreporter.write_line(f"  skipped {line}")
+
+
 def _require(path: Path) -> Path:
     if path.exists():
         return path
-    if os.environ.get("CI") == "true":
+    if IN_CI:
         pytest.fail(f"{path} is missing; CI must run with the shared folder at ../shared")
     pytest.skip(f"{path} not available")
 

@@ -143,3 +143,20 @@ def test_no_import_circles_between_files():
 def test_the_circle_finder_finds_a_circle():
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_ci_fails_a_run_where_a_test_skips(tmp_path):
+    """``.ci/run`` installs every part: there a skip hides a missing part, so it must fail the run."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_one.py").write_text("import pytest\n\ndef test_skips():\n    pytest.skip('no such part')\n\n"
+                                          "def test_runs():\n    pass\n")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", "-p", "tests.conftest",
+               "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS")}
+    here = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    ci = subprocess.run(command, cwd=REPO, env={**env, "CI": "true"}, capture_output=True, text=True)
+    assert here.returncode == 0 and "tests: 1 ran, 1 skipped" in here.stdout, here.stdout
+    assert ci.returncode == 1 and "skipped test_one.py::test_skips: no such part" in ci.stdout, ci.stdout
