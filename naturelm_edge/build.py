@@ -160,7 +160,7 @@ class Builder:
             from naturelm_edge.distill.teacher import NatureLMTeacher
 
             collect(NatureLMTeacher(self.options.checkpoint, self.full_model), self.options.audio, self.tasks,
-                    cache_dir, labels_file=self.options.labels_file)
+                    cache_dir, labels_file=self.options.labels_file, progress=self.progress)
 
         precision = self.full_model.placement.describe()
         self.stage("teacher answers", digest(self.checkpoint_sha, tasks_digest(self.tasks), self.audio_key, precision),
@@ -192,7 +192,7 @@ class Builder:
             from naturelm_edge.distill.train import train
 
             shutil.rmtree(student_dir, ignore_errors=True)
-            train(cache_dir, student_dir, config, split_path)
+            train(cache_dir, student_dir, config, split_path, progress=self.progress)
 
         self.stage("distillation", digest(file_digest(cache_dir / "records.jsonl"), file_digest(split_path),
                                           asdict(config)), [student_dir / "model.safetensors"], run)
@@ -217,7 +217,7 @@ class Builder:
             drop_stale_state(out, config, teacher)
             distill_encoder(teacher, options.audio, out, config,
                             lambda relative, index: split.role(labels[relative]) == "held_out" if labels.get(relative)
-                            else every_fifth(relative, index))
+                            else every_fifth(relative, index), progress=self.progress)
 
         self.stage("student encoder", digest(self.audio_key, asdict(config), LOSS, GRAPH, file_digest(split_path)),
                    [out / ONNX_FILE], run)
@@ -242,7 +242,7 @@ class Builder:
 
             student_token_cache(cache_dir, options.audio, encoder_dir / ONNX_FILE, tokens)
             shutil.rmtree(tuned, ignore_errors=True)
-            train(tokens, tuned, config, split_path, init=student_dir)
+            train(tokens, tuned, config, split_path, progress=self.progress, init=student_dir)
 
         self.stage("decoder on student tokens", digest(file_digest(student_dir / "model.safetensors"),
                                                        file_digest(encoder_dir / ONNX_FILE), asdict(config), TEACHER_COPY),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -47,6 +48,8 @@ def test_build_end_to_end_and_skips_unchanged_stages(built):
     assert [i["name"] for i in bundle.entry(roles.ENCODER)["inputs"]] == ["fbank"]
     assert "teacher answers (" in first and "teacher answers: inputs unchanged, skipped" in again
     assert "distillation: inputs unchanged" in again and "quantization: inputs unchanged" in again
+    # the build's output is captured (not a terminal): each step announces itself, and the long ones say how far
+    assert "> distillation ..." in first and re.search(r"distilling.*: (\d+)/\1 \(100%\), done", first), first
 
 
 def test_bundle_hashes_are_the_files(built):
