@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from naturelm_edge.atomic import write_atomic
 from naturelm_edge.audio import DEFAULT_SETTINGS, WindowSpec
 from naturelm_edge.audio.files import list_audio
 from naturelm_edge.bundle import roles
@@ -407,9 +408,7 @@ def _quantize_and_report(options: BuildOptions, split, labels: dict, tasks, enco
                              "decoder_inputs": len(dec_inputs), "skipped": calibration.skipped,
                              "encoder": encoder_info, "decoder": decoder_info, "held_out_species": split.held_out,
                              "evaluation_files": [str(p) for p in eval_files]}
-    tmp = report_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
-    tmp.replace(report_path)
+    write_atomic(report_path, json.dumps(report, indent=2, default=_jsonable) + "\n")
     report_path.with_suffix(".md").write_text(format_table(report) + "\n")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from naturelm_edge._version import __version__
+from naturelm_edge.atomic import atomic_path
 from naturelm_edge.bundle import roles
 from naturelm_edge.bundle.contract import (
     BundleError,
@@ -129,11 +130,9 @@ def write_bundle(staging: Path, out: Path, manifest: dict, tar: bool = False) ->
 
 
 def pack(bundle: Path, tar_path: Path) -> Path:
-    tmp = tar_path.with_suffix(".tar.tmp")
-    with tarfile.open(tmp, "w") as archive:
+    with atomic_path(tar_path) as tmp, tarfile.open(tmp, "w") as archive:
         for item in sorted(Path(bundle).iterdir()):
             archive.add(item, arcname=item.name)
-    os.replace(tmp, tar_path)
     return tar_path
 
 

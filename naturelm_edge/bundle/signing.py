@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from naturelm_edge.atomic import write_atomic
 from naturelm_edge.bundle.manifest import MANIFEST, BundleError, canonical, read_manifest, verify_files
 
 ENV_VAR = "NATURELM_EDGE_TRUSTED_KEYS"
@@ -77,9 +78,7 @@ def sign_bundle(bundle: Path, private_key: Path) -> dict:
     key = _private(private_key)
     manifest["signature"] = {"algorithm": "ed25519", "key_id": key_id(key.public_key()),
                              "value": base64.b64encode(key.sign(canonical(manifest))).decode()}
-    tmp = Path(bundle) / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, Path(bundle) / MANIFEST)
+    write_atomic(Path(bundle) / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest["signature"]
 
 

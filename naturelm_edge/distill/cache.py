@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from naturelm_edge.atomic import atomic_path, write_atomic
 from naturelm_edge.errors import EdgeError
 
 FORMAT_VERSION = 1
@@ -88,7 +89,7 @@ class TeacherCache:
                 for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
                     if (tokenizer_dir / name).is_file():
                         shutil.copy2(tokenizer_dir / name, target / name)
-            _atomic_write(meta_path, json.dumps(meta.__dict__, indent=2))
+            write_atomic(meta_path, json.dumps(meta.__dict__, indent=2))
             self.meta = meta
         self._records_path = self.root / RECORDS_FILE
         self._repair_tail()
@@ -132,9 +133,9 @@ class TeacherCache:
 
     def put_audio(self, window: str, tokens: np.ndarray) -> None:
         path = self.audio_path(window)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, np.ascontiguousarray(tokens, dtype=np.float32))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            with tmp.open("wb") as handle:
+                np.save(handle, np.ascontiguousarray(tokens, dtype=np.float32))
 
     def audio(self, window: str) -> np.ndarray:
         return np.load(self.audio_path(window))
@@ -149,9 +150,3 @@ class TeacherCache:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from naturelm_edge.atomic import atomic_path
 from naturelm_edge.audio import WindowSpec, fbank, window_features
 from naturelm_edge.audio.files import list_audio
 from naturelm_edge.distill.cache import window_key
@@ -227,9 +228,9 @@ def _ask_teacher(pending: list[tuple[str, np.ndarray]], teacher: TeacherPath, fo
     tokens = teacher.tokens(np.stack([f for _, f in pending]))
     for (key, features), view_tokens in zip(pending, tokens):
         np.save(folder / f"{key}.fbank.npy", features.astype(np.float16))
-        tmp = folder / f"{key}.tmp.npy"
-        np.save(tmp, view_tokens.astype(np.float32))
-        tmp.replace(folder / f"{key}.tokens.npy")
+        with atomic_path(folder / f"{key}.tokens.npy") as tmp:
+            with tmp.open("wb") as handle:
+                np.save(handle, view_tokens.astype(np.float32))
 
 
 def token_loss(student, teacher, mean):  # noqa: ANN001, ANN201 - torch tensors (batch, tokens, width), mean (tokens, width)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from naturelm_edge.atomic import atomic_path
+
 
 @dataclass
 class RetentionPolicy:
@@ -50,15 +52,13 @@ class ClipWriter:
         """Write a clip; on any file-system error (disk full, read-only card) count it and return None."""
         folder = self.root / _slug(label or "unknown")
         path = folder / f"{_slug(Path(source).stem)}_{offset_s:09.3f}.flac"
-        tmp = path.with_suffix(".flac.tmp")
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if not leaves_reserve(folder, 2 * np.asarray(audio).size):  # 16-bit PCM bounds the FLAC's size
                 raise OSError(errno.ENOSPC, "kept free for the event store")
-            sf.write(str(tmp), np.asarray(audio, np.float32), self.sample_rate, format="FLAC", subtype="PCM_16")
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                sf.write(str(tmp), np.asarray(audio, np.float32), self.sample_rate, format="FLAC", subtype="PCM_16")
         except (OSError, sf.LibsndfileError, RuntimeError):
-            tmp.unlink(missing_ok=True) if tmp.parent.exists() else None
             self.skipped += 1
             return None
         self.saved += 1

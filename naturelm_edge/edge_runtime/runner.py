@@ -7,7 +7,6 @@ lost. SIGINT and SIGTERM finish the current window, flush, and exit 0.
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from naturelm_edge.atomic import atomic_path
 from naturelm_edge.bundle.open import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
@@ -381,12 +381,11 @@ def mask_file(path: Path, stretches: list[tuple[int, int]]) -> None:
 
     if not path.exists():  # a clip the retention policy already removed
         return
-    tmp = path.with_name(path.name + ".masking")
-    if path.suffix == ".npy":
-        with tmp.open("wb") as handle:
-            np.save(handle, masked(np.load(path), stretches))
-    else:
-        with sf.SoundFile(str(path)) as clip:
-            audio, rate, subtype, kind = clip.read(dtype="float32"), clip.samplerate, clip.subtype, clip.format
-        sf.write(str(tmp), masked(audio, stretches), rate, subtype=subtype, format=kind)
-    os.replace(tmp, path)
+    with atomic_path(path, ".masking") as tmp:
+        if path.suffix == ".npy":
+            with tmp.open("wb") as handle:
+                np.save(handle, masked(np.load(path), stretches))
+        else:
+            with sf.SoundFile(str(path)) as clip:
+                audio, rate, subtype, kind = clip.read(dtype="float32"), clip.samplerate, clip.subtype, clip.format
+            sf.write(str(tmp), masked(audio, stretches), rate, subtype=subtype, format=kind)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import onnx
 
+from naturelm_edge.atomic import atomic_path
 from naturelm_edge.errors import EdgeError
 from naturelm_edge.hashing import sha256_file
 from naturelm_edge.quantization.calibration import ArrayReader
@@ -96,9 +97,8 @@ def quantize(fp32: Path, out: Path, spec: QuantSpec, reader: ArrayReader | None 
             else:
                 info.update(_static(pre, staged, spec, exclude, reader, cache_dir, calibration_digest))
         onnx.checker.check_model(str(staged))
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        shutil.move(str(staged), tmp)
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            shutil.move(str(staged), tmp)
     info["bytes"] = out.stat().st_size
     return info
 
