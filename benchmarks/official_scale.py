@@ -64,7 +64,10 @@ import json, sys, time
 from pathlib import Path
 from naturelm_edge.distill.collect import collect
 from naturelm_edge.distill.tasks import load_tasks
-from naturelm_edge.distill import teacher as t
+try:
+    from naturelm_edge.models import full as t
+except ImportError:  # the revision measured before it, where the full model lived in distill/
+    from naturelm_edge.distill import teacher as t
 ckpt, audio, tasks, out, files, beams, batch = sys.argv[1:]
 files = [Path(f) for f in json.loads(files)]
 if hasattr(t, "FullModelOptions"):
@@ -149,7 +152,7 @@ def full_shape(work: Path) -> dict:
     size = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
     answer = """
 import sys, time, json, numpy as np
-from naturelm_edge.distill.teacher import FullModelOptions, NatureLMTeacher
+from naturelm_edge.models.full import FullModelOptions, NatureLMTeacher
 from naturelm_edge.models.placement import Placement
 from naturelm_edge.prompt import GenerationSettings
 start = time.perf_counter()

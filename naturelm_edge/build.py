@@ -48,7 +48,7 @@ class BuildOptions:
     min_agreement: float | None = None
     sign_key: Path | None = None
     tar: bool = False
-    full_model: Any = None  # distill.teacher.FullModelOptions (torch is imported only when the teacher runs)
+    full_model: Any = None  # models.full.FullModelOptions (torch is imported only when the teacher runs)
     encoder: str | None = None  # "full" or "student"; None: what the profile asks for
     encoder_arch: str = "mobilenet-s"
     encoder_epochs: int = 30
@@ -108,8 +108,8 @@ class Builder:
     def __init__(self, options: BuildOptions, progress: Progress) -> None:
         from naturelm_edge.distill.species import labels_for
         from naturelm_edge.distill.tasks import load_tasks
-        from naturelm_edge.distill.teacher import FullModelOptions
         from naturelm_edge.models import resolve
+        from naturelm_edge.models.full import FullModelOptions
 
         self.options, self.progress = options, progress
         self.full_model = options.full_model or FullModelOptions()
@@ -158,7 +158,7 @@ class Builder:
 
         def run() -> None:
             from naturelm_edge.distill.collect import collect
-            from naturelm_edge.distill.teacher import NatureLMTeacher
+            from naturelm_edge.models.full import NatureLMTeacher
 
             collect(NatureLMTeacher(self.options.checkpoint, self.full_model), self.options.audio, self.tasks,
                     cache_dir, labels_file=self.options.labels_file, progress=self.progress)

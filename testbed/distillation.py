@@ -33,12 +33,12 @@ def run(audio_root: Path, work: Path, settings: ProofSettings, progress=None,  #
     from naturelm_edge.distill.collect import collect
     from naturelm_edge.distill.species import SpeciesSplit, labels_for
     from naturelm_edge.distill.tasks import load_tasks
-    from naturelm_edge.distill.teacher import NatureLMTeacher
     from naturelm_edge.distill.teacher_training import finetune_teacher
     from naturelm_edge.distill.train import SPLIT_FILE, TrainConfig, train
     from naturelm_edge.edge_runtime.decoder import OnnxDecoder
     from naturelm_edge.edge_runtime.labels import snap
     from naturelm_edge.export.decoder import export_decoder
+    from naturelm_edge.models.full import NatureLMTeacher
     from naturelm_edge.models.tiny import write_tiny_checkpoint
 
     timings = {}

@@ -14,11 +14,11 @@ from naturelm_edge.distill.cache import CacheError, TeacherCache
 from naturelm_edge.distill.collect import collect
 from naturelm_edge.distill.species import SpeciesError, SpeciesSplit, check_present, labels_from_csv, split_species
 from naturelm_edge.distill.tasks import TaskFileError, load_tasks, tasks_digest
-from naturelm_edge.distill.teacher import TeacherAnswer
 from naturelm_edge.distill.train import TrainConfig, train
 from naturelm_edge.edge_runtime.decoder import DecoderError, OnnxDecoder
 from naturelm_edge.edge_runtime.labels import snap
 from naturelm_edge.export.decoder import export_decoder
+from naturelm_edge.models.full import TeacherAnswer
 
 NAMES = ["House Sparrow", "Black Phoebe", "Dark-eyed Junco", "None"]
 

@@ -12,10 +12,10 @@ from safetensors import safe_open
 
 from naturelm_edge.distill.collect import collect
 from naturelm_edge.distill.tasks import TaskFileError, load_tasks
-from naturelm_edge.distill.teacher import FullModelOptions, NatureLMTeacher
 from naturelm_edge.errors import CheckpointError
 from naturelm_edge.models import load
 from naturelm_edge.models.config import NatureLMConfig, preset
+from naturelm_edge.models.full import FullModelOptions, NatureLMTeacher
 from naturelm_edge.models.placement import Placement, PlacementError
 from naturelm_edge.prompt import GenerationSettings
 from tests.helpers import events, run_cli, run_edge

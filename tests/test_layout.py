@@ -160,3 +160,9 @@ def test_ci_fails_a_run_where_a_test_skips(tmp_path):
     ci = subprocess.run(command, cwd=REPO, env={**env, "CI": "true"}, capture_output=True, text=True)
     assert here.returncode == 0 and "tests: 1 ran, 1 skipped" in here.stdout, here.stdout
     assert ci.returncode == 1 and "skipped test_one.py::test_skips: no such part" in ci.stdout, ci.stdout
+
+
+def test_the_escalation_server_imports_no_training():
+    """``edge serve`` runs the full model (``models/full.py``); distillation is not part of a server."""
+    for path in (PACKAGE / "serve").rglob("*.py"):
+        assert not any(package_of(m) in ("distill", "detection", "quantization") for m in imports(path)), path

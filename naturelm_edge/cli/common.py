@@ -34,7 +34,7 @@ MaxNewTokens = Annotated[int | None, typer.Option("--max-new-tokens", help="Answ
 def full_model_options(device: str, dtype: str, llama_path: str | None, beams: int | None,
                        max_new_tokens: int | None, merging_factor: float = 1.0):  # noqa: ANN201 - FullModelOptions
     """The options above as one object; the placement is checked now, before anything is loaded."""
-    from naturelm_edge.distill.teacher import FullModelOptions
+    from naturelm_edge.models.full import FullModelOptions
 
     options = FullModelOptions.from_flags(device, dtype, llama_path, beams, max_new_tokens, merging_factor)
     options.placement.check()

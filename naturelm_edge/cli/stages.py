@@ -146,7 +146,7 @@ def distill_collect(
     """Cache what the teacher answers for every window and task (resumable)."""
     from naturelm_edge.distill.collect import collect
     from naturelm_edge.distill.tasks import load_tasks
-    from naturelm_edge.distill.teacher import NatureLMTeacher
+    from naturelm_edge.models.full import NatureLMTeacher
 
     options = full_model_options(device, dtype, llama_path, beams, max_new_tokens, merging_factor)
     task_list = [task.resolved(options.generation) for task in load_tasks(tasks)]
@@ -267,7 +267,7 @@ def collect_detection_answers(checkpoint: str, bundle: Path, audio: Path, out: P
     from naturelm_edge.detection.labels import DETECTION_KIND
     from naturelm_edge.distill.collect import collect
     from naturelm_edge.distill.tasks import load_tasks
-    from naturelm_edge.distill.teacher import NatureLMTeacher
+    from naturelm_edge.models.full import NatureLMTeacher
 
     spec = load_bundle(bundle).audio.spec
     options = full_model_options("auto", "auto", None, None, None)

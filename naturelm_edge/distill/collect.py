@@ -13,8 +13,8 @@ from naturelm_edge.audio.files import list_audio
 from naturelm_edge.distill.cache import CacheMeta, TeacherCache, cache_file_name, window_key
 from naturelm_edge.distill.species import labels_for
 from naturelm_edge.distill.tasks import Task, tasks_digest
-from naturelm_edge.distill.teacher import Teacher, TeacherAnswer
 from naturelm_edge.errors import AudioError, EdgeError
+from naturelm_edge.models.full import Teacher, TeacherAnswer
 from naturelm_edge.prompt import GenerationSettings
 
 DEFAULT_TOP_K = 20

@@ -50,7 +50,7 @@ class ServeSettings:
     burst: int = 60
 
     def full_model(self):  # noqa: ANN201 - FullModelOptions (imports torch: only where the model runs)
-        from naturelm_edge.distill.teacher import FullModelOptions
+        from naturelm_edge.models.full import FullModelOptions
 
         return FullModelOptions.from_flags(self.device, self.dtype, self.llama_path, self.num_beams,
                                            self.max_new_tokens)

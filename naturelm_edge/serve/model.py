@@ -13,7 +13,7 @@ from naturelm_edge.audio.windows import prepare
 from naturelm_edge.prompt import AUDIO_SLOT
 
 if TYPE_CHECKING:
-    from naturelm_edge.distill.teacher import FullModelOptions
+    from naturelm_edge.models.full import FullModelOptions
 
 
 @dataclass
@@ -33,7 +33,7 @@ class FullModel:
     """Loads a checkpoint once; answers clips the way NatureLM does (one 10 s window at 16 kHz per clip)."""
 
     def __init__(self, checkpoint: str, options: FullModelOptions | None = None) -> None:
-        from naturelm_edge.distill.teacher import FullModelOptions, NatureLMTeacher
+        from naturelm_edge.models.full import FullModelOptions, NatureLMTeacher
 
         self.options = options or FullModelOptions()
         self.teacher = NatureLMTeacher(checkpoint, self.options)
