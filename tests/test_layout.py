@@ -166,3 +166,14 @@ def test_the_escalation_server_imports_no_training():
     """``edge serve`` runs the full model (``models/full.py``); distillation is not part of a server."""
     for path in (PACKAGE / "serve").rglob("*.py"):
         assert not any(package_of(m) in ("distill", "detection", "quantization") for m in imports(path)), path
+
+
+def test_no_class_over_150_lines():
+    """A class that carries a whole stage hides its parts; the build is a table of steps, the runner composes
+    small parts."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 150:
+                long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert long == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -34,6 +35,11 @@ class LiveView:
             self.live.update(self.render())
         else:
             self.console.print(line, highlight=False)
+
+    def answered(self, result, escalation: str | None) -> None:  # noqa: ANN001 - pipeline.WindowResult
+        """An answered window's line, flagged when its audio went to the full model (``escalation``: why)."""
+        flag = f" [magenta]-> full model ({escalation})[/magenta]" if escalation else ""
+        self.answer(f"{Path(result.source).name} {result.offset_s:7.1f}s  {result.answer!r} ({result.confidence:.2f}){flag}")
 
     def render(self) -> Group:
         s = self.summary
