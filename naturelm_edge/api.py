@@ -27,7 +27,8 @@ from naturelm_edge.edge_runtime.engine import Engine
 from naturelm_edge.edge_runtime.escalation import EscalationPolicy
 from naturelm_edge.edge_runtime.gate import GateSettings
 from naturelm_edge.edge_runtime.pipeline import WindowPipeline, WindowResult
-from naturelm_edge.edge_runtime.sources import Source, file_sources, resolve_time_expansion
+from naturelm_edge.edge_runtime.settings import RunFlags, RunSettings
+from naturelm_edge.edge_runtime.sources import Source, file_sources
 from naturelm_edge.errors import EdgeError
 
 
@@ -58,9 +59,10 @@ class EdgeModel:
         Recordings in a folder come in recorder-time order, each with a noise floor of its own.
         ``time_expansion`` defaults as in ``edge-run``: the profile's, then the bundle's.
         """
-        expansion = resolve_time_expansion(time_expansion, self.profile, self.bundle)
+        settings = RunSettings.resolve(RunFlags(time_expansion=time_expansion), self.profile, self.bundle)
+        expansion = settings.time_expansion
         pipeline = WindowPipeline(self.engine, self.gate)
-        policy = EscalationPolicy.for_profile(self.profile.escalation)
+        policy = EscalationPolicy.for_profile(settings.escalation)
         for source in self._sources(audio, sample_rate, expansion):
             for result in pipeline.run(source):
                 reason = policy.judge(result, self.engine.labels).reason

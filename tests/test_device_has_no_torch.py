@@ -31,9 +31,10 @@ from naturelm_edge.audio import WindowSpec
 from naturelm_edge.bundle.open import load_bundle
 from naturelm_edge.device_profiles import get
 from naturelm_edge.edge_runtime.runner import RunOptions, Runner
+from naturelm_edge.edge_runtime.settings import RunFlags
 from naturelm_edge.edge_runtime.sources import file_sources
 bundle = load_bundle(Path({str(work / 'bundle')!r}))
-runner = Runner(bundle, get("x86-cpu"), RunOptions(Path({str(tmp_path / 'out')!r}), escalate="queue", quiet=True))
+runner = Runner(bundle, get("x86-cpu"), RunOptions(Path({str(tmp_path / 'out')!r}), RunFlags(escalate="queue"), quiet=True))
 summary = runner.run(file_sources([Path({str(subset_audio / 'opensoundscape' / 'great_plains_toad.wav')!r})], WindowSpec()))
 assert summary.answered > 0
 banned = [m for m in ("torch", "transformers", "peft", "optimum", "onnx") if m in sys.modules]

@@ -41,14 +41,14 @@ def run_bench(bundle_path: Path, profile_name: str | None, audio: list[Path] | N
     from naturelm_edge.bench.tegrastats import TegraStats, summarise
     from naturelm_edge.bundle.open import load_bundle
     from naturelm_edge.device_profiles import DeviceFacts, detect, get
-    from naturelm_edge.edge_runtime.sources import resolve_time_expansion
+    from naturelm_edge.edge_runtime.settings import RunFlags, RunSettings
 
     bundle = load_bundle(bundle_path)
     facts = DeviceFacts.read()
     profile = get(profile_name, profiles_dir) if profile_name else detect(facts, profiles_dir)
     if encoder is not None and not encoder.is_file():
         raise EdgeError(f"{encoder}: no such encoder ONNX file.")
-    expansion = resolve_time_expansion(time_expansion, profile, bundle)  # as edge-run resolves it
+    expansion = RunSettings.resolve(RunFlags(time_expansion=time_expansion), profile, bundle).time_expansion
     settings = BenchSettings(quick=quick, time_expansion=expansion, encoder=encoder,
                              escalation_rounds=5 if quick else 20)
     with tempfile.TemporaryDirectory() as scratch:

@@ -35,6 +35,7 @@ def demo(
     from naturelm_edge.device_profiles import detect
     from naturelm_edge.distill.teacher_training import finetune_teacher
     from naturelm_edge.edge_runtime.runner import Runner, RunOptions
+    from naturelm_edge.edge_runtime.settings import RunFlags
     from naturelm_edge.edge_runtime.sources import file_sources
     from naturelm_edge.edge_runtime.store import EventStore
     from naturelm_edge.models.tiny import write_tiny_checkpoint
@@ -73,7 +74,7 @@ def demo(
     bundle = load_bundle(out / "bundle")
     run_dir = out / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo answers afresh each time (edge-run itself resumes)
-    result = Runner(bundle, profile, RunOptions(run_dir, escalate="queue", quiet=True), err_console).run(
+    result = Runner(bundle, profile, RunOptions(run_dir, RunFlags(escalate="queue"), quiet=True), err_console).run(
         file_sources([recording], bundle.audio.spec))
     store = EventStore(run_dir / "events.db")
     events = [e for e in store.events() if e.source == str(recording)]

@@ -89,13 +89,12 @@ def edge_run(
     from naturelm_edge.edge_runtime.clips import RetentionPolicy
     from naturelm_edge.edge_runtime.gate import GateSettings
     from naturelm_edge.edge_runtime.runner import Runner, RunOptions
-    from naturelm_edge.edge_runtime.sources import resolve_time_expansion
+    from naturelm_edge.edge_runtime.settings import RunFlags
     from naturelm_edge.errors import EdgeError
 
     loaded, rules = open_bundle(bundle, trusted_keys, site, check)
     if check:
         return
-    privacy = privacy or rules.privacy or "drop"
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
     outlets = Outlets(web, web_token_file, mqtt, mqtt_topic, mqtt_token_file, mqtt_ca)
     urls, inputs = split_inputs(inputs, recordings)
@@ -106,17 +105,17 @@ def edge_run(
     inputs = [*(inputs or []), *(recordings or [])]
     if sum([bool(inputs or urls), stdin, mic, watch is not None]) != 1:
         raise EdgeError("give one of --input PATH (files, folders or stream URLs), --watch DIR, --stdin or --mic.")
-    options = RunOptions(out, escalate or chosen.escalation.mode,
-                         read_token(token_file) if token_file else None,
-                         GateSettings(enabled=not no_gate, **({} if gate_margin_db is None else {"margin_db": gate_margin_db})), quiet=quiet,
-                         confidence_threshold=threshold, detector=not no_detector, detector_threshold=detector_threshold,
-                         retention=RetentionPolicy(max_mb=clips_max_mb), privacy=privacy, site=rules)
+    gate = GateSettings(enabled=not no_gate, **({} if gate_margin_db is None else {"margin_db": gate_margin_db}))
+    options = RunOptions(out, RunFlags(escalate, threshold, privacy, time_expansion),
+                         read_token(token_file) if token_file else None, gate, quiet=quiet, detector=not no_detector,
+                         detector_threshold=detector_threshold, retention=RetentionPolicy(max_mb=clips_max_mb),
+                         site=rules)
     runner = Runner(loaded, chosen, options, err_console)
-    expansion = resolve_time_expansion(time_expansion, chosen, loaded)
+    expansion = runner.settings.time_expansion
     microphone = open_microphone(device, runner.spec.sample_rate, max_seconds, expansion) if mic else None
     sources = make_sources(runner.spec, expansion, inputs, microphone, (rate, channels) if stdin else None, watch,
                            idle_exit)
-    print_notes(runner.summary, loaded, privacy)
+    print_notes(runner.summary, loaded, runner.settings.privacy)
     summary, streams = run_with(runner, outlets, sources, urls, expansion)
     print_summary(summary, out, microphone, as_json, streams)
 

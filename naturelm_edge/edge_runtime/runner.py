@@ -27,6 +27,7 @@ from naturelm_edge.edge_runtime.live_view import LiveView
 from naturelm_edge.edge_runtime.pipeline import RESUMED, WindowPipeline, WindowResult
 from naturelm_edge.edge_runtime.privacy_hold import PrivacyHold
 from naturelm_edge.edge_runtime.screening import SPEECH
+from naturelm_edge.edge_runtime.settings import RunFlags, RunSettings
 from naturelm_edge.edge_runtime.sinks import Sinks
 from naturelm_edge.edge_runtime.site import SiteRules, Verdict
 from naturelm_edge.edge_runtime.sources import Source
@@ -38,17 +39,15 @@ from naturelm_edge.errors import AudioError
 @dataclass
 class RunOptions:
     out: Path
-    escalate: str = "queue"  # off | queue | URL
+    flags: RunFlags = field(default_factory=RunFlags)  # what the command line asked; RunSettings resolves the rest
     token: str | None = None
     gate: GateSettings = field(default_factory=GateSettings)
     formats: list[str] = field(default_factory=lambda: ["jsonl", "csv", "raven"])
     quiet: bool = False
-    confidence_threshold: float | None = None
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     clips: bool = True
     detector: bool = True  # the bundle's detection stage, when it has one
     detector_threshold: float | None = None
-    privacy: str = "drop"  # drop | mask | off: what happens to windows where people talk
     site: SiteRules = field(default_factory=SiteRules)
 
 
@@ -109,17 +108,17 @@ class Runner:
         self.console = console or Console(stderr=True, soft_wrap=True)
         options.out.mkdir(parents=True, exist_ok=True)
         self.engine = Engine(bundle, profile, options.detector, options.detector_threshold)
-        self.spec = bundle.audio.spec
-        self.policy = None if options.escalate == "off" else EscalationPolicy.for_profile(
-            profile.escalation, options.confidence_threshold)
-        self.pipeline = WindowPipeline(self.engine, options.gate, privacy=options.privacy)  # refuses first
+        self.spec, self.settings = bundle.audio.spec, RunSettings.resolve(options.flags, profile, bundle, options.site)
+        settings = self.settings
+        self.policy = None if settings.escalate == "off" else EscalationPolicy.for_profile(settings.escalation)
+        self.pipeline = WindowPipeline(self.engine, options.gate, privacy=settings.privacy)  # refuses first
+        settings.write(options.out, profile, bundle)
         self.store = EventStore(options.out / "events.db")
         self.sinks = Sinks(options.out, options.formats)
         self.ledger = Ledger(self.store, self.sinks, bundle.id, profile.name, self.spec.sample_rate)
         self.clips = ClipStore(options.out / "escalation-clips")
         self.clip_writer = ClipWriter(options.out / "clips", self.spec.sample_rate, options.retention)
-        url = options.escalate if options.escalate.startswith(("http://", "https://")) else None
-        self.sender = Sender(self.store, url, self.spec.sample_rate, self.engine.labels, options.token)
+        self.sender = Sender(self.store, settings.queue_url, self.spec.sample_rate, self.engine.labels, options.token)
         self.summary = Summary(providers=self.engine.providers, missing_providers=self.engine.missing)
         self.view = LiveView(self.console, self.summary)
         self._stop, self._stoppers = False, Stoppers()  # what ends the live sources (a watcher, a stream, a mic)

@@ -15,8 +15,6 @@ from naturelm_edge.audio import WindowSpec
 from naturelm_edge.audio.decode import stream as decode_stream
 from naturelm_edge.audio.files import list_audio
 from naturelm_edge.audio.resample import StreamResampler
-from naturelm_edge.bundle.open import Bundle
-from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.timestamps import recorder_of, recording_start
 from naturelm_edge.errors import EdgeError
 
@@ -35,11 +33,6 @@ class Source:
     stop: Callable[[], None] | None = None  # ask a live source to finish its current block
     overflows: Callable[[], int] | None = None  # blocks a live source has dropped so far
     recorder: str | None = None  # the device of a series of files: they share the gate's noise floor
-
-
-def resolve_time_expansion(requested: float | None, profile: Profile, bundle: Bundle) -> float:
-    """The flag, else the device profile's (a bat station), else the bundle's default, else 1."""
-    return requested or profile.audio.get("time_expansion") or bundle.audio.time_expansion
 
 
 def file_source(path: Path, spec: WindowSpec, time_expansion: float = 1.0, start: datetime | None = None,
