@@ -269,3 +269,30 @@ def test_cli_pipeline_on_tiny_checkpoint(tmp_path, tiny_checkpoint, audio_dir, c
     bad = runner.invoke(app, ["distill", "train", str(tmp_path / "cache"), "--out", str(tmp_path / "s2"),
                               "--hidden", "64", "--heads", "6"])
     assert bad.exit_code != 0 and "multiple of --heads" in bad.output
+
+
+def test_batches_are_drawn_by_length_and_cover_every_example_once():
+    from naturelm_edge.distill.train import epoch_batches
+
+    # a random teacher's answers: four short kinds (names, call type) and a caption of up to 300 tokens
+    lengths = np.tile([90, 90, 98, 74, 365], 60)
+    config = TrainConfig(batch_size=16)
+    batches = epoch_batches(lengths, config, epoch=2)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(300))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    shuffled = np.random.default_rng(0).permutation(300)
+    unsorted = sum(16 * lengths[shuffled[i:i + 16]].max() for i in range(0, 300, 16))
+    assert padded < 0.6 * unsorted  # a long answer no longer pads its whole batch
+    assert [b.tolist() for b in epoch_batches(lengths, config, 2)] == [b.tolist() for b in batches]
+    assert [b.tolist() for b in epoch_batches(lengths, config, 3)] != [b.tolist() for b in batches]
+
+
+def test_training_stops_when_the_loss_stops_improving_and_says_so():
+    from naturelm_edge.distill.train import plateau_reason
+
+    config = TrainConfig(patience=3, min_improvement=0.02)
+    assert plateau_reason([5.0, 3.0, 2.0, 1.5], config) is None
+    assert plateau_reason([5.0, 3.0, 2.0, 1.99, 1.98, 1.97], config, "loss") == (
+        "loss stopped improving: after 6 epochs the last 3 did not improve its best 2.0000 by 2%")
+    assert plateau_reason([5.0, 3.0, 2.0, 1.99, 1.98, 1.90], config) is None  # the last epoch improved enough
+    assert plateau_reason([5.0, 5.0, 5.0, 5.0, 5.0], TrainConfig(patience=0)) is None  # 0: every epoch runs

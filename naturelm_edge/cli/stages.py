@@ -208,6 +208,8 @@ def distill_train(
     hidden: Annotated[int, typer.Option()] = 384,
     heads: Annotated[int, typer.Option(help="Attention heads (must divide --hidden).")] = 6,
     seed: Annotated[int, typer.Option()] = 0,
+    patience: Annotated[int, typer.Option(help="Stop when the held-out species' loss (else the training loss) has "
+                                              "not improved for this many epochs; 0 runs every epoch.")] = 3,
 ) -> None:
     """Train the student decoder on the cached teacher answers."""
     from naturelm_edge.distill.train import TrainConfig, train
@@ -215,11 +217,12 @@ def distill_train(
     if hidden % heads or heads % 2:
         raise EdgeError(f"--hidden {hidden} must be a multiple of --heads {heads}, and --heads even.")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ce_weight=ce_weight, kl_weight=kl_weight,
-                         layers=layers, hidden=hidden, heads=heads, seed=seed)
+                         layers=layers, hidden=hidden, heads=heads, seed=seed, patience=patience)
     with progress_bar() as progress:
         summary = train(cache, out, config, split, progress=progress)
     console.print(f"student trained: {summary['steps']} steps on {summary['examples']} answers, vocabulary "
-                  f"{summary['vocab']} tokens, final cross-entropy {summary['final_ce']:.3f} -> {out}")
+                  f"{summary['vocab']} tokens, final cross-entropy {summary['final_ce']:.3f}; stopped: "
+                  f"{summary['stopped_because']} -> {out}")
 
 
 @detector_app.command("train")
@@ -344,7 +347,9 @@ def build_cmd(
     work: Annotated[Path | None, typer.Option(help="Work folder for stages (default OUT.work).")] = None,
     tasks: Annotated[Path | None, typer.Option(help="Task file; default: built-in NatureLM tasks.")] = None,
     labels: Annotated[Path | None, typer.Option(help="LABELS.csv; default: AUDIO/LABELS.csv.")] = None,
-    epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 40,
+    epochs: Annotated[int, typer.Option(help="Student training epochs (at most: see --patience).")] = 40,
+    patience: Annotated[int, typer.Option(help="Stop when the held-out species' loss (else the training loss) has "
+                                              "not improved for this many epochs; 0 runs every epoch.")] = 3,
     student_layers: Annotated[int, typer.Option()] = 4,
     student_hidden: Annotated[int, typer.Option()] = 384,
     student_heads: Annotated[int, typer.Option()] = 6,
@@ -375,7 +380,7 @@ def build_cmd(
                            epochs, student_layers, student_hidden, student_heads,
                            calibration_windows=calibration_windows, min_agreement=min_agreement, sign_key=sign, tar=tar,
                            full_model=full_model_options(device, dtype, llama_path, beams, max_new_tokens),
-                           encoder=encoder, encoder_epochs=encoder_epochs)
+                           encoder=encoder, encoder_epochs=encoder_epochs, patience=patience)
     console.print(f"building for profile [bold]{chosen.name}[/bold] ({options.encoder_kind} "
                   f"{chosen.precision['encoder']} encoder, "
                   f"{chosen.precision['decoder']} decoder)")

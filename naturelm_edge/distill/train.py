@@ -55,6 +55,7 @@ class TrainConfig:
     kv_heads: int = 2
     intermediate: int | None = None  # the FFN width; None: Llama's rule, 8/3 of hidden (1024 at 384)
     held_out_fraction: float = 0.25
+    precision: str = "auto"  # bf16 | fp32 | auto: bf16 mixed precision where the CPU multiplies bf16 natively
     patience: int = 3  # epochs without min_improvement of the epoch's loss before stopping (0: run every epoch)
     min_improvement: float = 0.02  # relative to the best epoch loss so far
 
@@ -95,11 +96,15 @@ def resolve_split(cache: TeacherCache, split_file: Path | None, config: TrainCon
     return split
 
 
-def prepare(cache: TeacherCache, split: SpeciesSplit | None, config: TrainConfig) -> tuple[StudentConfig, list[Example]]:
-    """Student vocabulary and training examples (distillation species only) from the cache."""
+def prepare(cache: TeacherCache, split: SpeciesSplit | None,
+            config: TrainConfig) -> tuple[StudentConfig, list[Example], list[Example]]:
+    """Student vocabulary, training examples (distillation species) and judging examples (held-out species,
+    never trained on: their loss says when training stops helping) from the cache."""
     tokenizer = teacher_tokenizer(cache.root)
     meta = cache.meta
-    records = [r for r in cache.records() if split is None or split.role(r.get("label")) != "held_out"]
+    every = list(cache.records())
+    records = [r for r in every if split is None or split.role(r.get("label")) != "held_out"]
+    judged = [r for r in every if split is not None and split.role(r.get("label")) == "held_out"]
     if not records:
         raise EdgeError(f"{cache.root}: the cache holds no windows of distillation species to train on.")
     prompts = {}
@@ -123,14 +128,14 @@ def prepare(cache: TeacherCache, split: SpeciesSplit | None, config: TrainConfig
         inside = ids < to_student.shape[0]
         return np.where(inside, to_student[np.minimum(ids, to_student.shape[0] - 1)], -1)
 
-    examples = []
-    for r in records:
+    def example(r: dict) -> Example:
         before, after = prompts[r["task"]]
-        examples.append(Example(
+        return Example(
             r["window"], r["task"], [int(x) for x in mapped([meta.bos_id] + before)], [int(x) for x in mapped(after)],
             [int(x) for x in mapped(r["token_ids"])], mapped(r["topk_ids"]), np.asarray(r["topk_logprobs"], np.float32),
-        ))
-    return student, examples
+        )
+
+    return student, [example(r) for r in records], [example(r) for r in judged]
 
 
 def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | None = None,
@@ -143,7 +148,7 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
 
     cache = TeacherCache(cache_dir)
     split = resolve_split(cache, split_file, config)
-    student_config, examples = prepare(cache, split, config)
+    student_config, examples, judged = prepare(cache, split, config)
     out.mkdir(parents=True, exist_ok=True)
     if split is not None:
         split.write(out / SPLIT_FILE)
@@ -167,14 +172,15 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch_losses = state["step"], list(state.get("epoch_losses", []))
-    audio = {e.window: torch.from_numpy(cache.audio(e.window)) for e in examples}
+    audio = {e.window: torch.from_numpy(cache.audio(e.window)) for e in [*examples, *judged]}
     bar = progress.add_task("distilling", total=total, completed=step) if progress else None
     model.train()
     losses: list[tuple[float, float]] = []
     while step < total:
         epoch, index = divmod(step, steps_per_epoch)
         batch = [examples[i] for i in epoch_batches(lengths, config, epoch)[index]]
-        loss, ce, kl = batch_loss(model, batch, audio, config)
+        with mixed_precision(config):
+            loss, ce, kl = batch_loss(model, batch, audio, config)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -184,9 +190,10 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
         if progress:
             progress.update(bar, advance=1, description=f"distilling (ce {float(ce):.3f}, kl {float(kl):.3f})")
         plateau = None
-        if step % steps_per_epoch == 0:
-            epoch_losses.append(float(np.mean([c + k for c, k in losses[-steps_per_epoch:]])))
-            plateau = plateau_reason(epoch_losses, config)
+        if step % steps_per_epoch == 0:  # the held-out species' loss when there are any, else the training loss
+            epoch_losses.append(judged_loss(model, judged, audio, config) if judged else
+                                float(np.mean([c + k for c, k in losses[-steps_per_epoch:]])))
+            plateau = plateau_reason(epoch_losses, config, "held-out species' loss" if judged else "training loss")
         if step % config.save_every == 0 or step == total or step == stop_after or plateau:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                         "config": asdict(config), "vocab": student_config.teacher_ids, "epoch_losses": epoch_losses},
@@ -202,6 +209,7 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
     save_student(model, out)
     shutil.copytree(cache.root / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
     summary = {"steps": step, "examples": len(examples), "vocab": student_config.vocab_size,
+               "judged_on": "held-out species" if judged else "training windows", "judged_examples": len(judged),
                "epochs": len(epoch_losses), "stopped_because": stopped, "epoch_losses": epoch_losses,
                "final_ce": float(np.mean([c for c, _ in losses[-steps_per_epoch:]])) if losses else None,
                "final_kl": float(np.mean([k for _, k in losses[-steps_per_epoch:]])) if losses else None}
@@ -222,16 +230,55 @@ def epoch_batches(lengths: np.ndarray, config: TrainConfig, epoch: int) -> list[
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def plateau_reason(epoch_losses: list[float], config: TrainConfig) -> str | None:
-    """Why training should stop now: the epoch loss has not improved by ``min_improvement`` on the best
-    before the last ``patience`` epochs (None: go on)."""
+def plateau_reason(epoch_losses: list[float], config: TrainConfig, what: str = "loss") -> str | None:
+    """Why training should stop now: ``what`` (one value per epoch) has not improved by ``min_improvement`` on
+    its best before the last ``patience`` epochs (None: go on)."""
     if config.patience <= 0 or len(epoch_losses) <= config.patience:
         return None
     best_before = min(epoch_losses[:-config.patience])
     if min(epoch_losses[-config.patience:]) > best_before * (1 - config.min_improvement):
-        return (f"loss plateau after {len(epoch_losses)} epochs ({min(epoch_losses):.4f}; the last "
-                f"{config.patience} did not improve {best_before:.4f} by {config.min_improvement:.0%})")
+        return (f"{what} stopped improving: after {len(epoch_losses)} epochs the last {config.patience} did not "
+                f"improve its best {best_before:.4f} by {config.min_improvement:.0%}")
     return None
+
+
+def judged_loss(model, judged: list[Example], audio: dict, config: TrainConfig) -> float:  # noqa: ANN001
+    """The loss on examples never trained on (held-out species), in batches, without gradients."""
+    import torch
+
+    lengths = np.array([len(e.prefix_before) + len(e.prefix_after) + len(e.answer) for e in judged])
+    order, total, tokens = np.argsort(lengths, kind="stable"), 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), config.batch_size):
+            batch = [judged[i] for i in order[start:start + config.batch_size]]
+            with mixed_precision(config):
+                loss, _, _ = batch_loss(model, batch, audio, config)
+            scored = sum(int((np.asarray(e.answer) >= 0).sum()) for e in batch)
+            total, tokens = total + float(loss) * scored, tokens + scored
+    model.train()
+    return total / max(tokens, 1)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): then mixed precision is 1.6x
+    faster on the student's matrix products (measured here); elsewhere it would be emulated, and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def mixed_precision(config: TrainConfig):  # noqa: ANN201 - a context manager
+    """bf16 autocast for the forward pass and the loss (weights and optimizer stay float32), as configured."""
+    import contextlib
+
+    import torch
+
+    if config.precision == "bf16" or (config.precision == "auto" and native_bf16()):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def batch_loss(model, batch: list[Example], audio: dict, config: TrainConfig):  # noqa: ANN001, ANN201
@@ -243,7 +290,8 @@ def batch_loss(model, batch: list[Example], audio: dict, config: TrainConfig):  
     for ex in batch:
         head = model.embed(torch.tensor(ex.prefix_before))
         body = model.audio_proj(audio[ex.window])
-        tail = model.embed(torch.tensor(ex.prefix_after + ex.answer[:-1], dtype=torch.long))
+        # an answer token outside the student's vocabulary (-1, only in held-out species) is read as id 0
+        tail = model.embed(torch.tensor(ex.prefix_after + ex.answer[:-1], dtype=torch.long).clamp(min=0))
         sequences.append(torch.cat([head, body, tail]))
         start = head.shape[0] + body.shape[0] + len(ex.prefix_after) - 1
         targets.append(start)
@@ -260,9 +308,9 @@ def batch_loss(model, batch: list[Example], audio: dict, config: TrainConfig):  
     ce_terms, kl_terms, offset = [], [], 0
     for ex in batch:
         rows, offset = logits[offset : offset + len(ex.answer)], offset + len(ex.answer)
-        logq = F.log_softmax(rows, dim=-1)
+        logq = F.log_softmax(rows.float(), dim=-1)
         answer = torch.tensor(ex.answer)
-        ce_terms.append(F.nll_loss(logq, answer, reduction="sum"))
+        ce_terms.append(F.nll_loss(logq, answer, reduction="sum", ignore_index=-1))
         ids = torch.from_numpy(ex.topk_ids)
         known = ids >= 0
         teacher_logp = torch.from_numpy(ex.topk_logprobs).masked_fill(~known, float("-inf"))
