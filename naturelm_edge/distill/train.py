@@ -3,11 +3,9 @@
 Deterministic on CPU for a given seed: the data order of every epoch comes from the seed and the epoch
 number, so a run resumed from its last checkpoint takes exactly the steps an uninterrupted one would.
 
-Cost: teacher forcing is compute-bound (matrix products), so the time is the tokens a step computes. Batches
-are drawn from pools of similar length (a 300-token caption no longer pads fifteen 30-token names to its
-length: 3x less work on a random teacher's answers), the vocabulary's logits are computed only where an answer
-token is scored, and training stops once the loss has stopped improving (``TrainConfig.patience``), which the
-summary records as the reason it stopped.
+Cost: teacher forcing is compute-bound (matrix products), so the time is the tokens a step computes. The
+vocabulary's logits are computed only where an answer token is scored, and training stops once the held-out
+species' loss has stopped improving (``TrainConfig.patience``), which the summary records as the reason.
 """
 
 from __future__ import annotations
@@ -55,7 +53,8 @@ class TrainConfig:
     kv_heads: int = 2
     intermediate: int | None = None  # the FFN width; None: Llama's rule, 8/3 of hidden (1024 at 384)
     held_out_fraction: float = 0.25
-    precision: str = "auto"  # bf16 | fp32 | auto: bf16 mixed precision where the CPU multiplies bf16 natively
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the CPU multiplies it natively: 1.6x, but students
+    # memorised fewer of the proof's training windows: opt-in until measured)
     patience: int = 3  # epochs without min_improvement of the epoch's loss before stopping (0: run every epoch)
     min_improvement: float = 0.02  # relative to the best epoch loss so far
 
@@ -218,16 +217,10 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
 
 
 def epoch_batches(lengths: np.ndarray, config: TrainConfig, epoch: int) -> list[np.ndarray]:
-    """The epoch's batches (example indices), from the seed and the epoch alone: shuffled, then sorted by
-    length inside pools of eight batches so a batch pads little, and the batches' order shuffled again."""
-    rng = np.random.default_rng(config.seed + epoch)
-    order, pool = rng.permutation(len(lengths)), config.batch_size * 8
-    batches = []
-    for start in range(0, len(order), pool):
-        chunk = order[start:start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i:i + config.batch_size] for i in range(0, len(chunk), config.batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
+    """The epoch's batches (example indices), from the seed and the epoch alone. Batches drawn by length padded
+    3x less, but the proof's student then memorised 72 % of its windows against 90 %: plain shuffled batches."""
+    order = np.random.default_rng(config.seed + epoch).permutation(len(lengths))
+    return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
 
 
 def plateau_reason(epoch_losses: list[float], config: TrainConfig, what: str = "loss") -> str | None:
