@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -29,8 +29,16 @@ from naturelm_edge.prompt import names_something
 from naturelm_edge.wire.client import post_escalation
 from naturelm_edge.wire.schema import EscalationRequest
 
-if TYPE_CHECKING:
-    from naturelm_edge.edge_runtime.pipeline import WindowResult
+
+class Answered(Protocol):
+    """What the policy reads of a pipeline window (``pipeline.WindowResult``), which imports this module."""
+
+    answered: bool
+    answer: str | None
+    label: str | None
+    confidence: float | None
+    recorder: str
+    recorder_s: float
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ class EscalationPolicy:
             return Decision(over_budget=reason)
         return Decision(reason)
 
-    def judge(self, result: WindowResult, labels: list[str], forced: bool | None = None) -> Decision:
+    def judge(self, result: Answered, labels: list[str], forced: bool | None = None) -> Decision:
         """:meth:`decide` for one window of the pipeline (nothing for a window that was not answered)."""
         if not result.answered:
             return Decision()
