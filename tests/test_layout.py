@@ -177,3 +177,14 @@ def test_no_class_over_150_lines():
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 150:
                 long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
     assert long == []
+
+
+def test_every_source_file_is_in_git():
+    """A package the .gitignore swallows works here and is missing from every clean clone."""
+    import subprocess
+
+    ignored = subprocess.run(
+        ["git", "ls-files", "--others", "--ignored", "--exclude-standard", "naturelm_edge", "benchmarks", "tests"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert [p for p in ignored if p.endswith((".py", ".toml", ".json", ".md"))] == []
