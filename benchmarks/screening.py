@@ -84,7 +84,7 @@ def field_set(audio: Path, rows: list[dict], listener) -> list[Recording]:  # no
     """Every shared non-bat recording with BirdNET's verdict on each of its windows."""
     from naturelm_edge.audio import WindowSpec
     from naturelm_edge.audio.decode import load
-    from naturelm_edge.bench.birdnet import CHUNK_S, SAMPLE_RATE
+    from naturelm_edge.teachers.birdnet import CHUNK_S, SAMPLE_RATE
 
     spec, found = WindowSpec(), []
     for row in rows:
@@ -312,7 +312,7 @@ def bat_recall(audio: Path, detector) -> float:  # noqa: ANN001 - Detector
 
 def measure(audio: Path, seed: int, detector_seeds: tuple[int, ...], work: Path) -> dict:
     from naturelm_edge.audio.decode import load
-    from naturelm_edge.bench.birdnet import Listener
+    from naturelm_edge.teachers.birdnet import BirdNET as Listener
 
     rows = list(csv.DictReader((audio / "LABELS.csv").open()))
     rng = np.random.default_rng(seed)

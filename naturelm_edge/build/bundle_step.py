@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
-from naturelm_edge.audio import DEFAULT_SETTINGS
 from naturelm_edge.build.context import Build
 from naturelm_edge.bundle import roles
 from naturelm_edge.errors import EdgeError
@@ -31,7 +29,6 @@ def checked_report(b: Build) -> dict:
 def _copies(b: Build) -> dict:
     """{source file: (path in the bundle, role, precision)} for every file the bundle carries."""
     from naturelm_edge.build.quantization_step import specs_of
-    from naturelm_edge.privacy.silero import speech_addition
 
     specs, quant_dir, decoder_dir = specs_of(b), b.quantized, b.decoder
     copies = {quant_dir / roles.ENCODER.file: (roles.ENCODER.file, roles.ENCODER, specs["encoder"].label()),
@@ -43,38 +40,43 @@ def _copies(b: Build) -> dict:
     for source, name in (encoder_report, (decoder_dir / "decoder_report.json", "decoder_export.json"),
                          (quant_dir / "quantization_report.json", "quantization.json")):
         copies[source] = (roles.REPORT.file + name, roles.REPORT, None)
-    copies.update(speech_addition())  # the privacy filter's speech model, from the silero-vad wheel
     return copies
 
 
 def write_bundle_of(b: Build, report: dict) -> Path:
-    from naturelm_edge.bundle.manifest import new_manifest, pack, stage_files, write_bundle
+    from naturelm_edge.build.steps import STEPS
     from naturelm_edge.distill.species import SpeciesSplit
-    from naturelm_edge.privacy.silero import provenance
+    from naturelm_edge.teachers import NATURELM
 
     options, profile = b.options, b.options.profile
     split = SpeciesSplit.read(b.split)
+    decoder_meta = json.loads((b.decoder / roles.DECODER_CONFIG.file).read_text())
+    return publish(b, f"naturelm-{profile.name}", _copies(b), dict(
+        source_checkpoint={"id": str(options.checkpoint), "sha256": b.checkpoint_sha},
+        audio=NATURELM.audio_section(profile.audio),
+        tokenizer=roles.TOKENIZER.file,
+        prompts={"template": decoder_meta["prompt_template"], "tasks": decoder_meta["tasks"]},
+        labels=sorted(set(b.labels.values())),
+        species_split={"distill": split.distill, "held_out": split.held_out},
+        calibration=report.get("calibration", {}),
+        reports={"quantization": {k: report[k] for k in ("encoder", "decoder", "sets")}},
+        encoder=encoder_section(b, report),
+        build=build_section(b, STEPS),
+    ))
+
+
+def publish(b, name: str, copies: dict, fields: dict) -> Path:  # noqa: ANN001 - any build state
+    """Stage ``copies`` (and the privacy filter's speech model), write the manifest, rename the bundle into place
+    (a failed build leaves the previous one), then sign and pack it as asked."""
+    from naturelm_edge.bundle.manifest import new_manifest, pack, stage_files, write_bundle
+    from naturelm_edge.privacy.silero import provenance, speech_addition
+
+    options = b.options
     with b.progress.step("bundle"):
         options.out.parent.mkdir(parents=True, exist_ok=True)  # staging beside OUT: the final rename stays atomic
         staging = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))
-        decoder_meta = json.loads((b.decoder / roles.DECODER_CONFIG.file).read_text())
-        manifest = new_manifest(
-            f"naturelm-{profile.name}", stage_files(staging, _copies(b)),
-            source_checkpoint={"id": str(options.checkpoint), "sha256": b.checkpoint_sha},
-            target_profile=profile.name,
-            audio={"sample_rate": DEFAULT_SETTINGS.sample_rate, "window_s": profile.audio.get("window_s", 10.0),
-                   "hop_s": profile.audio.get("hop_s", 5.0), "clip_seconds": 10.0,
-                   "time_expansion": profile.audio.get("time_expansion", 1.0), "fbank": asdict(DEFAULT_SETTINGS)},
-            tokenizer=roles.TOKENIZER.file,
-            prompts={"template": decoder_meta["prompt_template"], "tasks": decoder_meta["tasks"]},
-            labels=sorted(set(b.labels.values())),
-            species_split={"distill": split.distill, "held_out": split.held_out},
-            calibration=report.get("calibration", {}),
-            reports={"quantization": {k: report[k] for k in ("encoder", "decoder", "sets")}},
-            encoder=encoder_section(b, report),
-            speech_filter=provenance(),
-            build=build_section(b),
-        )
+        manifest = new_manifest(name, stage_files(staging, {**copies, **speech_addition()}),
+                                target_profile=options.profile.name, speech_filter=provenance(), **fields)
         bundle = write_bundle(staging, options.out, manifest)
         if options.sign_key is not None:
             from naturelm_edge.bundle.signing import sign_bundle
@@ -99,12 +101,10 @@ def encoder_section(b: Build, report: dict) -> dict:
                          "against_full_encoder": report.get("student_encoder", {})}}
 
 
-def build_section(b: Build) -> dict:
+def build_section(b, table: tuple) -> dict:  # noqa: ANN001 - any build state; its recipe's steps
     """How each training step ended and what it cost, as its stamp recorded it (this run's or an earlier one)."""
-    from naturelm_edge.build.steps import STEPS
-
     steps = {}
-    for step in STEPS:
+    for step in table:
         stamp = b.stamps.root / f"{step.name}.json"
         if step.applies(b) and stamp.is_file():
             steps[step.name] = json.loads(stamp.read_text()).get("cost")

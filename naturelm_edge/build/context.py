@@ -38,6 +38,12 @@ class BuildOptions:
     encoder_epochs: int = 30
     encoder_views: int = 3
     patience: int = 3  # epochs without improvement before the decoder's training stops
+    teacher: str = "naturelm"  # a name of naturelm_edge.teachers.TEACHERS (``checkpoint`` is NatureLM's)
+    species_file: Path | None = None  # a scores teacher: labels to keep besides those it hears in the audio
+    lat: float | None = None  # ... and those its range model expects here
+    lon: float | None = None
+    week: int | None = None
+    threshold: float = 0.5  # a scores bundle names a label from this confidence
 
     @property
     def encoder_kind(self) -> str:

@@ -33,6 +33,7 @@ def reference_encoder(b: Build) -> Path | None:
 def quantize_and_report(b: Build) -> dict:
     """Calibration and quantization for the profile, then the accuracy report; with a student encoder, also how
     its answers compare with the full encoder's. Returns what the step's time grows with."""
+    from naturelm_edge.distill.species import SpeciesSplit
     from naturelm_edge.edge_runtime.decoder import OnnxDecoder
     from naturelm_edge.quantization.calibration import (
         ArrayReader,
@@ -42,8 +43,6 @@ def quantize_and_report(b: Build) -> dict:
     )
     from naturelm_edge.quantization.quantize import quantize
     from naturelm_edge.quantization.report import EvalSet, accuracy_report, format_table, run_encoder, session
-
-    from naturelm_edge.distill.species import SpeciesSplit
 
     options, labels, tasks, specs, full_encoder = b.options, b.labels, b.tasks, specs_of(b), reference_encoder(b)
     split, encoder_dir, decoder_dir, quant_dir = SpeciesSplit.read(b.split), b.encoder_dir, b.decoder, b.quantized

@@ -91,10 +91,10 @@ def check_model_input(entry: dict, audio: AudioContract, where: str) -> None:
                               f"window and {audio.fbank.frame_shift_ms} ms frame shift give {audio.frames}.")
 
 
-def check_roles(entries: list[dict], audio: AudioContract, where: str) -> None:
+def check_roles(entries: list[dict], audio: AudioContract, where: str, answers: str = roles.TEXT) -> None:
     """Every required role present, each role once, every fbank reader shaped for the bundle's windows."""
     present = [e["role"] for e in entries]
-    missing = [r.name for r in roles.REQUIRED if r.name not in present]
+    missing = [r.name for r in roles.required(answers) if r.name not in present]
     if missing:
         raise BundleError(f"{where}: the bundle has no {', '.join(missing)} file; rebuild it with `edge build`.")
     doubled = sorted({r for r in present if r != roles.REPORT.name and present.count(r) > 1})

@@ -36,7 +36,10 @@ class Bundle:
     def __post_init__(self) -> None:
         where = str(self.root)
         self.audio: AudioContract = read_audio(self.manifest["audio"], where)
-        check_roles(self.manifest["files"], self.audio, where)
+        if self.answer_kind not in (roles.TEXT, roles.SCORES):
+            raise BundleError(f"{where}: the bundle answers with {self.answer_kind!r}, which this naturelm-edge does not "
+                              "know; upgrade naturelm-edge on this device.")
+        check_roles(self.manifest["files"], self.audio, where, self.answer_kind)
 
     @property
     def id(self) -> str:
@@ -77,11 +80,23 @@ class Bundle:
                             section.get("pool_sharpness"))
 
     @property
+    def answer_kind(self) -> str:
+        """``text`` (a decoder answers each question) or ``scores`` (the encoder scores each label)."""
+        return (self.manifest.get("answers") or {}).get("kind", roles.TEXT)
+
+    @property
+    def threshold(self) -> float:
+        """A scores bundle's confidence from which a label is named (its teacher's)."""
+        return float((self.manifest.get("answers") or {}).get("threshold", 0.5))
+
+    @property
     def labels(self) -> list[str]:
         return list(self.manifest.get("labels") or [])
 
     @property
     def questions(self) -> list[str]:
+        if self.answer_kind == roles.SCORES:
+            return [self.manifest["answers"]["question"]]
         return [t["question"] for t in self.manifest["prompts"]["tasks"]]
 
 

@@ -14,11 +14,12 @@ class Role:
     name: str  # the manifest's ``role`` field
     file: str  # where ``edge build`` puts it in the bundle
     kind: str  # onnx | npz | json | tokenizer
-    required: bool  # a bundle without it cannot run
+    required: bool  # a text bundle (a decoder that answers questions) cannot run without it
     reader: str  # the code that opens it
 
 
-ENCODER = Role("encoder", "encoder.onnx", "onnx", True, "edge_runtime.engine: fbank -> audio tokens")
+ENCODER = Role("encoder", "encoder.onnx", "onnx", True,
+               "edge_runtime.engine: fbank -> audio tokens (a scores bundle's: fbank -> one logit per label)")
 DECODER = Role("decoder", "decoder.onnx", "onnx", True, "edge_runtime.decoder: the student with its KV cache")
 DECODER_TABLES = Role("decoder-tables", "decoder_tables.npz", "npz", True,
                       "edge_runtime.decoder: token embeddings and the audio projection")
@@ -33,3 +34,9 @@ REPORT = Role("report", "reports/", "json", False, "people: export, distillation
 ROLES: dict[str, Role] = {r.name: r for r in (ENCODER, DECODER, DECODER_TABLES, DECODER_CONFIG, TOKENIZER, DETECTOR,
                                                SPEECH, REPORT)}
 REQUIRED = tuple(r for r in ROLES.values() if r.required)
+TEXT, SCORES = "text", "scores"  # what a bundle answers with (its teacher's kind; the manifest's ``answers.kind``)
+
+
+def required(answers: str) -> tuple[Role, ...]:
+    """The roles a bundle cannot run without: a scores bundle's encoder answers by itself, without a decoder."""
+    return REQUIRED if answers == TEXT else (ENCODER,)

@@ -339,9 +339,18 @@ def export_decoder_cmd(
 
 @user_errors
 def build_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="NatureLM checkpoint (directory, training file or hub id).")],
     audio: Annotated[Path, typer.Option("--audio", help="Recordings for distillation, calibration and reports.")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write (replaced atomically).")],
+    checkpoint: Annotated[str | None, typer.Argument(
+        help="NatureLM checkpoint (directory, training file or hub id); not used with --teacher birdnet-v2.4.")] = None,
+    teacher: Annotated[str, typer.Option(help="Who the bundle learns from: naturelm (CHECKPOINT) or birdnet-v2.4 "
+                                              "(installed with the birdnet extra).")] = "naturelm",
+    species: Annotated[Path | None, typer.Option(
+        help="A scores teacher: species to keep besides those it hears (one name per line).")] = None,
+    lat: Annotated[float | None, typer.Option(help="With --lon: add the species BirdNET's range model expects here.")] = None,
+    lon: Annotated[float | None, typer.Option(help="Longitude for --lat.")] = None,
+    week: Annotated[int | None, typer.Option(help="Week of the year 1-48 for the range model (default: all year).")] = None,
+    threshold: Annotated[float, typer.Option(help="A scores bundle names a species from this confidence.")] = 0.5,
     profile: Annotated[str | None, typer.Option(help="Device profile; default: the detected device.")] = None,
     profiles_dir: ProfilesDir = None,
     work: Annotated[Path | None, typer.Option(help="Work folder for stages (default OUT.work).")] = None,
@@ -371,21 +380,26 @@ def build_cmd(
     from naturelm_edge.device_profiles import detect, get
     from naturelm_edge.device_profiles.schema import ENCODERS
     from naturelm_edge.progress import Progress
-    from naturelm_edge.quantization.report import format_table
+    from naturelm_edge.teachers import TEXT
+    from naturelm_edge.teachers import teacher as teacher_named
 
     if encoder is not None and encoder not in ENCODERS:
         raise EdgeError(f"--encoder {encoder}: choose one of {', '.join(ENCODERS)}.")
+    text = teacher_named(teacher).answers == TEXT
+    if text and checkpoint is None:
+        raise EdgeError("edge build: give the NatureLM CHECKPOINT to distil (or --teacher birdnet-v2.4).")
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
-    options = BuildOptions(checkpoint, audio, chosen, out, work or out.with_name(out.name + ".work"), tasks, labels,
-                           epochs, student_layers, student_hidden, student_heads,
+    options = BuildOptions(checkpoint or "", audio, chosen, out, work or out.with_name(out.name + ".work"), tasks,
+                           labels, epochs, student_layers, student_hidden, student_heads,
                            calibration_windows=calibration_windows, min_agreement=min_agreement, sign_key=sign, tar=tar,
                            full_model=full_model_options(device, dtype, llama_path, beams, max_new_tokens),
-                           encoder=encoder, encoder_epochs=encoder_epochs, patience=patience)
-    console.print(f"building for profile [bold]{chosen.name}[/bold] ({options.encoder_kind} "
-                  f"{chosen.precision['encoder']} encoder, "
-                  f"{chosen.precision['decoder']} decoder)")
+                           encoder=encoder, encoder_epochs=encoder_epochs, patience=patience, teacher=teacher,
+                           species_file=species, lat=lat, lon=lon, week=week, threshold=threshold)
+    console.print(f"building from teacher [bold]{teacher}[/bold] for profile [bold]{chosen.name}[/bold] "
+                  + (f"({options.encoder_kind} {chosen.precision['encoder']} encoder, "
+                     f"{chosen.precision['decoder']} decoder)" if text else f"({chosen.precision['encoder']} student)"))
     summary = build(options, Progress())
-    console.print(format_table(summary["report"]))
+    console.print(summary["table"])
     console.print(f"bundle {summary['bundle_id']} -> {summary['bundle']}")
 
 

@@ -4,7 +4,7 @@ Field users rarely have labels, but they have a teacher: NatureLM answers the de
 the common names for the species in the audio, if any?") with "None" when nothing calls, so its answers
 cached by ``edge distill collect`` label every window of the user's own unlabelled recordings. A LABELS.csv
 labels whole recordings (focal: a call somewhere in it; background: none). Benchmarks and tests also label
-windows with BirdNET's detections (:mod:`naturelm_edge.bench.birdnet`), through the same per-window form.
+windows with BirdNET's detections (:mod:`naturelm_edge.teachers.birdnet`), through the same per-window form.
 """
 
 from __future__ import annotations

@@ -87,13 +87,12 @@ def teacher_path_of(model, identity: str) -> TeacherPath:  # noqa: ANN001 - mode
     return TeacherPath(identity, tokens, proj.weight.detach().numpy().copy(), proj.bias.detach().numpy().copy())
 
 
-def student_encoder_net(arch: str, tokens: int, width: int, projection: tuple[np.ndarray, np.ndarray]):  # noqa: ANN201
-    """fbank (batch, frames, 128) -> audio tokens (batch, tokens, llm width); ``.qformer(x)`` stops before the
-    frozen projection (what the loss compares)."""
-    import torch
+def conv_stack(arch: str):  # noqa: ANN201 - torch.nn.Sequential
+    """fbank (batch, 1, frames, 128) -> (batch, channels, frames / 16, 4): MobileNet's inverted residual blocks
+    (1x1 expand, 3x3 depthwise, 1x1 project), the body every student encoder shares."""
     from torch import nn
 
-    stem, stages, hidden = ARCHITECTURES[arch]
+    stem, stages, _ = ARCHITECTURES[arch]
 
     def block(c_in: int, c_out: int, stride) -> nn.Module:  # noqa: ANN001 - int or (time, freq)
         expand = c_in * 4
@@ -101,14 +100,24 @@ def student_encoder_net(arch: str, tokens: int, width: int, projection: tuple[np
                              nn.Conv2d(expand, expand, 3, stride, 1, groups=expand), nn.BatchNorm2d(expand), nn.ReLU(),
                              nn.Conv2d(expand, c_out, 1), nn.BatchNorm2d(c_out), nn.ReLU())
 
+    layers: list[nn.Module] = [nn.Conv2d(1, stem, 3, 2, 1), nn.BatchNorm2d(stem), nn.ReLU()]
+    for c_in, c_out, stride in zip((stem, *stages[:-1]), stages, (2, 2, 2, (1, 2))):
+        layers.append(block(c_in, c_out, stride))
+    return nn.Sequential(*layers)
+
+
+def student_encoder_net(arch: str, tokens: int, width: int, projection: tuple[np.ndarray, np.ndarray]):  # noqa: ANN201
+    """fbank (batch, frames, 128) -> audio tokens (batch, tokens, llm width); ``.qformer(x)`` stops before the
+    frozen projection (what the loss compares)."""
+    import torch
+    from torch import nn
+
+    _, stages, hidden = ARCHITECTURES[arch]
+
     class StudentEncoder(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            strides = (2, 2, 2, (1, 2))
-            layers: list[nn.Module] = [nn.Conv2d(1, stem, 3, 2, 1), nn.BatchNorm2d(stem), nn.ReLU()]
-            for c_in, c_out, stride in zip((stem, *stages[:-1]), stages, strides):
-                layers.append(block(c_in, c_out, stride))
-            self.convs = nn.Sequential(*layers)
+            self.convs = conv_stack(arch)
             self.squeeze = nn.Conv1d(stages[-1] * 4, hidden, 1)  # 128 mel bins / 32 = 4 left: frequency into channels
             self.context = nn.Conv1d(hidden, hidden, 5, padding=2)
             self.pool: torch.Tensor
@@ -158,14 +167,15 @@ def student_encoder_net(arch: str, tokens: int, width: int, projection: tuple[np
     return StudentEncoder()
 
 
-def augmented(wave: np.ndarray, valid: int, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One augmented copy of a window: a gain, another window of the folder mixed in, a shift, noise."""
+def augmented(wave: np.ndarray, valid: int, other: np.ndarray, rng: np.random.Generator,
+              sample_rate: int = 16_000) -> np.ndarray:
+    """One augmented copy of a window: a gain, another window of the folder mixed in, a shift (up to 2 s), noise."""
     out = wave.astype(np.float64).copy()
     rms = float(np.sqrt(np.mean(out[:valid] ** 2))) + 1e-6
     if rng.random() < 0.6:  # another place's sound under this one, 6-20 dB down
         mix = other.astype(np.float64)
         out += mix * rms * 10 ** (-rng.uniform(6, 20) / 20) / (float(np.sqrt(np.mean(mix**2))) + 1e-6)
-    shift = int(rng.integers(-2 * 16_000, 2 * 16_000))
+    shift = int(rng.integers(-2 * sample_rate, 2 * sample_rate))
     out = np.roll(out, shift)
     if rng.random() < 0.5:
         out += rng.standard_normal(out.shape) * rms * 10 ** (-rng.uniform(15, 40) / 20)

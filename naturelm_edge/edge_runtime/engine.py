@@ -15,6 +15,7 @@ from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.decoder import Answer, OnnxDecoder
 from naturelm_edge.edge_runtime.detector import POOL_SHARPNESS, Detector
 from naturelm_edge.edge_runtime.labels import Snapped, snap
+from naturelm_edge.edge_runtime.scores import ScoreAnswers
 from naturelm_edge.edge_runtime.speech import SpeechFilter
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class WindowAnswer:
 class Engine:
     """Encoder + decoder (+ detector) sessions of one bundle; ``missing`` names profile providers this machine lacks.
 
+    A scores bundle has no decoder: its encoder's logits are read by :class:`ScoreAnswers` instead.
+
     ``detector``: use the bundle's detection stage when it has one; ``detector_threshold`` overrides the
     threshold the bundle was built with (lower keeps more calls and runs the encoder more often).
     """
@@ -82,7 +85,7 @@ class Engine:
         import onnxruntime as ort
 
         self.bundle, self.profile = bundle, profile
-        if bundle.encoder_kind == "student" and profile.encoder == "full":
+        if bundle.answer_kind == roles.TEXT and bundle.encoder_kind == "student" and profile.encoder == "full":
             raise BundleError(f"{bundle.root}: this bundle carries the distilled student encoder, and profile "
                               f"{profile.name} asks for NatureLM's full one (its device can run it); build one for "
                               f"this profile with `edge build --profile {profile.name}`.")
@@ -91,7 +94,8 @@ class Engine:
             log.warning("providers %s are not available here; falling back to %s", ", ".join(self.missing),
                         ", ".join(p if isinstance(p, str) else p[0] for p in providers))
         self.encoder = ort.InferenceSession(str(bundle.encoder), session_options(profile), providers=providers)
-        self.decoder = OnnxDecoder(bundle.decoder, providers=providers, session_options=session_options(profile))
+        self.decoder = OnnxDecoder(bundle.decoder, providers=providers, session_options=session_options(profile)) \
+            if bundle.answer_kind == roles.TEXT else ScoreAnswers(bundle.labels, bundle.threshold)
         self.detector: Detector | None = None
         spec = bundle.detector
         if detector and spec is not None:
@@ -99,7 +103,8 @@ class Engine:
                                      spec.threshold if detector_threshold is None else detector_threshold,
                                      spec.pool_sharpness or POOL_SHARPNESS, bundle.audio.fbank)
         # the privacy filter's speech model: small and single-threaded on the CPU, whatever the profile
-        self.speech = SpeechFilter(bundle.file(roles.SPEECH)) if bundle.has(roles.SPEECH) else None
+        self.speech = SpeechFilter(bundle.file(roles.SPEECH), rate=bundle.audio.spec.sample_rate) \
+            if bundle.has(roles.SPEECH) else None
         self.providers = self.encoder.get_providers()
         self.labels = bundle.labels
         self.questions = bundle.questions

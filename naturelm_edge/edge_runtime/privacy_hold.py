@@ -30,7 +30,7 @@ class PrivacyHold:
     """``held``: the sender's set of files not to send yet (this class adds and releases them)."""
 
     def __init__(self, held: set[str], sample_rate: int) -> None:
-        self.held, self.margin = held, int(MARGIN_S * sample_rate)
+        self.held, self.margin, self.rate = held, int(MARGIN_S * sample_rate), sample_rate
         self._kept: dict[str, _Kept] = {}  # per source: the last answered window's audio, until the next is screened
 
     def keep(self, result: WindowResult, files: list[Path]) -> None:
@@ -45,11 +45,11 @@ class PrivacyHold:
             for i, (other, verdict) in enumerate(held):
                 inside = self.speech_inside(result, other.source, other.window_start, other.samples.shape[0])
                 if inside:
-                    held[i] = (replace(other, samples=masked(other.samples, inside)), verdict)
+                    held[i] = (replace(other, samples=masked(other.samples, inside, self.rate)), verdict)
         kept = self._kept.get(result.source)
         inside = self.speech_inside(result, kept.source, kept.start, kept.length) if kept is not None else []
         for path in kept.files if inside else []:
-            mask_file(path, inside)
+            mask_file(path, inside, self.rate)
         self.release(result.source)
         return bool(inside)
 
@@ -67,8 +67,9 @@ class PrivacyHold:
         return [(a + shift, b + shift) for a, b in result.speech if b + shift + margin > 0 and a + shift - margin < length]
 
 
-def mask_file(path: Path, stretches: list[tuple[int, int]]) -> None:
-    """Zero ``stretches`` (with the privacy margins) in a kept clip (.npy or an audio file), atomically."""
+def mask_file(path: Path, stretches: list[tuple[int, int]], rate: int) -> None:
+    """Zero ``stretches`` (samples at the bundle's ``rate``, with the privacy margins) in a kept clip (.npy or an
+    audio file, both at that rate), atomically."""
     import soundfile as sf
 
     if not path.exists():  # a clip the retention policy already removed
@@ -76,8 +77,8 @@ def mask_file(path: Path, stretches: list[tuple[int, int]]) -> None:
     with atomic_path(path, ".masking") as tmp:
         if path.suffix == ".npy":
             with tmp.open("wb") as handle:
-                np.save(handle, masked(np.load(path), stretches))
+                np.save(handle, masked(np.load(path), stretches, rate))
         else:
             with sf.SoundFile(str(path)) as clip:
                 audio, rate, subtype, kind = clip.read(dtype="float32"), clip.samplerate, clip.subtype, clip.format
-            sf.write(str(tmp), masked(audio, stretches), rate, subtype=subtype, format=kind)
+            sf.write(str(tmp), masked(audio, stretches, rate), rate, subtype=subtype, format=kind)

@@ -87,7 +87,7 @@ class Screening:
             if speech and self.privacy == "drop":
                 return Screened(SPEECH, window, features, speech, why)
             if speech:  # mask: the models, the clip and the escalation get the window without the speech
-                window = replace(window, samples=masked(window.samples, list(speech)))
+                window = replace(window, samples=masked(window.samples, list(speech), self.speech.rate))
                 features = self.features_of(window.samples)
         outcome, why = self._detect(window, features, why, timed)
         return Screened(outcome, window, features, speech, why)

@@ -44,15 +44,21 @@ def levelled(samples: np.ndarray, settings: SpeechSettings) -> np.ndarray:
 
 
 class SpeechFilter:
-    """Speech stretches of one window (sample ranges at 16 kHz); each window is scored on its own."""
+    """Speech stretches of one window (sample ranges at ``rate``, the bundle's); each window is scored on its own.
 
-    def __init__(self, path: Path, settings: SpeechSettings | None = None, providers: list[str] | None = None) -> None:
+    Silero reads 16 kHz: a bundle at another rate (BirdNET's 48 kHz) has each window resampled for it (scipy's
+    polyphase filter: speech needs no more), and the stretches found are mapped back to the window's samples.
+    """
+
+    def __init__(self, path: Path, settings: SpeechSettings | None = None, providers: list[str] | None = None,
+                 rate: int = RATE) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         self.settings = settings or SpeechSettings()
+        self.rate = rate
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
         """Speech probability of every 32 ms frame of ``samples`` (16 kHz mono)."""
@@ -67,8 +73,18 @@ class SpeechFilter:
         return np.asarray(probs, np.float32).reshape(-1)
 
     def stretches(self, samples: np.ndarray) -> list[tuple[int, int]]:
-        """Speech as (start, end) sample ranges of ``samples``, scored at one level."""
-        return stretches_of(self.probabilities(levelled(samples, self.settings)), self.settings, samples.shape[0])
+        """Speech as (start, end) sample ranges of ``samples`` (at ``rate``), scored at one level."""
+        if self.rate == RATE:
+            return stretches_of(self.probabilities(levelled(samples, self.settings)), self.settings, samples.shape[0])
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        common = gcd(RATE, self.rate)
+        heard = resample_poly(samples, RATE // common, self.rate // common).astype(np.float32)
+        found = stretches_of(self.probabilities(levelled(heard, self.settings)), self.settings, heard.shape[0])
+        scale = self.rate / RATE
+        return [(int(a * scale), min(samples.shape[0], int(np.ceil(b * scale)))) for a, b in found]
 
 
 def stretches_of(probs: np.ndarray, settings: SpeechSettings, length: int) -> list[tuple[int, int]]:
@@ -96,10 +112,11 @@ def stretches_of(probs: np.ndarray, settings: SpeechSettings, length: int) -> li
     return [(a * FRAME, min(length, b * FRAME)) for a, b in found]
 
 
-def masked(samples: np.ndarray, stretches: list[tuple[int, int]], margin_s: float = MARGIN_S) -> np.ndarray:
-    """``samples`` with every stretch and ``margin_s`` around it set to zero (a copy)."""
+def masked(samples: np.ndarray, stretches: list[tuple[int, int]], rate: int = RATE,
+           margin_s: float = MARGIN_S) -> np.ndarray:
+    """``samples`` (at ``rate``) with every stretch and ``margin_s`` around it set to zero (a copy)."""
     out = np.array(samples, dtype=np.float32, copy=True)
-    margin = int(margin_s * RATE)
+    margin = int(margin_s * rate)
     for start, end in stretches:
         out[max(0, start - margin) : min(out.shape[0], end + margin)] = 0.0
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from naturelm_edge.audio import WindowSpec, window_features
+from naturelm_edge.audio import DEFAULT_SETTINGS, FbankSettings, WindowSpec, window_features
 from naturelm_edge.errors import AudioError, EdgeError
 
 
@@ -39,8 +39,9 @@ class CalibrationSet:
 
 
 def calibration_set(files: list[Path], spec: WindowSpec, max_windows: int = 64, min_windows: int = 4,
-                    where: str = "calibration audio") -> CalibrationSet:
-    """Up to ``max_windows`` windows spread over ``files`` (round-robin, so no file dominates)."""
+                    where: str = "calibration audio", settings: FbankSettings = DEFAULT_SETTINGS) -> CalibrationSet:
+    """Up to ``max_windows`` windows spread over ``files`` (round-robin, so no file dominates), with the fbank
+    of the bundle's contract (``settings``)."""
     if not files:
         raise CalibrationError(f"{where}: no recordings of the held-out species to calibrate on.")
     per_file: list[list[tuple[int, np.ndarray]]] = []
@@ -48,7 +49,7 @@ def calibration_set(files: list[Path], spec: WindowSpec, max_windows: int = 64, 
     kept_files = []
     for path in files:
         try:
-            windows = [(window.start, feats) for window, feats in window_features(path, spec)]
+            windows = [(window.start, feats) for window, feats in window_features(path, spec, settings=settings)]
         except AudioError as err:
             skipped.append(str(err))
             continue

@@ -1,0 +1,230 @@
+"""``edge build --teacher NAME`` for a teacher that answers with scores over a label list (BirdNET v2.4).
+
+The same kind of step table as NatureLM's (:mod:`naturelm_edge.build.steps`), with the same staleness stamps,
+progress and costs: the teacher's answers on every window of the audio (and augmented copies of the training
+recordings), a classifier student fitted to them, its int8 version calibrated on held-back recordings, and a
+report of how often each answers as the teacher does on recordings that neither trained nor calibrated it.
+The bundle's audio contract, labels, licence and teacher identity come from the teacher.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from naturelm_edge.atomic import write_atomic
+from naturelm_edge.audio.files import list_audio
+from naturelm_edge.build.context import BuildOptions
+from naturelm_edge.build.stamps import Stamps, audio_digest, digest, file_digest
+from naturelm_edge.build.steps import Step
+from naturelm_edge.bundle import roles
+from naturelm_edge.errors import EdgeError
+from naturelm_edge.progress import Progress
+from naturelm_edge.teachers import Teacher, teacher
+
+MODEL, TRAINED, REPORT = "encoder.onnx", "classifier.json", "quantization_report.json"
+
+
+class State:
+    """One scores build: options, the teacher (loaded when a step first needs it), and each step's folder."""
+
+    def __init__(self, options: BuildOptions, progress: Progress) -> None:
+        self.options, self.progress = options, progress
+        self.teacher: Teacher = teacher(options.teacher)
+        self.work = options.work
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.stamps = Stamps(self.work)
+        self.files = list_audio(options.audio)
+        if not self.files:
+            raise EdgeError(f"{options.audio}: no recordings to build from.")
+        self.audio_key = audio_digest(self.files)
+        self.summary: dict = {"stages": {}, "costs": {}, "teacher": self.teacher.name}
+        self.cache = self.work / f"teacher-{self.teacher.name}"
+        self.student = self.work / "classifier"
+        self.quantized = self.work / f"quantized-{options.profile.name}"
+        self.contract = self.teacher.contract(options.profile.audio.get("time_expansion", 1.0))
+
+    @functools.cached_property
+    def adapter(self):  # noqa: ANN201 - the teacher's adapter (BirdNET)
+        return self.teacher.load(threads=self.options.profile.intra_op_threads)
+
+    def asked(self) -> list[int]:
+        """Labels the user asks for: a species file (scientific or common names, or BirdNET's ``Sci_Common``
+        lines, one per line) and the range model's species for a place and week."""
+        o, found = self.options, []
+        if o.species_file is not None:
+            found += species_in(o.species_file, self.adapter.scientific, self.adapter.labels)
+        if o.lat is not None and o.lon is not None:
+            from naturelm_edge.teachers.birdnet import range_species
+
+            found += range_species(o.lat, o.lon, o.week if o.week is not None else -1)
+        return sorted(set(found))
+
+
+def species_in(path: Path, scientific: list[str], common: list[str]) -> list[int]:
+    """The teacher's indices of the species named in ``path``; names it does not know are refused together."""
+    index = {name.lower(): i for names in (scientific, common) for i, name in enumerate(names)}
+    index.update({f"{s}_{c}".lower(): i for i, (s, c) in enumerate(zip(scientific, common))})
+    try:
+        names = [line.split("#")[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise EdgeError(f"{path}: cannot read the species list ({err}).") from err
+    names = [n for n in names if n]
+    unknown = [n for n in names if n.lower() not in index]
+    if unknown:
+        raise EdgeError(f"{path}: {len(unknown)} species the teacher does not know ({', '.join(unknown[:5])}); use its "
+                        "scientific or common names.")
+    return [index[n.lower()] for n in names]
+
+
+def _answers_key(b: State) -> str:
+    o = b.options
+    return digest(b.adapter.identity, b.audio_key, asdict(b.teacher.training_spec), asdict(b.teacher.fbank),
+                  o.encoder_views, o.seed)
+
+
+def _answers(b: State) -> dict:
+    from naturelm_edge.distill.scores import collect_scores
+
+    o = b.options
+    counts = collect_scores(b.adapter, o.audio, b.cache, b.teacher.training_spec, b.teacher.fbank, o.encoder_views,
+                            o.seed, b.progress)
+    b.summary["unreadable"] = counts["unreadable"]
+    return {k: v for k, v in counts.items() if k != "unreadable"} | {"views": o.encoder_views}
+
+
+def _config(b: State):  # noqa: ANN202 - distill.classifier.ClassifierConfig
+    from naturelm_edge.distill.classifier import ClassifierConfig
+
+    o = b.options
+    return ClassifierConfig(arch=o.encoder_arch, epochs=o.encoder_epochs, patience=max(1, o.patience), seed=o.seed)
+
+
+def _student_key(b: State) -> str:
+    return digest(file_digest(b.cache / "recordings.json"), sorted(p.name for p in b.cache.glob("*.npz")),
+                  asdict(_config(b)), b.asked(), b.options.encoder_views)
+
+
+def _student(b: State) -> dict:
+    """The classifier fitted on the training recordings, judged on the validation ones, exported to ONNX."""
+    from naturelm_edge.distill.classifier import kept_labels, train_classifier
+    from naturelm_edge.distill.scores import load_scores
+    from naturelm_edge.export.classifier import export_classifier
+
+    views = b.options.encoder_views
+    train, validation = load_scores(b.cache, "train", views), load_scores(b.cache, "validation", views)
+    classes = kept_labels(train, b.adapter.animal, b.asked())
+    net, summary = train_classifier(train, validation, classes, b.adapter.class_layer(), _config(b), b.progress)
+    b.student.mkdir(parents=True, exist_ok=True)
+    export_classifier(net, b.student / MODEL, b.contract, b.adapter.identity["sha256"])
+    kept = {"classes": classes, "labels": [b.adapter.labels[i] for i in classes],
+            "scientific": [b.adapter.scientific[i] for i in classes], "training": summary,
+            "config": asdict(_config(b))}
+    write_atomic(b.student / TRAINED, json.dumps(kept, indent=2) + "\n")
+    return {"train_windows": summary["train_windows"], "epochs": summary["epochs"], "labels": len(classes)}
+
+
+def _quantization_key(b: State) -> str:
+    return digest(file_digest(b.student / MODEL), b.options.profile.precision[roles.ENCODER.name],
+                  b.options.profile.quant_target, b.options.profile.calibration, b.options.calibration_windows,
+                  b.options.threshold)
+
+
+def _quantize(b: State) -> dict:
+    """int8 (or the profile's precision) calibrated on the calibration recordings, then judged with the fp32
+    student against the teacher on the evaluation recordings."""
+    from naturelm_edge.distill.scores import read_split
+    from naturelm_edge.quantization.calibration import ArrayReader, calibration_set, encoder_inputs
+    from naturelm_edge.quantization.quantize import QuantSpec, quantize
+
+    o, profile = b.options, b.options.profile
+    split = read_split(b.cache)
+    files = [o.audio / r for r, role in sorted(split.items()) if role == "calibration"]
+    calibration = calibration_set(files, b.contract.spec, o.calibration_windows, where=f"{o.audio} (calibration "
+                                  "recordings)", settings=b.contract.fbank)
+    spec = QuantSpec(profile.precision[roles.ENCODER.name], profile.quant_target, profile.calibration)
+    info = quantize(b.student / MODEL, b.quantized / MODEL, spec, ArrayReader(encoder_inputs(calibration)),
+                    o.work / "calibration-ranges", calibration.digest())
+    report = {"precision": spec.label(), "quantization": info,
+              "calibration": {"recordings": len(calibration.files), "windows": int(len(calibration.features))},
+              **judged(b)}
+    write_atomic(b.quantized / REPORT, json.dumps(report, indent=2, default=str) + "\n")
+    return {"calibration_windows": int(len(calibration.features)),
+            "evaluation_windows": report["evaluation"]["windows"]}
+
+
+def judged(b: State) -> dict:
+    """fp32 and quantized students against the teacher, on the evaluation recordings as they are (no views)."""
+    from naturelm_edge.distill.agreement import agreement
+    from naturelm_edge.distill.scores import load_scores
+    from naturelm_edge.quantization.report import session
+
+    kept = json.loads((b.student / TRAINED).read_text())
+    data = load_scores(b.cache, "evaluation")
+    original = data.views == 0
+    features, teacher_logits = data.features[original].astype(np.float32), data.logits[original]
+    figures: dict = {"evaluation": {"recordings": len(set(np.asarray(data.recordings)[original])),
+                                    "windows": int(original.sum())}}
+    for name, model in (("fp32", b.student / MODEL), ("quantized", b.quantized / MODEL)):
+        sess = session(model)
+        logits = np.concatenate([sess.run(None, {"fbank": features[i:i + 32]})[0]
+                                 for i in range(0, len(features), 32)]) if len(features) else np.zeros((0, 0))
+        figures[name] = agreement(logits, teacher_logits, kept["classes"], b.adapter.animal,
+                                  b.options.threshold)
+    return figures
+
+
+def finish(b: State) -> Path:
+    """The bundle: the quantized student as its encoder, the teacher's labels, identity and licence."""
+    from naturelm_edge.build.bundle_step import build_section, publish
+
+    kept = json.loads((b.student / TRAINED).read_text())
+    report = json.loads((b.quantized / REPORT).read_text())
+    b.summary["report"], b.summary["table"] = report, table(report)
+    profile, contract = b.options.profile, b.contract
+    copies = {b.quantized / MODEL: (roles.ENCODER.file, roles.ENCODER, report["precision"]),
+              b.student / TRAINED: (roles.REPORT.file + "classifier.json", roles.REPORT, None),
+              b.quantized / REPORT: (roles.REPORT.file + "quantization.json", roles.REPORT, None)}
+    return publish(b, f"{b.teacher.name}-{profile.name}", copies, dict(
+        source_checkpoint={"id": b.teacher.name, "sha256": b.adapter.identity["sha256"]},
+        teacher={**b.adapter.identity, "licence_note": b.teacher.licence},
+        audio=b.teacher.audio_section({"time_expansion": contract.time_expansion}),
+        answers={"kind": roles.SCORES, "threshold": b.options.threshold, "question": "species",
+                 "scientific": kept["scientific"]},
+        labels=kept["labels"],
+        encoder={"kind": "student", "arch": kept["config"]["arch"], "parameters": kept["training"]["parameters"],
+                 "stopped": kept["training"]["stopped"], "fidelity": {k: report[k] for k in ("fp32", "quantized")}},
+        reports={"quantization": {"precision": report["precision"], "evaluation": report["evaluation"]}},
+        build=build_section(b, STEPS),
+    ))
+
+
+def _cell(figure: dict) -> str:
+    if figure["share"] is None:
+        return "n/a (0 windows)"
+    low, high = figure["ci95"]
+    return f"{figure['share']:.1%} [{low:.1%}, {high:.1%}] of {figure['count']}"
+
+
+def table(report: dict) -> str:
+    """The report as a user reads it: how often each student answers as the teacher on unseen recordings."""
+    lines = [f"against the teacher on {report['evaluation']['windows']} windows of "
+             f"{report['evaluation']['recordings']} evaluation recordings (95 % Wilson intervals):",
+             "| student | same species | names a call where the teacher does | silent where the teacher is |",
+             "|---|---|---|---|"]
+    for name in ("fp32", report["precision"]):
+        figures = report["fp32" if name == "fp32" else "quantized"]
+        lines.append(f"| {name} | {_cell(figures['species'])} | {_cell(figures['detection_recall'])} | "
+                     f"{_cell(figures['quiet_kept_quiet'])} |")
+    return "\n".join(lines)
+
+
+STEPS: tuple[Step, ...] = (
+    Step("teacher answers", _answers_key, lambda b: [b.cache / "recordings.json"], _answers),
+    Step("student classifier", _student_key, lambda b: [b.student / MODEL, b.student / TRAINED], _student),
+    Step("quantization", _quantization_key, lambda b: [b.quantized / MODEL, b.quantized / REPORT], _quantize),
+)

@@ -1,0 +1,172 @@
+"""A classifier student of a scores teacher: the student encoder's convolutions, pooled to the teacher's
+embedding width, with the teacher's own last layer (frozen, cut to the bundle's labels) on top.
+
+With the teacher's classifier frozen, the student only has to reproduce the teacher's embedding, and every
+label it keeps is scored exactly as the teacher scores it from that embedding. The loss says so: the squared
+error of the embedding over the teacher embeddings' variance, plus knowledge distillation on the kept labels
+(binary cross-entropy between the sigmoids of both logits at temperature ``T``, times ``T**2``, because the
+teacher's labels are independent sigmoids, not a softmax). Training stops when the validation recordings'
+loss has not improved by ``min_improvement`` for ``patience`` epochs, and says so.
+
+The labels: every animal class the teacher heard (sigmoid >= ``heard``) in a training window, plus those the
+user asks for (a species file, or the range model's for a place and week), in the teacher's order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from naturelm_edge.distill.encoder import ARCHITECTURES, conv_stack
+from naturelm_edge.distill.scores import ScoreSet
+from naturelm_edge.errors import EdgeError
+from naturelm_edge.progress import Progress
+
+HEARD = 0.5  # a label is kept when the teacher gives it this confidence in a training window
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    arch: str = "mobilenet-s"
+    epochs: int = 30  # at most
+    batch: int = 32
+    lr: float = 3e-3
+    temperature: float = 2.0
+    patience: int = 4
+    min_improvement: float = 0.01
+    seed: int = 0
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
+
+
+def kept_labels(train: ScoreSet, animal: np.ndarray, asked: list[int], heard: float = HEARD) -> list[int]:
+    """The teacher's classes the student keeps: heard in training audio, or asked for."""
+    found = set(asked)
+    if len(train):
+        confident = sigmoid(train.logits.astype(np.float32)).max(axis=0) >= heard
+        found |= {int(i) for i in np.flatnonzero(confident & animal)}
+    if not found:
+        raise EdgeError("the teacher heard no species in the training recordings (confidence >= "
+                        f"{heard}); give the species to keep with --species FILE or --lat/--lon/--week.")
+    return sorted(found)
+
+
+def classifier_net(arch: str, weight: np.ndarray, bias: np.ndarray):  # noqa: ANN201 - torch.nn.Module
+    """fbank (batch, frames, mel bins) -> logits (batch, labels); ``.embed`` stops at the teacher's embedding."""
+    import torch
+    from torch import nn
+
+    _, stages, hidden = ARCHITECTURES[arch]
+
+    class StudentClassifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = conv_stack(arch)
+            self.squeeze = nn.Conv1d(stages[-1] * 4, hidden, 1)  # 128 mel bins / 32 = 4 left
+            self.context = nn.Conv1d(hidden, hidden, 5, padding=2)
+            self.head = nn.Linear(hidden * 2, weight.shape[1])
+            self.classes = nn.Linear(weight.shape[1], weight.shape[0])
+            self.classes.weight.data = torch.from_numpy(weight.astype(np.float32))
+            self.classes.bias.data = torch.from_numpy(bias.astype(np.float32))
+            self.classes.requires_grad_(False)
+
+        def embed(self, features: torch.Tensor) -> torch.Tensor:
+            x = self.convs(features.unsqueeze(1))  # (batch, channels, time, 4)
+            x = torch.relu(self.squeeze(x.permute(0, 1, 3, 2).flatten(1, 2)))
+            x = torch.relu(self.context(x)) + x
+            pooled = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
+            return torch.relu(self.head(pooled))  # the teacher's embedding is an average of ReLUs: >= 0
+
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            return self.classes(self.embed(features))
+
+    return StudentClassifier()
+
+
+def loss_of(net, features, logits, embedding, temperature: float, scale: float):  # noqa: ANN001, ANN201
+    """Embedding error over the teacher's variance plus temperature-scaled sigmoid distillation on kept labels."""
+    import torch
+    import torch.nn.functional as F
+
+    student = net.embed(features)
+    matched = ((student - embedding) ** 2).mean() / scale
+    soft = F.binary_cross_entropy_with_logits(net.classes(student) / temperature, torch.sigmoid(logits / temperature))
+    return matched + soft * temperature**2
+
+
+def _tensors(data: ScoreSet, classes: list[int]):  # noqa: ANN202
+    import torch
+
+    return (torch.from_numpy(data.features), torch.from_numpy(data.logits[:, classes].astype(np.float32)),
+            torch.from_numpy(data.embedding.astype(np.float32)))
+
+
+def _judge(net, data, config: ClassifierConfig, scale: float) -> float:  # noqa: ANN001
+    import torch
+
+    net.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, data[0].shape[0], 64):
+            part = [t[start:start + 64] for t in data]
+            total += float(loss_of(net, part[0].float(), part[1], part[2], config.temperature, scale)) * part[0].shape[0]
+    return total / max(1, data[0].shape[0])
+
+
+def train_classifier(train: ScoreSet, validation: ScoreSet, classes: list[int], layer: tuple[np.ndarray, np.ndarray],
+                     config: ClassifierConfig, progress: Progress | None = None):  # noqa: ANN201 - (module, summary)
+    """The student fitted to ``train``, judged on ``validation`` every epoch; the best epoch's weights."""
+    import torch
+
+    if len(train) < config.batch:
+        raise EdgeError(f"only {len(train)} training windows: a student needs at least {config.batch}; "
+                        "give the build more recordings.")
+    torch.manual_seed(config.seed)
+    net = classifier_net(config.arch, layer[0][classes], layer[1][classes]).to(memory_format=torch.channels_last)
+    optimiser = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr, weight_decay=1e-4)
+    data, judged = _tensors(train, classes), _tensors(validation, classes) if len(validation) else None
+    scale = float(data[2].var()) + 1e-8
+    rng, steps = np.random.default_rng(config.seed), -(-len(train) // config.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=config.epochs * steps)
+    progress = progress or Progress(quiet=True)
+    task = progress.add_task("student classifier", total=config.epochs * steps)
+    best, best_state, waited, losses, stopped = float("inf"), None, 0, [], "epochs done"
+    started = time.perf_counter()
+    for _ in range(config.epochs):
+        net.train()
+        for batch in np.array_split(rng.permutation(len(train)), steps):
+            index = torch.from_numpy(batch)
+            loss = loss_of(net, data[0][index].float(), data[1][index], data[2][index], config.temperature, scale)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            progress.update(task, advance=1)
+        held = _judge(net, judged, config, scale) if judged else _judge(net, data, config, scale)
+        losses.append(round(held, 5))
+        if held < best * (1 - config.min_improvement):
+            best, waited = held, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= config.patience:
+                stopped = f"validation loss did not improve by {config.min_improvement:.0%} for {config.patience} epochs"
+                break
+    net.load_state_dict(best_state)
+    net.eval()
+    return net, {"epochs": len(losses), "stopped": stopped, "validation_losses": losses, "best_loss": round(best, 5),
+                 "train_windows": len(train), "validation_windows": len(validation),
+                 "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
+                 "seconds": round(time.perf_counter() - started, 1)}
+
+
+def student_logits(net, features: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([net(torch.from_numpy(features[i:i + 64]).float()).numpy()
+                               for i in range(0, features.shape[0], 64)]) if len(features) else np.zeros((0, 0))

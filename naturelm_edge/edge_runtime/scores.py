@@ -1,0 +1,29 @@
+"""The answer of a scores bundle: its encoder gives one logit per label; the answer is the label with the
+highest confidence (sigmoid, as BirdNET reports it) when that reaches the bundle's threshold, else "None".
+
+It answers through the decoder's interface (``generate`` -> :class:`Answer`), so the pipeline, the site rules,
+the escalation policy and the store treat both kinds of bundle alike. The confidence is that of the decision:
+the label's when one is named, one minus the best label's when none is, so a window whose best label sits
+just under the threshold is as unsure as one just over it, and escalates the same.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from naturelm_edge.edge_runtime.decoder import Answer
+from naturelm_edge.prompt import NOTHING_HEARD
+
+
+class ScoreAnswers:
+    def __init__(self, labels: list[str], threshold: float) -> None:
+        self.labels, self.threshold = labels, threshold
+
+    def generate(self, logits: np.ndarray, question: str | None = None) -> Answer:
+        logits = np.asarray(logits, np.float64).reshape(-1)
+        best = int(np.argmax(logits))
+        confidence = float(1.0 / (1.0 + np.exp(-np.clip(logits[best], -30, 30))))
+        named = confidence >= self.threshold
+        decided = confidence if named else 1.0 - confidence
+        return Answer(self.labels[best] if named else NOTHING_HEARD, [], [], [decided], True,
+                      float(np.log(max(decided, 1e-12))))
