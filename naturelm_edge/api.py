@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from naturelm_edge.audio import resample
+from naturelm_edge.bundle import roles
 from naturelm_edge.bundle.open import Bundle, load_bundle
 from naturelm_edge.device_profiles import Profile, detect, get
 from naturelm_edge.edge_runtime.engine import Engine
@@ -62,7 +63,8 @@ class EdgeModel:
         settings = RunSettings.resolve(RunFlags(time_expansion=time_expansion), self.profile, self.bundle)
         expansion = settings.time_expansion
         pipeline = WindowPipeline(self.engine, self.gate)
-        policy = EscalationPolicy.for_profile(settings.escalation)
+        policy = EscalationPolicy.for_profile(settings.escalation, 
+                                            unsure_silence=self.bundle.answer_kind == roles.SCORES)
         for source in self._sources(audio, sample_rate, expansion):
             for result in pipeline.run(source):
                 reason = policy.judge(result, self.engine.labels).reason

@@ -64,6 +64,8 @@ def edge_run(
     no_detector: Annotated[bool, typer.Option("--no-detector", help="Skip the bundle's detection stage.")] = False,
     detector_threshold: DetectorThreshold = None,
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
+    drain: Annotated[float, typer.Option(help="A run over files: at the end, keep sending queued escalations to "
+                                              "--escalate URL for at most this many seconds.")] = 60.0,
     privacy: Privacy = None,
     site: Site = None,
     check: Annotated[bool, typer.Option("--check", help="With --site: validate the site rules and exit.")] = False,
@@ -109,7 +111,7 @@ def edge_run(
     options = RunOptions(out, RunFlags(escalate, threshold, privacy, time_expansion),
                          read_token(token_file) if token_file else None, gate, quiet=quiet, detector=not no_detector,
                          detector_threshold=detector_threshold, retention=RetentionPolicy(max_mb=clips_max_mb),
-                         site=rules)
+                         site=rules, drain_s=drain if inputs else 0.0)
     runner = Runner(loaded, chosen, options, err_console)
     expansion = runner.settings.time_expansion
     microphone = open_microphone(device, runner.spec.sample_rate, max_seconds, expansion) if mic else None

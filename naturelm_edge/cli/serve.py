@@ -22,7 +22,10 @@ from naturelm_edge.errors import EdgeError
 
 @user_errors
 def serve_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="NatureLM-audio checkpoint (directory, training file or hub id).")],
+    checkpoint: Annotated[str | None, typer.Argument(
+        help="NatureLM-audio checkpoint (directory, training file or hub id); not used with --teacher birdnet-v2.4.")] = None,
+    teacher: Annotated[str, typer.Option(help="Who answers: naturelm (CHECKPOINT) or birdnet-v2.4 (the birdnet extra).")] = "naturelm",
+    threshold: Annotated[float, typer.Option(help="--teacher birdnet-v2.4: name a species from this confidence.")] = 0.5,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     token_file: Annotated[Path | None, typer.Option(help="Bearer tokens, one per line (none: no authentication).")] = None,
@@ -43,25 +46,32 @@ def serve_cmd(
     import uvicorn
 
     from naturelm_edge.serve.app import ServeSettings, create_app, settings_env
+    from naturelm_edge.teachers import TEXT
+    from naturelm_edge.teachers import teacher as teacher_named
 
+    text = teacher_named(teacher).answers == TEXT
+    if text and checkpoint is None:
+        raise EdgeError("edge serve: give the NatureLM CHECKPOINT (or --teacher birdnet-v2.4).")
     if bool(tls_cert) != bool(tls_key):
         raise EdgeError("give both --tls-cert and --tls-key, or neither.")
     if token_file is not None and not token_file.is_file():
         raise EdgeError(f"{token_file}: no such token file.")
     options = full_model_options(device, dtype, llama_path, beams, max_new_tokens)
-    settings = ServeSettings(str(checkpoint), device, dtype, llama_path, options.generation.num_beams,
+    settings = ServeSettings(str(checkpoint or ""), device, dtype, llama_path, options.generation.num_beams,
                              options.generation.max_new_tokens, str(state_dir), str(token_file) if token_file else None,
-                             max_batch, max_wait_ms, rate_per_minute=rate_per_minute)
+                             max_batch, max_wait_ms, rate_per_minute=rate_per_minute, teacher=teacher,
+                             threshold=threshold)
     tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
     if not settings.tokens():
         err_console.print("[yellow]note:[/yellow] no --token-file: anyone who reaches this port can use the model")
     if workers > 1:
         import os
 
-        from naturelm_edge.models import full_model_parameters
+        if text:
+            from naturelm_edge.models import full_model_parameters
 
-        options.placement.check_memory(full_model_parameters(checkpoint, llama_path) * workers,
-                                       f"--workers {workers} (one model per worker process)")
+            options.placement.check_memory(full_model_parameters(checkpoint, llama_path) * workers,
+                                           f"--workers {workers} (one model per worker process)")
 
         os.environ.update(settings_env(settings))
         uvicorn.run("naturelm_edge.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,

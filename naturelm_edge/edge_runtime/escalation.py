@@ -12,6 +12,7 @@ import errno
 import http.client
 import random
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -97,16 +98,20 @@ class EscalationPolicy:
     audit_rate: float = DEFAULTS.audit_rate
     hourly_budget: int = DEFAULTS.hourly_budget
     seed: int = 0
+    # a scores bundle's "None" carries a confidence too (one minus its best label's): a silence it is unsure of
+    # is where its missed calls hide, so it escalates like an unsure species; a text bundle's "None" does not
+    unsure_silence: bool = False
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
         self.budget = AudioBudget(self.hourly_budget)
 
     @classmethod
-    def for_profile(cls, settings: EscalationSettings, confidence_threshold: float | None = None) -> EscalationPolicy:
+    def for_profile(cls, settings: EscalationSettings, confidence_threshold: float | None = None,
+                    unsure_silence: bool = False) -> EscalationPolicy:
         """The policy a device profile's ``[escalation]`` section sets; ``confidence_threshold`` overrides it."""
         threshold = settings.confidence_threshold if confidence_threshold is None else confidence_threshold
-        return cls(threshold, settings.audit_rate, settings.hourly_budget)
+        return cls(threshold, settings.audit_rate, settings.hourly_budget, unsure_silence=unsure_silence)
 
     def wanted(self, confidence: float, known: bool | None, answer: str) -> str | None:
         """Why the model's answer alone asks for the full model (None: it does not); no budget is spent.
@@ -114,7 +119,7 @@ class EscalationPolicy:
         ``known``: whether the answer names one of the bundle's labels (None: the bundle has no labels).
         """
         if not names_something(answer):
-            return None
+            return "unsure-silence" if self.unsure_silence and confidence < self.confidence_threshold else None
         if confidence < self.confidence_threshold:
             return "low-confidence"
         if known is False:
@@ -202,6 +207,15 @@ class Sender:
             return 0
         with self._flushing:
             return self._flush()
+
+    def drain(self, within_s: float) -> int:
+        """Deliver what is queued, waiting out the retries' backoff, for at most ``within_s``; return how many
+        stay queued (a run over files ends with the full model's answers in the store when the server is up)."""
+        deadline = time.monotonic() + within_s
+        while self.url and self.store.queue_length() and time.monotonic() < deadline:
+            if not self.flush():
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        return self.store.queue_length()
 
     def _flush(self) -> int:
         sent = 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from naturelm_edge.bundle import roles
 from naturelm_edge.bundle.open import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.clips import ClipWriter, RetentionPolicy
@@ -49,6 +50,7 @@ class RunOptions:
     detector: bool = True  # the bundle's detection stage, when it has one
     detector_threshold: float | None = None
     site: SiteRules = field(default_factory=SiteRules)
+    drain_s: float = 0.0  # at the end, how long to keep delivering queued escalations (a run over files: 60 s)
 
 
 @dataclass
@@ -110,7 +112,8 @@ class Runner:
         self.engine = Engine(bundle, profile, options.detector, options.detector_threshold)
         self.spec, self.settings = bundle.audio.spec, RunSettings.resolve(options.flags, profile, bundle, options.site)
         settings = self.settings
-        self.policy = None if settings.escalate == "off" else EscalationPolicy.for_profile(settings.escalation)
+        self.policy = None if settings.escalate == "off" else EscalationPolicy.for_profile(
+            settings.escalation, unsure_silence=bundle.answer_kind == roles.SCORES)
         self.pipeline = WindowPipeline(self.engine, options.gate, privacy=settings.privacy)  # refuses first
         settings.write(options.out, profile, bundle)
         self.store = EventStore(options.out / "events.db")
@@ -152,8 +155,18 @@ class Runner:
                 signal.signal(sig, handler)
             self.sender.stop()  # the background thread first: two concurrent flushes could send twice
             self.sender.flush()
+            if self.sender.url and self.options.drain_s > 0 and not self._stop:
+                self._drain()
             self.summary.close(self.sender, self.clip_writer, self.sinks, self.store)
         return self.summary
+
+    def _drain(self) -> None:
+        waiting = self.store.queue_length()
+        if waiting:
+            self.console.print(f"sending {waiting} escalations to {self.sender.url} (at most {self.options.drain_s:g} s)")
+            left = self.sender.drain(self.options.drain_s)
+            if left:
+                self.console.print(f"{left} escalations stay queued in {self.options.out / 'events.db'} for the next run")
 
     def _skip(self, source: Source) -> Callable[[float], bool]:
         return lambda offset_s: self.store.window_done(source.id, offset_s)

@@ -35,7 +35,7 @@ MAX_BODY_BYTES = MAX_AUDIO_BYTES * 4 // 3 + 64 * 1024
 
 @dataclass
 class ServeSettings:
-    checkpoint: str
+    checkpoint: str  # NatureLM's; unused with another teacher
     device: str = "auto"
     dtype: str = "auto"
     llama_path: str | None = None
@@ -48,12 +48,23 @@ class ServeSettings:
     max_body_bytes: int = MAX_BODY_BYTES
     rate_per_minute: float = 600.0  # per token (or client address without tokens)
     burst: int = 60
+    teacher: str = "naturelm"  # or a scores teacher (birdnet-v2.4)
+    threshold: float = 0.5  # a scores teacher names a label from this confidence
 
     def full_model(self):  # noqa: ANN201 - FullModelOptions (imports torch: only where the model runs)
         from naturelm_edge.models.full import FullModelOptions
 
         return FullModelOptions.from_flags(self.device, self.dtype, self.llama_path, self.num_beams,
                                            self.max_new_tokens)
+
+    def model(self):  # noqa: ANN201 - serve.model.FullModel or TeacherScores
+        """The teacher that answers, loaded once per worker."""
+        from naturelm_edge.serve.model import FullModel, TeacherScores
+        from naturelm_edge.teachers import TEXT, teacher
+
+        if teacher(self.teacher).answers == TEXT:
+            return FullModel(self.checkpoint, self.full_model())
+        return TeacherScores(self.teacher, self.threshold)
 
     def tokens(self) -> list[bytes]:
         return [t.encode() for t in read_tokens(self.token_file)] if self.token_file else []
@@ -200,7 +211,8 @@ class Escalations:
         except Exception as err:  # noqa: BLE001 - the model failed on this batch
             self.in_flight.pop(key, None)
             return self.refuse(500, f"the full model failed: {err}")
-        reply = EscalationAnswer(key, answer.answer, answer.prompt, self.model.model_id, round(elapsed_ms, 2))
+        reply = EscalationAnswer(key, answer.answer, answer.prompt, self.model.model_id, round(elapsed_ms, 2),
+                                 scores=answer.scores)
         result = self.store.put(key, reply.to_json())
         self.in_flight.pop(key, None)
         self.latency.observe(time.perf_counter() - started)
@@ -209,10 +221,8 @@ class Escalations:
 
 
 def create_app(settings: ServeSettings, model=None) -> FastAPI:  # noqa: ANN001 - FullModel
-    """The FastAPI application; ``model`` defaults to the checkpoint in ``settings`` (loaded once)."""
-    from naturelm_edge.serve.model import FullModel
-
-    service = Escalations(settings, model or FullModel(settings.checkpoint, settings.full_model()))
+    """The FastAPI application; ``model`` defaults to the teacher in ``settings`` (loaded once)."""
+    service = Escalations(settings, model or settings.model())
 
     @asynccontextmanager
     async def lifespan(_app):  # noqa: ANN001, ANN202

@@ -1,8 +1,9 @@
-"""The full NatureLM-audio model (PyTorch) answering escalated clips, a batch at a time."""
+"""The model behind the escalation API, answering escalated clips a batch at a time: the full NatureLM-audio
+model (PyTorch), or a scores teacher (BirdNET v2.4) answering with its species and their confidences."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +28,7 @@ class Clip:
 class FullAnswer:
     answer: str
     prompt: str
+    scores: list[dict] = field(default_factory=list)  # a scores teacher's best labels: label, scientific, confidence
 
 
 class FullModel:
@@ -60,3 +62,35 @@ class FullModel:
             for i, reply in zip(index, replies):
                 answers[i] = FullAnswer(reply.text, self.prompt(question))
         return answers  # type: ignore[return-value]
+
+
+class TeacherScores:
+    """A scores teacher answering escalated clips: over the clip's 3 s chunks (resampled to the teacher's rate),
+    each label's best confidence; the answer is the best animal label at ``threshold`` or "None", and the top
+    ``top`` labels come with it. TFLite runs one chunk per call, so a batch is answered clip by clip."""
+
+    def __init__(self, name: str = "birdnet-v2.4", threshold: float = 0.5, threads: int = 1, top: int = 5) -> None:
+        from naturelm_edge.teachers import teacher
+
+        spec = teacher(name)
+        self.adapter = spec.load(threads=threads, embeddings=False)
+        self.spec, self.threshold, self.top = spec.spec, threshold, top
+        self.model_id = f"{name}:{self.adapter.identity['sha256'][:12]}"
+        self.checkpoint, self.device = name, f"cpu (TFLite, {threads} thread(s))"
+
+    def answer(self, clips: list[Clip]) -> list[FullAnswer]:
+        from naturelm_edge.prompt import NOTHING_HEARD
+        from naturelm_edge.teachers.birdnet import pieces, sigmoid
+
+        answers = []
+        for clip in clips:
+            resampler = StreamResampler(clip.sample_rate, self.spec.sample_rate)
+            audio = np.concatenate([resampler.process(clip.audio), resampler.flush()])
+            logits = np.max([self.adapter.logits(p) for p in pieces(audio, self.spec.hop_s)], axis=0)
+            confidence = sigmoid(np.where(self.adapter.animal, logits, -np.inf))
+            best = np.argsort(-confidence)[: self.top]
+            scores = [{"label": self.adapter.labels[i], "scientific": self.adapter.scientific[i],
+                       "confidence": round(float(confidence[i]), 4)} for i in best]
+            named = scores[0]["label"] if scores[0]["confidence"] >= self.threshold else NOTHING_HEARD
+            answers.append(FullAnswer(named, clip.question, scores))
+        return answers

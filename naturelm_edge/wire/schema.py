@@ -7,7 +7,8 @@
      "device_answer": ..., "device_confidence": ..., "bundle_id": ...}}
 
 answered with ``{"schema": 1, "escalation_id": ..., "answer": "...", "prompt": "...", "model_id": "...",
-"timing_ms": 12.3}``. The escalation id makes retries idempotent: the same id gets the same answer.
+"timing_ms": 12.3, "scores": [...]}`` (``scores``: a scores teacher's best labels with their confidence; empty
+from NatureLM). The escalation id makes retries idempotent: the same id gets the same answer.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class EscalationAnswer:
     model_id: str
     timing_ms: float
     schema: int = SCHEMA
+    scores: list = field(default_factory=list)  # a scores teacher's best labels: {label, scientific, confidence}
 
     def to_json(self) -> dict:
         return asdict(self)
