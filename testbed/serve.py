@@ -19,13 +19,14 @@ from testbed.net import free_port
 
 
 class Server:
-    """`edge serve CHECKPOINT` in its own process on a free loopback port."""
+    """`edge serve [CHECKPOINT]` in its own process on a free loopback port (no checkpoint: ``extra`` names the
+    teacher, ``--teacher birdnet-v2.4``)."""
 
-    def __init__(self, checkpoint: Path, state: Path, *extra: str, scheme: str = "http") -> None:
+    def __init__(self, checkpoint: Path | None, state: Path, *extra: str, scheme: str = "http") -> None:
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.args = [sys.executable, "-c", "from naturelm_edge.cli import run; run()", "serve", str(checkpoint),
-                     "--port", str(self.port), "--state-dir", str(state), *extra]
+        self.args = [sys.executable, "-c", "from naturelm_edge.cli import run; run()", "serve",
+                     *([str(checkpoint)] if checkpoint else []), "--port", str(self.port), "--state-dir", str(state), *extra]
         self.process: subprocess.Popen | None = None
 
     def start(self, context: ssl.SSLContext | None = None, timeout_s: float = 120) -> Server:

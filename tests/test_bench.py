@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from naturelm_edge.bench import tegrastats
-from naturelm_edge.teachers.birdnet import model_path
 from naturelm_edge.cli import app
+from naturelm_edge.teachers.birdnet import model_path
 from tests.helpers import run_cli
 
 runner = CliRunner()

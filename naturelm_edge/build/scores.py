@@ -143,14 +143,17 @@ def _quantize(b: State) -> dict:
 
     o, profile = b.options, b.options.profile
     split = read_split(b.cache)
-    files = [o.audio / r for r, role in sorted(split.items()) if role == "calibration"]
-    calibration = calibration_set(files, b.contract.spec, o.calibration_windows, where=f"{o.audio} (calibration "
+    # a small folder may have no calibration recording: then the validation, else the training ones (said so)
+    used = next((r for r in ("calibration", "validation", "train") if r in split.values()), "train")
+    files = [o.audio / r for r, role in sorted(split.items()) if role == used]
+    calibration = calibration_set(files, b.contract.spec, o.calibration_windows, where=f"{o.audio} ({used} "
                                   "recordings)", settings=b.contract.fbank)
     spec = QuantSpec(profile.precision[roles.ENCODER.name], profile.quant_target, profile.calibration)
     info = quantize(b.student / MODEL, b.quantized / MODEL, spec, ArrayReader(encoder_inputs(calibration)),
                     o.work / "calibration-ranges", calibration.digest())
     report = {"precision": spec.label(), "quantization": info,
-              "calibration": {"recordings": len(calibration.files), "windows": int(len(calibration.features))},
+              "calibration": {"recordings": len(calibration.files), "windows": int(len(calibration.features)),
+                              "role": used},
               **judged(b)}
     write_atomic(b.quantized / REPORT, json.dumps(report, indent=2, default=str) + "\n")
     return {"calibration_windows": int(len(calibration.features)),

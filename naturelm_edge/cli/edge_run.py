@@ -64,8 +64,7 @@ def edge_run(
     no_detector: Annotated[bool, typer.Option("--no-detector", help="Skip the bundle's detection stage.")] = False,
     detector_threshold: DetectorThreshold = None,
     threshold: Annotated[float | None, typer.Option(help="Escalate answers below this confidence.")] = None,
-    drain: Annotated[float, typer.Option(help="A run over files: at the end, keep sending queued escalations to "
-                                              "--escalate URL for at most this many seconds.")] = 60.0,
+    drain: Annotated[float, typer.Option(help="Files: at the end, send queued escalations for up to N s.")] = 60.0,
     privacy: Privacy = None,
     site: Site = None,
     check: Annotated[bool, typer.Option("--check", help="With --site: validate the site rules and exit.")] = False,

@@ -365,6 +365,8 @@ def build_cmd(
     encoder: Annotated[str | None, typer.Option(
         help="full (NatureLM's audio path) or student (distilled); default: what the profile asks for.")] = None,
     encoder_epochs: Annotated[int, typer.Option(help="Student encoder training epochs.")] = 30,
+    views: Annotated[int, typer.Option(help="Each training window as it is and views - 1 augmented copies the "
+                                            "teacher also answers (student encoder, scores teacher).")] = 3,
     calibration_windows: Annotated[int, typer.Option(help="Windows of held-out species to calibrate on.")] = 32,
     min_agreement: Annotated[float | None, typer.Option(help="Fail when quantized answers agree with fp32 less often.")] = None,
     sign: Annotated[Path | None, typer.Option(help="ed25519 private key to sign the bundle with.")] = None,
@@ -393,7 +395,8 @@ def build_cmd(
                            labels, epochs, student_layers, student_hidden, student_heads,
                            calibration_windows=calibration_windows, min_agreement=min_agreement, sign_key=sign, tar=tar,
                            full_model=full_model_options(device, dtype, llama_path, beams, max_new_tokens),
-                           encoder=encoder, encoder_epochs=encoder_epochs, patience=patience, teacher=teacher,
+                           encoder=encoder, encoder_epochs=encoder_epochs, encoder_views=views, patience=patience,
+                           teacher=teacher,
                            species_file=species, lat=lat, lon=lon, week=week, threshold=threshold)
     console.print(f"building from teacher [bold]{teacher}[/bold] for profile [bold]{chosen.name}[/bold] "
                   + (f"({options.encoder_kind} {chosen.precision['encoder']} encoder, "

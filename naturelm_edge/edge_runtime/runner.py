@@ -102,6 +102,19 @@ class Summary:
         return self.busy_s / self.audio_s if self.audio_s else 0.0
 
 
+def finish_sending(sender: Sender, drain_s: float, console: Console, store: Path) -> None:
+    """The sender's thread stopped first (two concurrent flushes could send twice), one last pass, then, for a
+    run over files, up to ``drain_s`` more to deliver what is still queued, and one line for what stays."""
+    sender.stop()
+    sender.flush()
+    waiting = sender.store.queue_length() if sender.url and drain_s > 0 else 0
+    if waiting:
+        console.print(f"sending {waiting} escalations to {sender.url} (at most {drain_s:g} s)")
+        left = sender.drain(drain_s)
+        if left:
+            console.print(f"{left} escalations stay queued in {store} for the next run")
+
+
 class Runner:
     """``edge-run``'s consumer of the window pipeline: it commits, writes, saves clips, queues and shows."""
 
@@ -153,20 +166,10 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.sender.stop()  # the background thread first: two concurrent flushes could send twice
-            self.sender.flush()
-            if self.sender.url and self.options.drain_s > 0 and not self._stop:
-                self._drain()
+            finish_sending(self.sender, 0.0 if self._stop else self.options.drain_s, self.console,
+                           self.options.out / "events.db")
             self.summary.close(self.sender, self.clip_writer, self.sinks, self.store)
         return self.summary
-
-    def _drain(self) -> None:
-        waiting = self.store.queue_length()
-        if waiting:
-            self.console.print(f"sending {waiting} escalations to {self.sender.url} (at most {self.options.drain_s:g} s)")
-            left = self.sender.drain(self.options.drain_s)
-            if left:
-                self.console.print(f"{left} escalations stay queued in {self.options.out / 'events.db'} for the next run")
 
     def _skip(self, source: Source) -> Callable[[float], bool]:
         return lambda offset_s: self.store.window_done(source.id, offset_s)

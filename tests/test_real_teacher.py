@@ -1,0 +1,199 @@
+"""BirdNET v2.4 as a real teacher: its adapter, a scores build on real recordings, the 48 kHz bundle on the
+device, and `edge serve --teacher birdnet-v2.4` answering that bundle's escalations.
+
+The build here is small (a few recordings, two epochs): it proves the mechanics, not the quality; the
+quality figures come from ``python -m benchmarks.real_teacher`` (benchmarks/results/real-teacher/).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from naturelm_edge.audio.decode import stream
+from naturelm_edge.prompt import NOTHING_HEARD
+from testbed.serve import Server
+from tests.helpers import events, run_cli, run_edge
+
+ROBIN = "librosa-data/456440__inspectorj__bird-whistling-robin-single-13.ogg"
+# a robin twice (two qualities), four phoebe clips, soundscapes, a toad chorus, and call-free background
+PICKED = [ROBIN, ROBIN.replace(".ogg", ".hq.ogg"), "opensoundscape/great_plains_toad.wav", "opensoundscape/birds_10s.wav",
+          "opensoundscape/1min.wav", "birdvoxdetect/BirdVox-scaper_example_background.wav"]
+
+
+@pytest.fixture(scope="module")
+def birdnet():
+    from naturelm_edge.teachers.birdnet import BirdNET
+
+    return BirdNET()
+
+
+@pytest.fixture(scope="module")
+def few_recordings(audio_dir: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("birdnet-audio")
+    phoebe = sorted((audio_dir / "phoebe").iterdir())[:12:3]
+    for relative in [*PICKED, *(str(p.relative_to(audio_dir)) for p in phoebe)]:
+        assert (audio_dir / relative).is_file(), relative
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).symlink_to(audio_dir / relative)
+    return root
+
+
+@pytest.fixture(scope="module")
+def scores_bundle(few_recordings: Path, tmp_path_factory) -> tuple[Path, Path, list]:
+    work = tmp_path_factory.mktemp("birdnet-build")
+    (work / "species.txt").write_text("# kept even if not heard\nTurdus merula\nAmerican Robin\n")
+    args = ["build", "--teacher", "birdnet-v2.4", "--audio", str(few_recordings), "--out", str(work / "bundle"),
+            "--work", str(work / "work"), "--profile", "x86-cpu", "--encoder-epochs", "2", "--views", "2",
+            "--species", str(work / "species.txt")]
+    runs = [run_cli(*args, timeout=900), run_cli(*args, timeout=900)]
+    for done in runs:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return work / "bundle", work / "work", runs
+
+
+def test_the_embedding_and_the_teachers_last_layer_give_its_logits(birdnet, audio_dir):
+    from naturelm_edge.teachers.birdnet import pieces, sigmoid
+
+    audio = np.concatenate(list(stream(audio_dir / ROBIN, 48_000)))
+    weight, bias = birdnet.class_layer()
+    logits, embedding = birdnet.run(next(pieces(audio)))
+    assert embedding.shape == (1024,) and weight.shape == (len(birdnet.labels), 1024)
+    np.testing.assert_allclose(embedding @ weight.T + bias, logits, atol=1e-3)
+    best = int(np.argmax(np.where(birdnet.animal, logits, -np.inf)))
+    assert birdnet.labels[best] == "European Robin" and sigmoid(logits[best]) > 0.9  # the teacher is real
+
+
+def test_recordings_not_windows_are_split(tmp_path):
+    from naturelm_edge.distill.scores import ROLES, recording_role
+
+    names = [f"site{i % 7}/rec{i}.wav" for i in range(2000)]
+    roles = [recording_role(n) for n in names]
+    shares = {r: roles.count(r) / len(roles) for r in ROLES}
+    assert abs(shares["train"] - 0.6) < 0.05 and abs(shares["evaluation"] - 0.25) < 0.05
+    assert roles == [recording_role(n) for n in names]  # adding recordings never moves another one
+    assert recording_role("a.wav", seed=0) != recording_role("a.wav", seed=1) or recording_role("b.wav", 0) != \
+        recording_role("b.wav", 1)
+
+
+def test_a_scores_build_writes_a_bundle_the_runtime_answers_with(scores_bundle, birdnet):
+    from naturelm_edge.bundle.open import load_bundle
+    from naturelm_edge.teachers.birdnet import model_path
+
+    bundle_dir, work, runs = scores_bundle
+    bundle = load_bundle(bundle_dir)
+    manifest = bundle.manifest
+    assert bundle.answer_kind == "scores" and bundle.questions == ["species"]
+    assert manifest["audio"]["sample_rate"] == 48_000 and manifest["audio"]["window_s"] == 3.0
+    assert manifest["teacher"]["sha256"] == __import__("hashlib").sha256(model_path().read_bytes()).hexdigest()
+    assert manifest["teacher"]["licence"] == "CC BY-NC-SA 4.0"
+    # the labels: what the teacher heard in training recordings, plus the species file's (by either name)
+    assert {"Eurasian Blackbird", "American Robin"} <= set(bundle.labels)
+    assert len(manifest["answers"]["scientific"]) == len(bundle.labels)
+    assert {e["role"] for e in manifest["files"]} >= {"encoder", "speech"}
+    assert not any(e["role"] == "decoder" for e in manifest["files"])
+    fidelity = manifest["encoder"]["fidelity"]["quantized"]
+    assert fidelity["windows"] > 0 and fidelity["answer"]["ci95"] is not None
+    assert set(manifest["build"]["steps"]) == {"teacher answers", "student classifier", "quantization"}
+    # the second run reuses every step
+    assert runs[1].stderr.count("inputs unchanged, skipped") + runs[1].stdout.count("inputs unchanged, skipped") == 3
+
+
+def test_teacher_answers_resume_where_they_stopped(scores_bundle, few_recordings):
+    from naturelm_edge.distill.scores import collect_scores, load_scores
+    from naturelm_edge.teachers import BIRDNET
+
+    class Counting:
+        def __init__(self, teacher) -> None:  # noqa: ANN001
+            self.teacher, self.identity, self.asked = teacher, teacher.identity, 0
+
+        def run(self, samples):  # noqa: ANN001, ANN202
+            self.asked += 1
+            return self.teacher.run(samples)
+
+    from naturelm_edge.teachers.birdnet import BirdNET
+
+    cache = scores_bundle[1] / "teacher-birdnet-v2.4"
+    before = load_scores(cache, "train", 2)
+    lost = sorted(cache.glob("*-1.npz"))[0]
+    lost.unlink()  # as if the run had stopped before this view was written
+    teacher = Counting(BirdNET())
+    counts = collect_scores(teacher, few_recordings, cache, BIRDNET.training_spec, BIRDNET.fbank, 2)
+    after = load_scores(cache, "train", 2)
+    assert counts["asked"] == teacher.asked > 0 and counts["reused"] > counts["asked"]
+    assert len(after) == len(before)
+    np.testing.assert_array_equal(after.logits, before.logits)  # the same augmented view, asked again
+
+
+def test_species_the_teacher_does_not_know_are_refused_by_name(few_recordings, tmp_path):
+    (tmp_path / "species.txt").write_text("Turdus merula\nDodo bird\n")
+    done = run_cli("build", "--teacher", "birdnet-v2.4", "--audio", str(few_recordings), "--out",
+                   str(tmp_path / "b"), "--species", str(tmp_path / "species.txt"), "--encoder-epochs", "1")
+    assert done.returncode != 0 and "species.txt" in done.stderr and "Dodo bird" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "b").exists()
+
+
+def test_the_48khz_bundle_escalates_to_birdnet_and_the_run_waits_for_its_answers(scores_bundle, few_recordings,
+                                                                                 tmp_path):
+    bundle = scores_bundle[0]
+    server = Server(None, tmp_path / "state", "--teacher", "birdnet-v2.4").start()
+    try:
+        info = json.loads(__import__("urllib.request").request.urlopen(server.url + "/v1/model").read())
+        assert info["model_id"].startswith("birdnet-v2.4:")
+        out = tmp_path / "run"
+        # every answer below 0.999 escalates: the run must end with BirdNET's answers in the store
+        done = run_edge("--bundle", str(bundle), "--input", str(few_recordings / "librosa-data"), "--out", str(out),
+                        "--escalate", server.url, "--threshold", "0.999", "--profile", "x86-cpu")
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        server.stop()
+    rows = events(out)
+    escalated = [r for r in rows if r["escalation_status"] in ("confirmed", "revised")]
+    assert escalated and not [r for r in rows if r["escalation_status"] == "queued"]
+    assert "European Robin" in {r["escalation_answer"] for r in escalated}  # the teacher's answer, stored
+
+
+def test_a_run_over_files_waits_a_bounded_time_and_says_what_stays_queued(scores_bundle, few_recordings, tmp_path):
+    from testbed.net import free_port
+
+    started = time.perf_counter()
+    done = run_edge("--bundle", str(scores_bundle[0]), "--input", str(few_recordings / "librosa-data"), "--out",
+                    str(tmp_path / "run"), "--escalate", f"http://127.0.0.1:{free_port()}", "--threshold", "0.999",
+                    "--drain", "3", "--profile", "x86-cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert time.perf_counter() - started < 120
+    assert "stay queued" in done.stderr and "for the next run" in done.stderr
+    assert any(r["escalation_status"] == "queued" for r in events(tmp_path / "run"))
+
+
+def test_score_answers_name_a_label_from_the_threshold_and_say_how_sure():
+    from naturelm_edge.edge_runtime.escalation import EscalationPolicy
+    from naturelm_edge.edge_runtime.scores import ScoreAnswers
+
+    head = ScoreAnswers(["Wren", "Robin"], 0.5)
+    sure, unsure_call, unsure_silence = (head.generate(np.array(x)) for x in ([-9.0, 4.0], [-9.0, 0.2], [-9.0, -0.2]))
+    assert sure.text == "Robin" and sure.confidence_mean > 0.98
+    assert unsure_call.text == "Robin" and 0.5 < unsure_call.confidence_mean < 0.6
+    assert unsure_silence.text == NOTHING_HEARD and 0.5 < unsure_silence.confidence_mean < 0.6
+    scores, text = EscalationPolicy(0.8, unsure_silence=True), EscalationPolicy(0.8)
+    assert scores.wanted(unsure_silence.confidence_mean, None, NOTHING_HEARD) == "unsure-silence"
+    assert text.wanted(unsure_silence.confidence_mean, None, NOTHING_HEARD) is None
+    assert scores.wanted(0.99, None, NOTHING_HEARD) is None
+
+
+def test_the_speech_filter_hears_the_same_speech_at_48khz(audio_dir):
+    from scipy.signal import resample_poly
+
+    from naturelm_edge.edge_runtime.speech import SpeechFilter
+    from naturelm_edge.privacy.silero import silero_file
+
+    speech = np.concatenate(list(stream(audio_dir.parent / "speech" / "jfk.flac", 16_000)))[: 16_000 * 8]
+    at16 = SpeechFilter(silero_file()).stretches(speech)
+    at48 = SpeechFilter(silero_file(), rate=48_000).stretches(resample_poly(speech, 3, 1).astype(np.float32))
+    assert at16 and len(at16) == len(at48)
+    for (a, b), (c, d) in zip(at16, at48):
+        assert abs(c / 3 - a) <= 512 * 2 and abs(d / 3 - b) <= 512 * 2  # within two 32 ms frames
