@@ -186,6 +186,6 @@ def test_every_source_file_is_in_git():
     ignored = subprocess.run(
         ["git", "ls-files", "--others", "--ignored", "--exclude-standard", "naturelm_edge", "benchmarks", "tests"],
         cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()
+    ).stdout.splitlines()
     work = ("benchmarks/.work/", "/scratch/")  # what benchmarks write while they run, never source
     assert [p for p in ignored if p.endswith((".py", ".toml", ".json", ".md")) and not any(w in p for w in work)] == []
