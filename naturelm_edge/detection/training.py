@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from naturelm_edge.audio import WindowSpec, fbank, window_features
+from naturelm_edge.audio import DEFAULT_SETTINGS, FbankSettings, WindowSpec, fbank, window_features
 from naturelm_edge.bundle import roles
 from naturelm_edge.detection.labels import (
     DetectorError,
@@ -153,24 +153,25 @@ class DetectorData:
 
 
 def build_data(recordings: list[LabelledRecording], spec: WindowSpec, config: DetectorConfig,
-               progress: Callable[[str], None] | None = None) -> DetectorData:
-    """Windows of the labelled recordings plus synthetic and phase-randomised call-free windows."""
+               progress: Callable[[str], None] | None = None, settings: FbankSettings = DEFAULT_SETTINGS) -> DetectorData:
+    """Windows of the labelled recordings plus synthetic and phase-randomised call-free windows, with the fbank
+    of the bundle's contract (``settings``: what the runtime will feed the detector)."""
     rng = np.random.default_rng(config.seed)
     features, labels, origin, skipped = [], [], [], []
 
     def add_features(feats: np.ndarray, label: int, where: str, valid: int) -> None:
-        features.append(floor_padded(feats, valid).astype(np.float32))
+        features.append(floor_padded(feats, valid, settings).astype(np.float32))
         labels.append(label)
         origin.append(where)
 
     def add(wave: np.ndarray, label: int, where: str, valid: int | None = None) -> None:
-        add_features(fbank(wave), label, where, valid or wave.shape[0])
+        add_features(fbank(wave, settings), label, where, valid or wave.shape[0])
 
     for i, rec in enumerate(recordings):
         if progress and i % 10 == 0:
             progress(f"detector data: {i}/{len(recordings)} recordings")
         try:
-            for window, feats in window_features(rec.path, spec, rec.time_expansion):
+            for window, feats in window_features(rec.path, spec, rec.time_expansion, settings):
                 call = rec.label_at(window.start)
                 if call is None:
                     continue
@@ -323,22 +324,22 @@ def check_targets(trained: TrainedDetector, labels_path: Path | str) -> None:
             "recall target (--recall).")
 
 
-def export_detector(trained: TrainedDetector, path: Path, spec: WindowSpec) -> dict:
+def export_detector(trained: TrainedDetector, path: Path, spec: WindowSpec,
+                    settings: FbankSettings = DEFAULT_SETTINGS) -> dict:
     """Write the detector as ONNX; return the manifest's ``detector`` section (threshold and how it was set)."""
     import torch
 
-    from naturelm_edge.audio import DEFAULT_SETTINGS
     from naturelm_edge.export.onnx_export import ExportSpec, export_module
 
-    frames = DEFAULT_SETTINGS.num_frames(spec.window)
+    frames = settings.num_frames(spec.window)
     export_module(trained.net, ExportSpec(
         role=roles.DETECTOR.name, input_names=["fbank"], output_names=["score", "segments"],
         dynamic_axes={"fbank": {0: "batch"}, "score": {0: "batch"}, "segments": {0: "batch"}},
-        example_inputs=lambda: (torch.zeros(1, frames, DEFAULT_SETTINGS.num_mel_bins),)), path)
+        example_inputs=lambda: (torch.zeros(1, frames, settings.num_mel_bins),)), path)
     return {"threshold": trained.threshold, "pool_sharpness": POOL_SHARPNESS, "recall_target": trained.config.recall,
             "skip_target": trained.config.skip,
             "validation": trained.validation, "config": asdict(trained.config),
-            "segment_s": spec.window_s / (trained.net(torch.zeros(1, frames, DEFAULT_SETTINGS.num_mel_bins))[1].shape[1])}
+            "segment_s": spec.window_s / (trained.net(torch.zeros(1, frames, settings.num_mel_bins))[1].shape[1])}
 
 
 def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: DetectorConfig,
@@ -361,12 +362,12 @@ def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: Detecto
     else:
         source = str(labels_file or audio_root / "LABELS.csv")
         recordings = recordings_from_labels(audio_root, read_label_rows(Path(source), exclude))
-    data = build_data(recordings, bundle.audio.spec, config, progress)
+    data = build_data(recordings, bundle.audio.spec, config, progress, bundle.audio.fbank)
     trained = train_detector(data, config, progress)
     check_targets(trained, source)
     with tempfile.TemporaryDirectory(prefix="nle-detector-") as tmp:
         onnx_path = Path(tmp) / "detector.onnx"
-        section = export_detector(trained, onnx_path, bundle.audio.spec)
+        section = export_detector(trained, onnx_path, bundle.audio.spec, bundle.audio.fbank)
         section["training"] = {"labels": source, "labels_from": "teacher" if teacher_answers else "labels",
                                "recordings": len(recordings), "windows": int(len(data.labels)),
                                "call_windows": int(data.labels.sum()), "excluded": list(exclude),
