@@ -10,7 +10,7 @@ detector run as before.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,22 +38,40 @@ def floor_padded(features: np.ndarray, valid_samples: int, settings: FbankSettin
 
 @dataclass(frozen=True)
 class SiteFloor:
-    """The threshold a recorder's own background sets: ``margin`` above the score its quietest ``quantile`` of
-    the last ``windows`` windows reached (once it has ``min_windows``), never below the bundle's threshold.
+    """The threshold a recorder's own background sets, learned only from windows judged call-free.
 
     The bundle's threshold is set on the training audio's call-free windows; a site's background that the
     detector never heard (another forest's insects, a stream) can score above it all day, and the detector
-    then refuses nothing there. Like the gate's noise floor, this floor belongs to the recorder: files of one
-    recorder carry it on, a file alone starts one of its own. What it costs: in an hour where calls fill
-    nine windows in ten (a frog chorus), only the windows that stand out of the chorus pass, as with the gate.
-    ``benchmarks/results/screening``: on held-back backgrounds it refused 73-100 % over three training seeds
-    (the bundle's threshold alone: 50-100 %), keeping every call at SNR >= 0 dB.
+    then refuses nothing there. The floor follows that background, never the callers: its evidence is the
+    scores of windows the detector refused and of windows it passed that the model then answered "None"
+    (a false alarm); windows whose answer names a call never count. The threshold is ``margin`` above the
+    ``quantile`` of that evidence over the last ``span_s`` of the recorder's audio (its own clock, so an
+    archive analysed in minutes behaves as the field would), once ``min_windows`` call-free windows are in;
+    it rises at most ``rise_per_minute`` logits per minute of audio (a burst of false alarms cannot shut
+    the detector at once) and falls at once when the background quietens.
+
+    What it costs: a call no louder than the background's loudest tenth is refused once the floor has risen;
+    a caller present in every window, a quiet site and a dawn chorus keep their calls, because the model's
+    answers keep their windows out of the evidence. Like the gate's noise floor it belongs to the recorder:
+    its files carry it on, a file alone starts its own.
     """
 
-    quantile: float = 0.1
-    margin: float = 0.5  # logits
-    windows: int = 720  # an hour of a continuous stream (5 s hop)
+    quantile: float = 0.9
+    margin: float = 0.25  # logits
+    span_s: float = 3600.0  # an hour of the recorder's audio
     min_windows: int = 12
+    rise_per_minute: float = 0.5  # logits
+
+
+@dataclass
+class _Evidence:
+    """One recorder's call-free scores (audio time, score), the floor as last applied, a window awaiting its
+    answer."""
+
+    scores: deque = field(default_factory=deque)
+    applied: float | None = None
+    at_s: float = 0.0
+    pending: tuple[float, float] | None = None
 
 
 @dataclass
@@ -70,23 +88,31 @@ class Detector:
     def __init__(self, session, threshold: float, sharpness: float = POOL_SHARPNESS,  # noqa: ANN001
                  fbank: FbankSettings = DEFAULT_SETTINGS, site: SiteFloor | None = SiteFloor()) -> None:
         self.session, self.threshold, self.sharpness, self.fbank, self.site = session, threshold, sharpness, fbank, site
-        self.recent: deque[float] = deque(maxlen=site.windows if site else 1)  # this recorder's last scores
-        self.sites: dict[str, deque[float]] = {}
+        self.evidence = _Evidence()  # the current recorder's
+        self.sites: dict[str, _Evidence] = {}
 
     def begin(self, recorder: str | None) -> None:
         """A new recording: ``recorder`` names the device it came from (its files carry the site floor on);
         None starts a floor of its own (a file of unknown origin, a new stream)."""
-        if recorder is None:
-            self.recent = deque(maxlen=self.recent.maxlen)
-        else:
-            self.recent = self.sites.setdefault(recorder, deque(maxlen=self.recent.maxlen))
+        self.evidence = _Evidence() if recorder is None else self.sites.setdefault(recorder, _Evidence())
 
-    def threshold_now(self) -> float:
-        """The bundle's threshold, or the site's floor plus the margin when that is higher."""
-        site = self.site
-        if site is None or len(self.recent) < site.min_windows:
+    def threshold_now(self, at_s: float | None = None) -> float:
+        """The bundle's threshold, or the site's floor when that is higher (risen no faster than allowed)."""
+        site, evidence = self.site, self.evidence
+        at_s = evidence.at_s if at_s is None else at_s
+        if site is None:
             return self.threshold
-        return max(self.threshold, float(np.quantile(self.recent, site.quantile)) + site.margin)
+        while evidence.scores and evidence.scores[0][0] < at_s - site.span_s:
+            evidence.scores.popleft()
+        target = self.threshold
+        if len(evidence.scores) >= site.min_windows:
+            level = float(np.quantile([score for _, score in evidence.scores], site.quantile))
+            target = max(self.threshold, level + site.margin)
+        previous = self.threshold if evidence.applied is None else evidence.applied
+        if target > previous:
+            target = min(target, previous + site.rise_per_minute * max(0.0, at_s - evidence.at_s) / 60.0)
+        evidence.applied, evidence.at_s = target, max(evidence.at_s, at_s)
+        return target
 
     def scores(self, features: np.ndarray, valid_samples: int) -> tuple[float, np.ndarray]:
         """The window's score and its segments' (in time order, equal lengths)."""
@@ -97,20 +123,31 @@ class Detector:
     def score(self, features: np.ndarray, valid_samples: int) -> float:
         return self.scores(features, valid_samples)[0]
 
-    def __call__(self, features: np.ndarray, valid_samples: int, heard: float = 0.0) -> DetectorDecision:
-        """``heard``: the share of this window, from its start, that the last answered window covered.
+    def judged(self, call: bool) -> None:
+        """The model's verdict on the last window this detector passed: a false alarm is background evidence."""
+        pending, self.evidence.pending = self.evidence.pending, None
+        if pending is not None and not call:
+            self.evidence.scores.append(pending)
+
+    def __call__(self, features: np.ndarray, valid_samples: int, heard: float = 0.0,
+                 at_s: float | None = None) -> DetectorDecision:
+        """``heard``: the share of this window, from its start, that the last answered window covered;
+        ``at_s``: the window's start on its recorder's audio clock (default: one window after the last).
 
         A window whose calls all lie in that stretch adds nothing the models have not answered: the
         segments after it, pooled as the window's score is, must reach the threshold on their own. With
         windows overlapping by half, a call heard once is then encoded once, not twice.
         """
+        if at_s is None:
+            at_s = self.evidence.at_s + valid_samples / self.fbank.sample_rate
         score, segments = self.scores(features, valid_samples)
-        threshold = self.threshold_now()
-        self.recent.append(score)
+        threshold = self.threshold_now(at_s)
+        self.evidence.pending = None
         if score < threshold:
+            self.evidence.scores.append((at_s, score))
             return DetectorDecision(False, score, threshold)
         new = segments[int(np.floor(heard * len(segments))):]
         if heard > 0 and (new.size == 0 or np.logaddexp.reduce(new * self.sharpness) / self.sharpness < threshold):
             return DetectorDecision(False, score, threshold, heard=True)
+        self.evidence.pending = (at_s, score)
         return DetectorDecision(True, score, threshold)
-

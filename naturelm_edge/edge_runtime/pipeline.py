@@ -135,7 +135,7 @@ class WindowPipeline:
             started = time.perf_counter()
             with timed("fbank"):
                 features = features_of(window)
-            screened = self.screening(window, features, timed)
+            screened = self.screening(window, features, timed, place["recorder_s"])
             place.update(speech=screened.speech, window_start=window.start, why=screened.why)
             if screened.outcome == SPEECH:
                 yield WindowResult(**place, outcome=SPEECH, answer=SPEECH_ANSWER, busy_s=time.perf_counter() - started)
@@ -149,6 +149,7 @@ class WindowPipeline:
         with self.timed("decoder"):
             result = self.engine.answer(tokens)
         answer = result.answer
+        self.screening.answered(names_something(answer.text))
         return WindowResult(**place, outcome=ANSWER, question=result.question, answer=answer.text,
                             label=label_of(answer.text, self.engine.labels), confidence=round(answer.confidence_mean, 4),
                             confidence_min=round(answer.confidence_min, 4),

@@ -73,8 +73,9 @@ class Screening:
         self.heard_until = 0
 
     def __call__(self, window: Window, features: np.ndarray,
-                 timed: Callable[[str], AbstractContextManager] = untimed) -> Screened:
-        """GATED, SPEECH, NOT_CALL or HEARD (the window stops here), or ANSWER (it goes to the models)."""
+                 timed: Callable[[str], AbstractContextManager] = untimed, at_s: float | None = None) -> Screened:
+        """GATED, SPEECH, NOT_CALL or HEARD (the window stops here), or ANSWER (it goes to the models);
+        ``at_s``: the window's start on its recorder's audio clock (the site floor's time)."""
         with timed("gate"):
             gate = self.gate(features)
         why = Why(round(gate.level_db, 2), round(gate.floor_db, 2))
@@ -89,15 +90,21 @@ class Screening:
             if speech:  # mask: the models, the clip and the escalation get the window without the speech
                 window = replace(window, samples=masked(window.samples, list(speech), self.speech.rate))
                 features = self.features_of(window.samples)
-        outcome, why = self._detect(window, features, why, timed)
+        outcome, why = self._detect(window, features, why, timed, at_s)
         return Screened(outcome, window, features, speech, why)
 
+    def answered(self, call: bool) -> None:
+        """What the models said of the last window sent to them: a call, or nothing (the site floor learns
+        the background from the latter only)."""
+        if self.detector is not None:
+            self.detector.judged(call)
+
     def _detect(self, window: Window, features: np.ndarray, why: Why,
-                timed: Callable[[str], AbstractContextManager]) -> tuple[str, Why]:
+                timed: Callable[[str], AbstractContextManager], at_s: float | None) -> tuple[str, Why]:
         if self.detector is not None:
             heard = min(1.0, max(0.0, (self.heard_until - window.start) / self.window))
             with timed("detector"):
-                decision = self.detector(features, window.valid, heard)
+                decision = self.detector(features, window.valid, heard, at_s)
             why = replace(why, detector_score=round(decision.score, 4), detector_threshold=round(decision.threshold, 4))
             if not decision.passed:
                 return (HEARD if decision.heard else NOT_CALL), why
