@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from naturelm_edge.cli.analyze import analyze_cmd
 from naturelm_edge.cli.bench import bench
 from naturelm_edge.cli.bundles import bundle_app
 from naturelm_edge.cli.common import state
@@ -37,6 +38,7 @@ app.command("flash", no_args_is_help=True)(flash_cmd)
 app.command("serve")(serve_cmd)
 app.command("station")(station_cmd)
 app.command("demo")(demo)
+app.command("analyze", no_args_is_help=True)(analyze_cmd)
 
 
 @app.callback()

@@ -128,6 +128,7 @@ class Runner:
         self.policy = None if settings.escalate == "off" else EscalationPolicy.for_profile(
             settings.escalation, unsure_silence=bundle.answer_kind == roles.SCORES)
         self.pipeline = WindowPipeline(self.engine, options.gate, privacy=settings.privacy)  # refuses first
+        self.windows_of = self.pipeline.run  # (source, skip) -> its windows; `edge analyze` computes them elsewhere
         settings.write(options.out, profile, bundle)
         self.store = EventStore(options.out / "events.db")
         self.sinks = Sinks(options.out, options.formats)
@@ -177,7 +178,7 @@ class Runner:
     def _run_source(self, source: Source) -> None:
         self._stoppers.add(source.stop)
         try:
-            for result in self.pipeline.run(source, skip=self._skip(source)):
+            for result in self.windows_of(source, skip=self._skip(source)):
                 self._take(result, source)
                 if self._stop:
                     return

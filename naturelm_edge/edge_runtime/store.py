@@ -151,6 +151,11 @@ class EventStore:
             row = self.db.execute("SELECT 1 FROM windows WHERE source = ? AND offset_s = ?", (source, round(offset_s, 3)))
             return row.fetchone() is not None
 
+    def done_offsets(self, source: str) -> set[float]:
+        """Every window of ``source`` already committed (an archive analysis sends them to its workers)."""
+        with self.lock:
+            return {row[0] for row in self.db.execute("SELECT offset_s FROM windows WHERE source = ?", (source,))}
+
     def record(self, source: str, offset_s: float, gated: bool, events: list[Event],
                escalate: list[str | None], screening: tuple | None = None) -> list[int]:
         """Commit a window's events, its escalations (audio path or None) and its 'done' mark in one transaction.

@@ -1,0 +1,127 @@
+"""`edge analyze --ray` on a real local multi-node Ray cluster (a head and two worker nodes, one CPU each):
+the same events as the single process, a worker node removed mid-run, the driver killed and started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli
+
+ray = pytest.importorskip("ray")  # the cluster extra (.ci/run installs it; in CI a skip fails the run)
+
+# recorders: two Song Meter series of two files, and loose files (each a recorder of its own)
+ARCHIVE = {"site1/SMA00001_20240501_050000.wav": "opensoundscape/1min.wav",
+           "site1/SMA00001_20240501_051000.wav": "opensoundscape/birds_10s.wav",
+           "site2/SMA00002_20240501_050000.wav": "birdvoxdetect/BirdVox-full-night_unit03_00-19-45_01min.wav",
+           "site2/SMA00002_20240501_051000.wav": "opensoundscape/great_plains_toad.wav",
+           "loose/a.wav": "birdvoxdetect/BirdVox-scaper_example_background.wav",
+           "loose/b.wav": "opensoundscape/rugr_drum.wav",
+           "loose/c.ogg": "librosa-data/glacier-bay-humpback.ogg"}
+
+
+@pytest.fixture(scope="module")
+def archive(audio_dir: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("archive")
+    for name, source in ARCHIVE.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(audio_dir / source)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [made.add_node(num_cpus=1) for _ in range(2)]
+    made.wait_for_nodes()
+    yield made, workers
+    made.shutdown()
+
+
+def analyze(bundle: Path, archive: Path, out: Path, *ray_args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "from naturelm_edge.cli import run; run()", "analyze", str(archive),
+                             "--bundle", str(bundle), "--out", str(out), "--escalate", "off", "--profile", "x86-cpu",
+                             *ray_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(process: subprocess.Popen, timeout: float = 600) -> str:
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+def stored(out: Path) -> list[tuple]:
+    db = sqlite3.connect(out / "events.db")
+    rows = sorted(db.execute("SELECT source, offset_s, answer, round(confidence, 4), stage, label FROM events"))
+    windows = db.execute("SELECT COUNT(*), COUNT(DISTINCT source || offset_s) FROM windows").fetchone()
+    db.close()
+    assert windows[0] == windows[1]  # every window once
+    return rows
+
+
+def committed(out: Path) -> int:
+    try:
+        db = sqlite3.connect(out / "events.db", timeout=1)
+        count = db.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
+        db.close()
+        return count
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def single(bundle: Path, archive: Path, tmp_path_factory) -> list[tuple]:
+    out = tmp_path_factory.mktemp("single")
+    done = run_cli("analyze", str(archive), "--bundle", str(bundle), "--out", str(out), "--escalate", "off",
+                   "--profile", "x86-cpu")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = stored(out)
+    assert len({r[0] for r in rows}) == len(ARCHIVE)
+    return rows
+
+
+def test_the_cluster_stores_what_the_single_process_stores(bundle, archive, cluster, single, tmp_path):
+    made, _ = cluster
+    out = tmp_path / "cluster"
+    process = analyze(bundle, archive, out, "--ray", made.address)
+    printed = finished(process)
+    assert stored(out) == single
+    assert "site1/SMA00001: files 2" in printed and "site2/SMA00002: files 2" in printed  # a summary per recorder
+
+
+def test_a_worker_node_removed_mid_run_loses_nothing(bundle, archive, cluster, single, tmp_path):
+    made, workers = cluster
+    out = tmp_path / "node-lost"
+    process = analyze(bundle, archive, out, "--ray", made.address)
+    deadline = time.time() + 300
+    while committed(out) == 0 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    made.remove_node(workers[1])  # its running task is retried on the other node
+    finished(process)
+    assert stored(out) == single
+    workers[1] = made.add_node(num_cpus=1)  # the next test's cluster has two worker nodes again
+
+
+def test_the_driver_killed_and_started_again_goes_on_from_the_store(bundle, archive, cluster, single, tmp_path):
+    made, _ = cluster
+    out = tmp_path / "driver-killed"
+    process = analyze(bundle, archive, out, "--ray", made.address)
+    deadline = time.time() + 300
+    while committed(out) == 0 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = committed(out)
+    again = analyze(bundle, archive, out, "--ray", made.address)
+    printed = finished(again)
+    assert partial > 0 and f"(resumed past {partial})" in printed  # what was stored is not analysed again
+    assert stored(out) == single  # nothing lost, nothing twice
