@@ -33,7 +33,7 @@ import numpy as np
 from benchmarks.common import machine, pyplot, recordings_dir
 
 EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
-THRESHOLDS = (0.0, 0.6, 0.7, 0.8, 0.9)
+THRESHOLDS = (0.0, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def build(audio: Path, work: Path, views: int, epochs: int) -> tuple[Path, float]:
@@ -104,7 +104,7 @@ def cell(f: dict) -> str:
 def markdown(report: dict) -> str:
     build = report["build"]
     lines = ["# A bundle distilled from BirdNET v2.4, judged against BirdNET", "",
-             f"Command: `{report['command']}`; {report['machine']['cpu']}, {report['machine']['cores']} cores.", "",
+             f"Command: `{report['command']}`; {report['machine']['processor']}, {report['machine']['cores']} cores.", "",
              f"Build: {build['seconds']:.0f} s on every shared recording ({build['train_windows']} training windows "
              f"with views, {build['labels']} labels, stopped: {build['stopped']}). Evaluation: "
              f"{report['evaluation']['recordings']} recordings never trained or calibrated on, "
