@@ -119,7 +119,7 @@ def markdown(report: dict) -> str:
               "| escalate below | same species | call recall | silence kept | windows escalated |",
               "|---|---|---|---|---|"]
     for f in report["cascade"]:
-        name = "device alone" if f["threshold"] == 0 else f"{f['threshold']:.1f}"
+        name = "device alone" if f["threshold"] == 0 else f"{f['threshold']:.2f}"
         lines.append(f"| {name} | {cell(f['species'])} | {cell(f['call_recall'])} | {cell(f['quiet_kept_quiet'])} | "
                      f"{cell(f['escalated'])} |")
     lines += ["", "## The device alone, per site (folder of the shared recordings)", "",
