@@ -78,6 +78,14 @@ def committed(out: Path) -> int:
         return 0
 
 
+def under_way(process: subprocess.Popen, out: Path) -> subprocess.Popen:
+    """``process`` once its first recorder's windows are in the store (mid-run: others are still computing)."""
+    deadline = time.time() + 300
+    while committed(out) == 0 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    return process
+
+
 @pytest.fixture(scope="module")
 def single(bundle: Path, archive: Path, tmp_path_factory) -> list[tuple]:
     out = tmp_path_factory.mktemp("single")
@@ -101,10 +109,7 @@ def test_the_cluster_stores_what_the_single_process_stores(bundle, archive, clus
 def test_a_worker_node_removed_mid_run_loses_nothing(bundle, archive, cluster, single, tmp_path):
     made, workers = cluster
     out = tmp_path / "node-lost"
-    process = analyze(bundle, archive, out, "--ray", made.address)
-    deadline = time.time() + 300
-    while committed(out) == 0 and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
+    process = under_way(analyze(bundle, archive, out, "--ray", made.address), out)
     made.remove_node(workers[1])  # its running task is retried on the other node
     finished(process)
     assert stored(out) == single
@@ -114,10 +119,7 @@ def test_a_worker_node_removed_mid_run_loses_nothing(bundle, archive, cluster, s
 def test_the_driver_killed_and_started_again_goes_on_from_the_store(bundle, archive, cluster, single, tmp_path):
     made, _ = cluster
     out = tmp_path / "driver-killed"
-    process = analyze(bundle, archive, out, "--ray", made.address)
-    deadline = time.time() + 300
-    while committed(out) == 0 and time.time() < deadline and process.poll() is None:
-        time.sleep(0.1)
+    process = under_way(analyze(bundle, archive, out, "--ray", made.address), out)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     partial = committed(out)
