@@ -209,12 +209,13 @@ class Sender:
             return self._flush()
 
     def drain(self, within_s: float) -> int:
-        """Deliver what is queued, waiting out the retries' backoff, for at most ``within_s``; return how many
+        """Deliver what is queued for at most ``within_s``, as long as each pass delivers something (a server
+        that fails or does not answer ends it at once: a failing link never holds a run); return how many
         stay queued (a run over files ends with the full model's answers in the store when the server is up)."""
         deadline = time.monotonic() + within_s
         while self.url and self.store.queue_length() and time.monotonic() < deadline:
             if not self.flush():
-                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                break
         return self.store.queue_length()
 
     def _flush(self) -> int:
