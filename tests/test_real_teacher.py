@@ -197,3 +197,22 @@ def test_the_speech_filter_hears_the_same_speech_at_48khz(audio_dir):
     assert at16 and len(at16) == len(at48)
     for (a, b), (c, d) in zip(at16, at48):
         assert abs(c / 3 - a) <= 512 * 2 and abs(d / 3 - b) <= 512 * 2  # within two 32 ms frames
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_a_corrupt_or_missing_teacher_model_is_named_in_one_sentence(few_recordings, tmp_path, damage):
+    import shutil
+
+    from naturelm_edge.teachers.birdnet import DIR_ENV, MODEL_FILE, model_dir
+
+    copy = tmp_path / "birdnet"
+    shutil.copytree(model_dir(), copy)
+    if damage == "corrupt":
+        (copy / MODEL_FILE).write_bytes((copy / MODEL_FILE).read_bytes()[:4096])  # a download cut short
+    else:
+        (copy / MODEL_FILE).unlink()
+    done = run_cli("build", "--teacher", "birdnet-v2.4", "--audio", str(few_recordings), "--out", str(tmp_path / "b"),
+                   "--work", str(tmp_path / "w"), env={DIR_ENV: str(copy)})
+    assert done.returncode != 0 and str(copy / MODEL_FILE) in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
+    assert not (tmp_path / "b").exists()

