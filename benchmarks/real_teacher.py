@@ -50,8 +50,9 @@ def windows(audio: Path, bundle: Path, recordings: list[str]) -> list[dict]:
     """Per window of each evaluation recording: the device's answer and confidence, and the teacher's."""
     from naturelm_edge.api import EdgeModel
     from naturelm_edge.audio.decode import stream
+    from naturelm_edge.edge_runtime.scores import sigmoid
     from naturelm_edge.prompt import NOTHING_HEARD
-    from naturelm_edge.teachers.birdnet import BirdNET, pieces, sigmoid
+    from naturelm_edge.teachers.birdnet import BirdNET, pieces
 
     model, teacher = EdgeModel(bundle, "x86-cpu"), BirdNET(embeddings=False)
     rows = []

@@ -57,7 +57,8 @@ def scores_bundle(few_recordings: Path, tmp_path_factory) -> tuple[Path, Path, l
 
 
 def test_the_embedding_and_the_teachers_last_layer_give_its_logits(birdnet, audio_dir):
-    from naturelm_edge.teachers.birdnet import pieces, sigmoid
+    from naturelm_edge.edge_runtime.scores import sigmoid
+    from naturelm_edge.teachers.birdnet import pieces
 
     audio = np.concatenate(list(stream(audio_dir / ROBIN, 48_000)))
     weight, bias = birdnet.class_layer()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from naturelm_edge.distill.classifier import sigmoid
+from naturelm_edge.edge_runtime.scores import sigmoid
 
 
 def share(agree: int, count: int) -> dict:

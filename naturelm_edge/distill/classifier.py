@@ -21,6 +21,7 @@ import numpy as np
 
 from naturelm_edge.distill.encoder import ARCHITECTURES, conv_stack
 from naturelm_edge.distill.scores import ScoreSet
+from naturelm_edge.edge_runtime.scores import sigmoid
 from naturelm_edge.errors import EdgeError
 from naturelm_edge.progress import Progress
 
@@ -37,10 +38,6 @@ class ClassifierConfig:
     patience: int = 4
     min_improvement: float = 0.01
     seed: int = 0
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
 
 
 def kept_labels(train: ScoreSet, animal: np.ndarray, asked: list[int], heard: float = HEARD) -> list[int]:

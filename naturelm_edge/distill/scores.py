@@ -89,7 +89,7 @@ def collect_scores(teacher, audio: Path, out: Path, spec: WindowSpec, settings: 
         relative = str(path.relative_to(audio))
         wanted = range(views if roles[relative] == "train" else 1)
         try:
-            windows = [(w, f) for w, f in window_features(path, spec, settings=settings)]
+            windows = list(window_features(path, spec, settings=settings))
         except AudioError as err:
             counts["unreadable"].append(str(err))
             progress.update(task, advance=1)

@@ -15,6 +15,11 @@ from naturelm_edge.edge_runtime.decoder import Answer
 from naturelm_edge.prompt import NOTHING_HEARD
 
 
+def sigmoid(logits: np.ndarray | float) -> np.ndarray:
+    """A logit's confidence, as BirdNET reports it at sensitivity 1 (the one definition: build, report, server)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
+
+
 class ScoreAnswers:
     def __init__(self, labels: list[str], threshold: float) -> None:
         self.labels, self.threshold = labels, threshold
@@ -22,7 +27,7 @@ class ScoreAnswers:
     def generate(self, logits: np.ndarray, question: str | None = None) -> Answer:
         logits = np.asarray(logits, np.float64).reshape(-1)
         best = int(np.argmax(logits))
-        confidence = float(1.0 / (1.0 + np.exp(-np.clip(logits[best], -30, 30))))
+        confidence = float(sigmoid(logits[best]))
         named = confidence >= self.threshold
         decided = confidence if named else 1.0 - confidence
         return Answer(self.labels[best] if named else NOTHING_HEARD, [], [], [decided], True,

@@ -79,8 +79,9 @@ class TeacherScores:
         self.checkpoint, self.device = name, f"cpu (TFLite, {threads} thread(s))"
 
     def answer(self, clips: list[Clip]) -> list[FullAnswer]:
+        from naturelm_edge.edge_runtime.scores import sigmoid
         from naturelm_edge.prompt import NOTHING_HEARD
-        from naturelm_edge.teachers.birdnet import pieces, sigmoid
+        from naturelm_edge.teachers.birdnet import pieces
 
         answers = []
         for clip in clips:

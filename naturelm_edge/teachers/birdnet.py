@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from naturelm_edge.edge_runtime.scores import sigmoid
 from naturelm_edge.errors import EdgeError
 from naturelm_edge.hashing import sha256_file
 
@@ -141,11 +142,6 @@ class BirdNET:
             best = int(np.argmax(logits))
             found.append((self.labels[best], float(sigmoid(logits[best]))))
         return found
-
-
-def sigmoid(logits: np.ndarray | float) -> np.ndarray:
-    """BirdNET's confidence at sensitivity 1."""
-    return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
 
 
 def range_species(lat: float, lon: float, week: int = -1, threshold: float = RANGE_THRESHOLD) -> list[int]:
