@@ -127,3 +127,74 @@ def test_the_driver_killed_and_started_again_goes_on_from_the_store(bundle, arch
     printed = finished(again)
     assert partial > 0 and f"(resumed past {partial})" in printed  # what was stored is not analysed again
     assert stored(out) == single  # nothing lost, nothing twice
+
+
+TEACHER_AUDIO = ["opensoundscape/birds_10s.wav", "opensoundscape/great_plains_toad.wav",
+                 "birdvoxdetect/BirdVox-scaper_example_background.wav", "opensoundscape/rugr_drum.wav"]
+
+
+@pytest.fixture(scope="module")
+def teacher_audio(audio_dir: Path, tmp_path_factory) -> Path:
+    """Four recordings and a file a recorder cut off after its header (reported by name, the others go on)."""
+    root = tmp_path_factory.mktemp("teacher-audio")
+    for name in TEACHER_AUDIO:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(audio_dir / name)
+    (root / "cut.wav").write_bytes((audio_dir / TEACHER_AUDIO[0]).read_bytes()[:44])
+    return root
+
+
+def cached_scores(cache: Path) -> dict[str, tuple]:
+    import numpy as np
+
+    found = {}
+    for path in sorted(cache.glob("*.npz")):
+        with np.load(path) as data:
+            found[path.name] = tuple(data[k].copy() for k in ("features", "logits", "embedding", "starts"))
+    return found
+
+
+def test_birdnet_answers_over_the_cluster_fill_the_cache_the_single_process_fills(cluster, teacher_audio, tmp_path):
+    import numpy as np
+
+    from naturelm_edge.distill.scores import collect_scores
+    from naturelm_edge.teachers import BIRDNET
+
+    made, _ = cluster
+    teacher = BIRDNET.load(threads=1)
+    args = (teacher_audio, BIRDNET.training_spec, BIRDNET.fbank, 3)
+    here = collect_scores(teacher, args[0], tmp_path / "here", *args[1:])
+    try:
+        there = collect_scores(teacher, args[0], tmp_path / "cluster", *args[1:], ray=made.address, batch=8)
+        again = collect_scores(teacher, args[0], tmp_path / "cluster", *args[1:], ray=made.address)
+    finally:
+        ray.shutdown()
+    assert there["asked"] == here["asked"] > 0 and len(there["unreadable"]) == 1 and "cut.wav" in there["unreadable"][0]
+    assert again["asked"] == 0 and again["views_reused"] == there["views_reused"] + len(cached_scores(tmp_path / "here"))
+    ours, theirs = cached_scores(tmp_path / "here"), cached_scores(tmp_path / "cluster")
+    assert ours.keys() == theirs.keys() and any(name.endswith("-2.npz") for name in ours)  # augmented views too
+    for name, arrays in ours.items():
+        for mine, other in zip(arrays, theirs[name]):
+            np.testing.assert_array_equal(mine, other)  # each window once, answered as here
+
+
+def test_naturelm_answers_over_the_cluster_equal_the_single_process(cluster, tiny_checkpoint, teacher_audio, tmp_path):
+    made, _ = cluster
+    common = ["distill", "collect", str(tiny_checkpoint), "--audio", str(teacher_audio), "--max-new-tokens", "4",
+              "--beams", "1", "--batch", "4"]
+    here = run_cli(*common, "--out", str(tmp_path / "here"), timeout=600)
+    there = run_cli(*common, "--out", str(tmp_path / "cluster"), "--ray", made.address, timeout=600)
+    again = run_cli(*common, "--out", str(tmp_path / "cluster"), "--ray", made.address, timeout=600)
+    for done in (here, there, again):
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert "cut.wav" in there.stderr and " 0 answers asked" in again.stdout
+    import json
+
+    def records(name: str) -> dict[str, tuple]:
+        lines = (tmp_path / name / "records.jsonl").read_text().splitlines()
+        return {r["key"]: (r["text"], r["token_ids"]) for r in map(json.loads, lines)}
+
+    ours, theirs = records("here"), records("cluster")
+    assert len(ours) > 0 and ours == theirs  # every window and task once, the same answers
+    assert sorted(p.name for p in (tmp_path / "here" / "audio").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "cluster" / "audio").iterdir())

@@ -44,6 +44,8 @@ class BuildOptions:
     lon: float | None = None
     week: int | None = None
     threshold: float = 0.5  # a scores bundle names a label from this confidence
+    ray: str | None = None  # teacher answers on Ray: 'local', 'auto' or ray://...; None: in this process
+    workers: int | None = None  # ... with this many teacher actors
 
     @property
     def encoder_kind(self) -> str:

@@ -60,11 +60,10 @@ def _teacher_key(b: Build) -> str:
 
 def _teacher_answers(b: Build) -> dict:
     """Collection resumes by itself; the stamp only saves reopening the teacher."""
-    from naturelm_edge.distill.collect import collect
-    from naturelm_edge.models.full import NatureLMTeacher
+    from naturelm_edge.distill.collect import TeacherSource, collect
 
-    done = collect(NatureLMTeacher(b.options.checkpoint, b.full_model), b.options.audio, b.tasks, b.cache,
-                   labels_file=b.options.labels_file, progress=b.progress)
+    done = collect(TeacherSource(b.options.checkpoint, b.full_model), b.options.audio, b.tasks, b.cache,
+                   labels_file=b.options.labels_file, progress=b.progress, ray=b.options.ray, workers=b.options.workers)
     return {"recordings": done.files, "windows": done.windows, "tasks": len(b.tasks), "answers_asked": done.asked,
             "answers_reused": done.reused}
 

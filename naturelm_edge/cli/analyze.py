@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from naturelm_edge.cli.common import ProfilesDir, console, err_console, read_token, user_errors
+from naturelm_edge.cli.common import (
+    ProfilesDir,
+    RayAddress,
+    RayWorkers,
+    console,
+    err_console,
+    read_token,
+    user_errors,
+)
 
 
 @user_errors
@@ -17,10 +25,8 @@ def analyze_cmd(
                                                        "a glob such as /archive/*/*.WAV works.")],
     bundle: Annotated[Path, typer.Option("--bundle", help="Bundle directory or .tar (verified before any audio).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (events.db, JSONL, CSV, Raven); resumable.")],
-    ray: Annotated[str | None, typer.Option(
-        help="Spread the recorders over Ray: 'local' (a Ray on this machine), 'auto' or ray://HOST:PORT (an "
-             "existing cluster; the bundle and archive at the same paths on every node).")] = None,
-    workers: Annotated[int | None, typer.Option(help="--ray local: worker processes (default: the CPUs).")] = None,
+    ray: RayAddress = None,
+    workers: RayWorkers = None,
     escalate: Annotated[str | None, typer.Option(help="URL of the full model, 'queue' or 'off'; default: the profile's.")] = None,
     token_file: Annotated[Path | None, typer.Option(help="Bearer token for --escalate URL.")] = None,
     profile: Annotated[str | None, typer.Option(help="Device profile whose settings the analysis follows.")] = None,
@@ -48,7 +54,7 @@ def analyze_cmd(
     else:
         from naturelm_edge.cluster.analyze import analyse
 
-        summary, recorders = analyse(runner, archive, None if ray == "local" else ray, workers, Progress())
+        summary, recorders = analyse(runner, archive, ray, workers, Progress())
     if as_json:
         from dataclasses import asdict
 

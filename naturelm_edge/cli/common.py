@@ -29,6 +29,12 @@ Beams = Annotated[int | None, typer.Option("--beams", help="Beams per answer (de
                                                            "file's num_beams wins for its task).")]
 MaxNewTokens = Annotated[int | None, typer.Option("--max-new-tokens", help="Answer length limit (default: the "
                                                   "original's 300; a task file's max_new_tokens wins for its task).")]
+# every command that can spread its work over Ray (analyze, distill collect, build) takes these
+RayAddress = Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'local' (a Ray on this machine), 'auto' or "
+                                                "ray://HOST:PORT (an existing cluster; inputs at the same paths on "
+                                                "every node).")]
+RayWorkers = Annotated[int | None, typer.Option("--workers", help="--ray: worker processes or teacher actors "
+                                                "(default: one per CPU, or per GPU with --device cuda).")]
 
 
 def full_model_options(device: str, dtype: str, llama_path: str | None, beams: int | None,

@@ -16,6 +16,8 @@ from naturelm_edge.cli.common import (
     LlamaPath,
     MaxNewTokens,
     ProfilesDir,
+    RayAddress,
+    RayWorkers,
     console,
     err_console,
     full_model_options,
@@ -137,24 +139,26 @@ def distill_collect(
     hop: Annotated[float, typer.Option(help="Hop in seconds.")] = 5.0,
     merging_factor: Annotated[float, typer.Option(help="LoRA merging factor of the teacher.")] = 1.0,
     batch: Annotated[int | None, typer.Option(help="Windows per forward pass (default 32).")] = None,
+    ray: RayAddress = None,
+    workers: RayWorkers = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     llama_path: LlamaPath = None,
     beams: Beams = None,
     max_new_tokens: MaxNewTokens = None,
 ) -> None:
-    """Cache what the teacher answers for every window and task (resumable)."""
-    from naturelm_edge.distill.collect import collect
+    """Cache what the teacher answers for every window and task (resumable), here or on a Ray cluster."""
+    from naturelm_edge.distill.collect import TeacherSource, collect
     from naturelm_edge.distill.tasks import load_tasks
-    from naturelm_edge.models.full import NatureLMTeacher
 
     options = full_model_options(device, dtype, llama_path, beams, max_new_tokens, merging_factor)
     task_list = [task.resolved(options.generation) for task in load_tasks(tasks)]
-    teacher = NatureLMTeacher(checkpoint, options)
-    console.print(f"teacher on {options.placement.describe()}, {options.generation.num_beams} beams by default")
+    actors = f"{workers} teacher actors" if workers else "a teacher actor per CPU (per GPU with --device cuda)"
+    where = f"Ray ({ray}), {actors}" if ray else options.placement.describe()
+    console.print(f"teacher on {where}, {options.generation.num_beams} beams by default")
     with progress_bar() as progress:
-        summary = collect(teacher, audio, task_list, out, window, hop, top_k, labels, progress=progress,
-                          **({"batch_size": batch} if batch else {}))
+        summary = collect(TeacherSource(checkpoint, options), audio, task_list, out, window, hop, top_k, labels,
+                          progress=progress, ray=ray, workers=workers, **({"batch_size": batch} if batch else {}))
     for failure in summary.failed or []:
         err_console.print(f"[yellow]skipped:[/yellow] {failure}", highlight=False)
     console.print(f"{summary.files} recordings, {summary.windows} windows: {summary.asked} answers asked "
@@ -371,6 +375,8 @@ def build_cmd(
     min_agreement: Annotated[float | None, typer.Option(help="Fail when quantized answers agree with fp32 less often.")] = None,
     sign: Annotated[Path | None, typer.Option(help="ed25519 private key to sign the bundle with.")] = None,
     tar: Annotated[bool, typer.Option("--tar", help="Also write BUNDLE.tar.")] = False,
+    ray: RayAddress = None,
+    workers: RayWorkers = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     llama_path: LlamaPath = None,
@@ -397,7 +403,8 @@ def build_cmd(
                            full_model=full_model_options(device, dtype, llama_path, beams, max_new_tokens),
                            encoder=encoder, encoder_epochs=encoder_epochs, encoder_views=views, patience=patience,
                            teacher=teacher,
-                           species_file=species, lat=lat, lon=lon, week=week, threshold=threshold)
+                           species_file=species, lat=lat, lon=lon, week=week, threshold=threshold, ray=ray,
+                           workers=workers)
     console.print(f"building from teacher [bold]{teacher}[/bold] for profile [bold]{chosen.name}[/bold] "
                   + (f"({options.encoder_kind} {chosen.precision['encoder']} encoder, "
                      f"{chosen.precision['decoder']} decoder)" if text else f"({chosen.precision['encoder']} student)"))

@@ -23,10 +23,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from naturelm_edge.cluster.answers import connect
 from naturelm_edge.edge_runtime.pipeline import WindowResult
 from naturelm_edge.edge_runtime.runner import Runner, Summary
 from naturelm_edge.edge_runtime.sources import Source, file_sources
-from naturelm_edge.errors import AudioError, EdgeError
+from naturelm_edge.errors import AudioError
 from naturelm_edge.progress import Progress
 
 RETRIES = 3  # a recorder whose workers die this many times is reported, not retried for ever
@@ -102,7 +103,7 @@ def recorders(sources: list[Source], runner: Runner) -> list[Recorder]:
 class ClusterRun:
     """The driver: recorders to Ray tasks, each finished one's sources handed to the runner as they come."""
 
-    def __init__(self, runner: Runner, setup: Setup, address: str | None, workers: int | None,
+    def __init__(self, runner: Runner, setup: Setup, address: str, workers: int | None,
                  progress: Progress) -> None:
         self.runner, self.setup, self.address, self.workers, self.progress = runner, setup, address, workers, progress
         self.results: dict[str, list[WindowResult] | str] = {}
@@ -122,8 +123,7 @@ class ClusterRun:
         every = file_sources(paths, spec, self.setup.time_expansion)
         by_id = {s.id: s for s in every}
         jobs = recorders(every, self.runner)
-        ray.init(address=self.address, num_cpus=self.workers if self.address is None else None,
-                 include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        connect(self.address, self.workers)
         task = ray.remote(num_cpus=1, max_retries=RETRIES)(analyse_recorder)
         setup = ray.put(self.setup)
         pending = {task.remote(setup, job): job for job in jobs}
@@ -149,14 +149,10 @@ def _counts(found: list[tuple[str, list[WindowResult] | str]]) -> dict[str, int]
             "detections": sum(w.detection for w in windows), "unreadable": sum(isinstance(ws, str) for _, ws in found)}
 
 
-def analyse(runner: Runner, paths: list[Path], address: str | None, workers: int | None,
+def analyse(runner: Runner, paths: list[Path], address: str, workers: int | None,
             progress: Progress) -> tuple[Summary, dict[str, dict[str, int]]]:
     """The archive through ``runner``'s bookkeeping, its windows computed on a Ray cluster (``address``: an
-    existing one, ``ray://...`` or ``auto``; None: a local Ray with ``workers`` CPUs)."""
-    try:
-        import ray  # noqa: F401 - the cluster extra
-    except ImportError:
-        raise EdgeError("edge analyze --ray needs Ray: pip install 'naturelm-edge[cluster]'.") from None
+    existing one, ``ray://...`` or ``auto``; ``local``: a Ray on this machine with ``workers`` CPUs)."""
     options, settings = runner.options, runner.settings
     setup = Setup(str(runner.bundle.root), runner.profile, options.gate, settings.privacy, options.detector,
                   options.detector_threshold, settings.time_expansion,

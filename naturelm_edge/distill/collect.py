@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from naturelm_edge.audio import WindowSpec, probe, window_features
+from naturelm_edge.audio import DEFAULT_SETTINGS, WindowSpec, probe, window_features
 from naturelm_edge.audio.files import list_audio
 from naturelm_edge.distill.cache import CacheMeta, TeacherCache, cache_file_name, window_key
 from naturelm_edge.distill.species import labels_for
 from naturelm_edge.distill.tasks import Task, tasks_digest
 from naturelm_edge.errors import AudioError, EdgeError
-from naturelm_edge.models.full import Teacher, TeacherAnswer
+from naturelm_edge.models.full import FullModelOptions, NatureLMTeacher, Teacher, TeacherAnswer
 from naturelm_edge.prompt import GenerationSettings
 
 DEFAULT_TOP_K = 20
@@ -47,48 +49,97 @@ class _Pending:
     tasks: list[Task]
 
 
-class _Asker:
-    """Asks the teacher for a batch of windows at once: audio encoded once per window for every task, then
-    one batched generation per task (prompts of one task are of equal length, so nothing is padded)."""
+@dataclass(frozen=True)
+class TeacherSource:
+    """How to load the teacher where it runs: a Ray actor loads its own from the same checkpoint path."""
 
-    def __init__(self, teacher: Teacher, cache: TeacherCache, labels: dict, top_k: int, summary: CollectSummary,
-                 done: set[str]) -> None:
-        self.teacher, self.cache, self.labels, self.top_k = teacher, cache, labels, top_k
-        self.summary, self.done = summary, done
+    checkpoint: str
+    options: FullModelOptions
 
-    def __call__(self, batch: list[_Pending]) -> None:
+    def load(self) -> Teacher:
+        return NatureLMTeacher(self.checkpoint, self.options)
+
+
+@dataclass(frozen=True)
+class PendingWindows:
+    """A recording's windows that lack an answer to some task (each window one group of one row)."""
+
+    spec: WindowSpec
+    tasks: tuple[Task, ...]
+
+    def __call__(self, unit: tuple[str, str, frozenset[str]]) -> Iterator[tuple[str, int, _Pending]]:
+        relative, path, done = unit
+        for window, features in window_features(Path(path), self.spec):
+            key = window_key(relative, window.start)
+            pending = [t for t in self.tasks if f"{key}:{t.id}" not in done]
+            if pending:
+                yield key, 1, _Pending(key, relative, window.start / self.spec.sample_rate,
+                                       window.valid / self.spec.sample_rate, features, pending)
+
+
+def teacher_answers(teacher: Teacher, top_k: int, known: Callable[[str], np.ndarray | None] = lambda key: None,
+                    ) -> Callable[[list[_Pending]], list[tuple]]:
+    """What the teacher answers on a batch of windows: audio encoded once per window for every task (``known``
+    gives tokens already cached), then one batched generation per task (prompts of one task are of equal
+    length, so nothing is padded). Each window's result: (window, its new tokens or None, answers by task)."""
+    def answer(batch: list[_Pending]) -> list[tuple]:
         if not batch:
-            return
-        fresh = [i for i, item in enumerate(batch) if not self.cache.has_audio(item.key)]
+            return []
+        cached = [known(item.key) for item in batch]
+        fresh = [i for i, tokens in enumerate(cached) if tokens is None]
+        new: dict[int, np.ndarray] = {}
         if fresh:
-            encoded = self.teacher.audio_tokens(np.stack([batch[i].features for i in fresh]))
-            for i, tokens in zip(fresh, encoded):
-                self.cache.put_audio(batch[i].key, tokens)
-        tokens = np.stack([self.cache.audio(item.key) for item in batch])
-        tasks = {task.id: task for item in batch for task in item.tasks}
-        for task in tasks.values():
+            new = dict(zip(fresh, teacher.audio_tokens(np.stack([batch[i].features for i in fresh]))))
+        tokens = np.stack([new[i] if i in new else cached[i] for i in range(len(batch))])
+        answers: list[dict[str, TeacherAnswer]] = [{} for _ in batch]
+        for task in {task.id: task for item in batch for task in item.tasks}.values():
             index = [i for i, item in enumerate(batch) if task in item.tasks]
-            answers = self.teacher.answer(tokens[index], task.question, task.generation(GenerationSettings()),
-                                          self.top_k)
-            for i, answer in zip(index, answers):
-                self._record(batch[i], task, answer)
+            for i, found in zip(index, teacher.answer(tokens[index], task.question,
+                                                      task.generation(GenerationSettings()), top_k)):
+                answers[i][task.id] = found
+        for item in batch:
+            item.features = None  # the driver writes records, not audio features: keep the result small
+        return [(item, new.get(i), answers[i]) for i, item in enumerate(batch)]
+    return answer
 
-    def _record(self, item: _Pending, task: Task, answer: TeacherAnswer) -> None:
-        key = f"{item.key}:{task.id}"
-        self.cache.append({
-            "key": key, "window": item.key, "file": item.file, "start_s": item.start_s, "valid_s": item.valid_s,
-            "task": task.id, "label": self.labels.get(item.file), "text": answer.text,
+
+def _loaded_answers(source: TeacherSource, top_k: int) -> Callable[[list[_Pending]], list[tuple]]:
+    return teacher_answers(source.load(), top_k)
+
+
+def _described(source: TeacherSource) -> dict:
+    return _description(source.load())
+
+
+def _description(teacher: Teacher) -> dict:
+    """What the cache records of the teacher (its identity and its tokenizer's ids)."""
+    return {"teacher": teacher.identity, "audio_dim": teacher.audio_dim, "bos_id": teacher.bos_id,
+            "stop_ids": list(teacher.stop_ids), "prompt_template": teacher.prompt_template,
+            "tokenizer_dir": teacher.tokenizer_dir}
+
+
+class _Recorder:
+    """The driver's side: a window's tokens and records into the cache (append-only, so resumable)."""
+
+    def __init__(self, cache: TeacherCache, labels: dict, summary: CollectSummary) -> None:
+        self.cache, self.labels, self.summary = cache, labels, summary
+
+    def __call__(self, item: _Pending, tokens: np.ndarray | None, answers: dict[str, TeacherAnswer]) -> None:
+        if tokens is not None and not self.cache.has_audio(item.key):
+            self.cache.put_audio(item.key, tokens)
+        self.cache.extend([{
+            "key": f"{item.key}:{task}", "window": item.key, "file": item.file, "start_s": item.start_s,
+            "valid_s": item.valid_s, "task": task, "label": self.labels.get(item.file), "text": answer.text,
             "token_ids": [int(i) for i in answer.token_ids], "stopped": answer.stopped,
             "logprobs": np.round(answer.logprobs, 5).tolist(),
             "topk_ids": answer.topk_ids.tolist(),
             "topk_logprobs": np.round(answer.topk_logprobs, 5).tolist(),
-        })
-        self.done.add(key)
-        self.summary.asked += 1
+        } for task, answer in answers.items()])
+        self.summary.asked += len(answers)
 
 
 def collect(
-    teacher: Teacher,
+    teacher: Teacher | TeacherSource,
     audio_root: Path,
     tasks: list[Task],
     out: Path,
@@ -99,61 +150,88 @@ def collect(
     files: list[Path] | None = None,
     progress=None,  # noqa: ANN001 - rich.progress.Progress or None
     batch_size: int = DEFAULT_BATCH,
+    ray: str | None = None,
+    workers: int | None = None,
 ) -> CollectSummary:
     """Fill the cache at ``out``; resumes an interrupted collection of the same teacher and tasks.
 
     ``tasks`` carry their generation settings (see :meth:`Task.resolved`); they are part of the cache's task
-    digest, so answers made with other settings are never mixed in.
+    digest, so answers made with other settings are never mixed in. ``ray`` (``local``, ``auto`` or
+    ``ray://...``; ``teacher`` then a :class:`TeacherSource`) asks a pool of ``workers`` teacher actors, one GPU
+    each when the teacher's placement is a GPU, and fills the same cache.
     """
     audio_root = Path(audio_root)
-    meta = CacheMeta(
-        teacher=teacher.identity,
-        tasks_sha256=tasks_digest(tasks),
-        window_s=window_s,
-        hop_s=hop_s,
-        top_k=top_k,
-        tasks=[t.__dict__ for t in tasks],
-        audio_dim=teacher.audio_dim,
-        bos_id=teacher.bos_id,
-        stop_ids=list(teacher.stop_ids),
-        prompt_template=teacher.prompt_template,
-    )
-    cache = TeacherCache(out, meta, teacher.tokenizer_dir)
-    done = cache.done_keys()
-    labels = labels_for(audio_root, labels_file)
     paths = files if files is not None else list_audio(audio_root)
     if not paths:
         raise EdgeError(f"{audio_root}: no audio files to collect from.")
-    spec = WindowSpec(window_s, hop_s, 16_000)
-    summary = CollectSummary(failed=[])
-    ask = _Asker(teacher, cache, labels, top_k, summary, done)
-    bar = progress.add_task("teacher answers (windows)", total=_window_count(paths, spec)) if progress else None
+    if ray:
+        from naturelm_edge.cluster.answers import connect, remote_call
+
+        connect(ray, workers)
+        described = remote_call(_described, teacher, gpus=_gpus(teacher))
+    else:
+        teacher = teacher.load() if isinstance(teacher, TeacherSource) else teacher
+        described = _description(teacher)
+    tokenizer_dir = described.pop("tokenizer_dir")
+    meta = CacheMeta(tasks_sha256=tasks_digest(tasks), window_s=window_s, hop_s=hop_s, top_k=top_k,
+                     tasks=[t.__dict__ for t in tasks], **described)
+    cache = TeacherCache(out, meta, tokenizer_dir)
+    done: dict[str, set[str]] = {}
+    for record in cache.records():
+        done.setdefault(record["file"], set()).add(record["key"])
+    spec = WindowSpec(window_s, hop_s, DEFAULT_SETTINGS.sample_rate)
+    units = [(name, str(path), frozenset(done.get(name, ()))) for path in paths
+             if (name := cache_file_name(path, audio_root))]
+    summary = CollectSummary(failed=[], files=len(paths))
+    summary.windows = _window_count(paths, spec) or 0
+    summary.reused = sum(map(len, done.values()))
+    record = _Recorder(cache, labels_for(audio_root, labels_file), summary)
+    bar = progress.add_task("teacher answers (windows)", total=summary.windows) if progress else None
+    _advance(progress, bar, summary.reused // max(1, len(tasks)), summary, time.perf_counter())  # resumed past
     started = time.perf_counter()
-    batch: list[_Pending] = []
-    for path in paths:
-        relative = cache_file_name(path, audio_root)
-        try:
-            for window, features in window_features(path, spec):
-                summary.windows += 1
-                key = window_key(relative, window.start)
-                pending = [t for t in tasks if f"{key}:{t.id}" not in done]
-                summary.reused += len(tasks) - len(pending)
-                if pending:
-                    batch.append(_Pending(key, relative, window.start / spec.sample_rate,
-                                          window.valid / spec.sample_rate, features, pending))
-                if len(batch) >= batch_size:
-                    ask(batch)
-                    _advance(progress, bar, len(batch), summary, started)
-                    batch = []
-                elif not pending:
-                    _advance(progress, bar, 1, summary, started)
-            summary.files += 1
-        except AudioError as err:
-            summary.failed.append(str(err))  # reported by name; the other recordings go on
-    ask(batch)
-    _advance(progress, bar, len(batch), summary, started)
+    windows = PendingWindows(spec, tuple(tasks))
+    if ray:
+        from naturelm_edge.cluster.answers import answers_on_ray
+
+        groups = answers_on_ray([(u[0], u) for u in units], windows,
+                                functools.partial(_loaded_answers, teacher, top_k), batch_size, workers, _gpus(teacher))
+    else:
+        def known(key: str) -> np.ndarray | None:
+            return cache.audio(key) if cache.has_audio(key) else None
+
+        groups = _answers_here(units, windows, teacher_answers(teacher, top_k, known), batch_size)
+    for _, found in groups:
+        if isinstance(found, str):
+            summary.failed.append(found)  # reported by name; the other recordings go on
+            summary.files -= 1
+            continue
+        for item, tokens, answers in found:
+            record(item, tokens, answers)
+        _advance(progress, bar, len(found), summary, started)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _gpus(source: TeacherSource | Teacher) -> float:
+    """One GPU per teacher actor when the teacher is placed on one."""
+    placement = source.options.placement if isinstance(source, TeacherSource) else None
+    return 1.0 if placement is not None and placement.device.startswith("cuda") else 0.0
+
+
+def _answers_here(units: list[tuple], windows: PendingWindows, answer: Callable[[list[_Pending]], list[tuple]],
+                  batch_size: int) -> Iterator[tuple[str, list[tuple] | str]]:
+    """The single-process route: windows batched across recordings, each answered window one group."""
+    batch: list[_Pending] = []
+    for unit in units:
+        try:
+            for _, _, item in windows(unit):
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    yield from ((r[0].key, [r]) for r in answer(batch))
+                    batch = []
+        except AudioError as err:
+            yield unit[0], str(err)
+    yield from ((r[0].key, [r]) for r in answer(batch))
 
 
 def _window_count(paths: list[Path], spec: WindowSpec) -> int | None:
