@@ -1,0 +1,193 @@
+"""Beyond one machine on Ray: windows per second against workers, scaling efficiency, Ray's overhead against the
+single process on the same work, and how long a season of teacher answers takes on 1, 8 and 64 workers.
+
+Run: ``python -m benchmarks.cluster [--bundle DIR] [--audio DIR] [--repeat 2] [--out benchmarks/results/cluster]``.
+Two jobs, each the same work three ways (one process without Ray; a local Ray with 1 worker; with 2):
+``edge analyze`` of an archive (the shared recordings, ``--repeat`` times as that many recorders) with a device
+bundle (the demo bundle without ``--bundle``), and BirdNET v2.4's answers on the shared recordings
+(``collect_scores``, one view). Workers = 1 and 2 run on this machine; the code path for N is the same with
+``--ray ADDRESS``. The season table scales the measured per-window cost of each teacher by the measured
+2-worker efficiency (an extrapolation, labelled as one): BirdNET on CPU measured here; the official-size
+NatureLM-audio (8B, bf16) on CPU from ``benchmarks/results/official-scale`` (random weights, one task, four new
+tokens); no GPU figure unless one was measured. Writes cluster.json, cluster.md and cluster.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import machine, pyplot, recordings_dir
+
+EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
+RESULTS = Path(__file__).parent / "results"
+SEASON_H = 10_000
+WORKERS = (1, 8, 64)
+
+
+def archive_of(audio: Path, work: Path, repeat: int) -> Path:
+    """The shared recordings ``repeat`` times, each copy a recorder of its own (links, nothing copied)."""
+    from naturelm_edge.audio.files import list_audio
+
+    root = work / "archive"
+    shutil.rmtree(root, ignore_errors=True)
+    for copy in range(repeat):
+        for path in list_audio(audio):
+            target = root / f"recorder{copy}" / path.relative_to(audio)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path)
+    return root
+
+
+def analyze(bundle: Path, archive: Path, out: Path, ray: list[str]) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    done = subprocess.run([*EDGE, "analyze", str(archive), "--bundle", str(bundle), "--out", str(out), "--escalate",
+                           "off", "--profile", "x86-cpu", "--json", *ray], capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"edge analyze {' '.join(ray)} failed: {done.stderr[-2000:]}")
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    return {"seconds": round(seconds, 2), "windows": summary["windows"],
+            "windows_per_s": round(summary["windows"] / seconds, 2)}
+
+
+def collect(audio: Path, out: Path, ray: str | None, workers: int | None) -> dict:
+    import ray as ray_module
+
+    from naturelm_edge.distill.scores import collect_scores
+    from naturelm_edge.teachers import BIRDNET
+
+    shutil.rmtree(out, ignore_errors=True)
+    teacher = BIRDNET.load(threads=1)
+    started = time.perf_counter()
+    counts = collect_scores(teacher, audio, out, BIRDNET.training_spec, BIRDNET.fbank, 1, ray=ray, workers=workers)
+    seconds = time.perf_counter() - started
+    if ray:
+        ray_module.shutdown()
+    return {"seconds": round(seconds, 2), "windows": counts["asked"],
+            "windows_per_s": round(counts["asked"] / seconds, 2)}
+
+
+def job_figures(runs: dict[str, dict]) -> dict:
+    """Scaling efficiency from 1 to 2 workers, Ray's overhead (1 worker against no Ray) on the same work."""
+    one, two, plain = runs["ray, 1 worker"], runs["ray, 2 workers"], runs["one process, no Ray"]
+    return {"runs": runs, "scaling_efficiency": round(one["seconds"] / two["seconds"] / 2, 3),
+            "ray_overhead": round(one["seconds"] / plain["seconds"] - 1, 3),
+            "seconds_per_window": plain["seconds"] / max(1, plain["windows"])}
+
+
+def season(per_window_s: float, windows_per_hour: float, efficiency: float) -> dict[str, float]:
+    """Days for a season of audio on N workers: one worker's time, divided by N and the measured efficiency
+    (held at the 2-worker figure for N > 2: an extrapolation)."""
+    total = SEASON_H * windows_per_hour * per_window_s
+    return {str(n): round(total / (n * (efficiency if n > 1 else 1.0)) / 86_400, 2) for n in WORKERS}
+
+
+def seasons(collect_job: dict) -> list[dict]:
+    from naturelm_edge.distill.tasks import load_tasks
+    from naturelm_edge.teachers import BIRDNET, NATURELM
+
+    efficiency = collect_job["scaling_efficiency"]
+    rows = [{"teacher": "BirdNET v2.4 (TFLite, 1 CPU thread)", "measured": "here, this run",
+             "per_window_s": round(collect_job["seconds_per_window"], 4),
+             "windows_per_hour": 3600 / BIRDNET.training_spec.hop_s,
+             "days": season(collect_job["seconds_per_window"], 3600 / BIRDNET.training_spec.hop_s, efficiency)}]
+    official = RESULTS / "official-scale" / "official-scale.json"
+    if official.is_file():
+        cpu = json.loads(official.read_text())["full"]["teacher_bf16_cpu"]
+        tasks = len(load_tasks())
+        per_window = cpu["answer_s"] * tasks
+        rows.append({"teacher": f"NatureLM-audio 8B, bf16 on 2 CPU cores ({tasks} built-in tasks)",
+                     "measured": "benchmarks/results/official-scale (random weights, 4 new tokens a task)",
+                     "per_window_s": per_window, "windows_per_hour": 3600 / NATURELM.hop_s,
+                     "days": season(per_window, 3600 / NATURELM.hop_s, efficiency)})
+    rows.append({"teacher": "NatureLM-audio 8B on a GPU", "measured": "not measured: no GPU was lent to this run",
+                 "per_window_s": None, "windows_per_hour": 3600 / NATURELM.hop_s, "days": None})
+    return rows
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = ["# Beyond one machine on Ray", "",
+             f"Machine: {m['processor']}, {m['cores']} cores; Ray {report['ray']}. Workers 1 and 2 on this machine; "
+             "the driver shares its cores. Same work in every row of a job.", ""]
+    for name, job in report["jobs"].items():
+        lines += [f"## {name}", "", f"{job['what']}", "", "| run | seconds | windows | windows/s |", "|---|---|---|---|"]
+        lines += [f"| {run} | {r['seconds']} | {r['windows']} | {r['windows_per_s']} |" for run, r in job["runs"].items()]
+        lines += ["", f"Scaling efficiency 1 -> 2 workers: **{job['scaling_efficiency']:.2f}** (target >= 0.8); "
+                      f"Ray's overhead with 1 worker against one process: **{job['ray_overhead'] * 100:+.1f} %** "
+                      "(target <= 10 %).", ""]
+    lines += [f"## A season ({SEASON_H:,} audio hours) of teacher answers", "",
+              "Days on N workers = one worker's time / (N x the 2-worker efficiency): beyond 2 workers an "
+              "extrapolation, not a measurement.", "",
+              "| teacher | per window s | windows per audio hour | " + " | ".join(f"{n} workers (days)" for n in WORKERS)
+              + " | measured |", "|---|---|---|" + "---|" * len(WORKERS) + "---|"]
+    for row in report["season"]:
+        days = [str(row["days"][str(n)]) if row["days"] else "-" for n in WORKERS]
+        lines.append(f"| {row['teacher']} | {row['per_window_s'] if row['per_window_s'] is not None else '-'} | "
+                     f"{row['windows_per_hour']:.0f} | " + " | ".join(days) + f" | {row['measured']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, job in report["jobs"].items():
+        runs = job["runs"]
+        ax.plot([1, 2], [runs["ray, 1 worker"]["windows_per_s"], runs["ray, 2 workers"]["windows_per_s"]], "o-",
+                label=name)
+        ax.axhline(runs["one process, no Ray"]["windows_per_s"], ls=":", color=ax.lines[-1].get_color())
+    ax.set_xlabel("Ray workers (dotted: one process, no Ray)")
+    ax.set_ylabel("windows / s")
+    ax.set_xticks([1, 2])
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=None)
+    parser.add_argument("--audio", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=2, help="copies of the recordings in the archive (recorders)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "cluster")
+    args = parser.parse_args()
+    import ray
+
+    from benchmarks.soak import demo_bundle
+
+    audio = recordings_dir(args.audio)
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / "naturelm-cluster"
+    work.mkdir(parents=True, exist_ok=True)
+    bundle = args.bundle or demo_bundle(work)
+    archive = archive_of(audio, work, args.repeat)
+    ways = {"one process, no Ray": [], "ray, 1 worker": ["--ray", "local", "--workers", "1"],
+            "ray, 2 workers": ["--ray", "local", "--workers", "2"]}
+    analysed = job_figures({name: analyze(bundle, archive, work / "analyze", flags) for name, flags in ways.items()})
+    answered = job_figures({name: collect(audio, work / "answers", flags[1] if flags else None,
+                                          int(flags[3]) if flags else None) for name, flags in ways.items()})
+    report = {"machine": machine(), "ray": ray.__version__, "jobs": {
+        "edge analyze (device bundle)": {**analysed, "what": f"The shared recordings {args.repeat} times over, as "
+                                         f"{args.repeat} recorders' archives, through `edge analyze --escalate off`."},
+        "teacher answers (BirdNET v2.4)": {**answered, "what": "BirdNET v2.4's answers on every 3 s window (1.5 s "
+                                           "hop) of the shared recordings, one view, into a fresh cache."}},
+        "season": []}
+    report["season"] = seasons(answered)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cluster.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "cluster.md").write_text(markdown(report))
+    plot(report, args.out / "cluster.png")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
