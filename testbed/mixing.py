@@ -7,9 +7,9 @@ import numpy as np
 RATE = 16_000
 
 
-def loudest(clip: np.ndarray, seconds: float) -> np.ndarray:
+def loudest(clip: np.ndarray, seconds: float, rate: int = RATE) -> np.ndarray:
     """The ``seconds`` of ``clip`` with the most energy (the call of a focal recording, not its lead-in)."""
-    size = int(seconds * RATE)
+    size = int(seconds * rate)
     if clip.shape[0] <= size:
         return clip
     energy = np.convolve(clip ** 2, np.ones(size // 10), "valid")[:: size // 10]

@@ -352,3 +352,29 @@ def test_the_site_floor_refuses_a_loud_background_the_detector_never_heard(mean_
         outcomes.append(outcome)
     assert outcomes[0].outcome == ANSWER and outcomes[-1].outcome == NOT_CALL
     assert outcomes[0].why.detector_threshold == 0.0 and outcomes[-1].why.detector_threshold > 1.0
+
+
+def test_the_site_hours_benchmark_judges_a_short_continuous_set_by_birdnet(detector, audio_dir: Path):
+    """benchmarks.site_hours on half a minute of each kind of hour: BirdNET's window labels judge the
+    screening, each share with its count and interval, the persistent caller and quiet site reported."""
+    import csv
+
+    from benchmarks.site_hours import BACKGROUNDS, HIGH, call_clips, fold_hours, judged, screen
+    from naturelm_edge.audio.decode import load
+    from naturelm_edge.teachers.birdnet import BirdNET
+
+    rows = list(csv.DictReader((audio_dir / "LABELS.csv").open()))
+    rng = np.random.default_rng(0)
+    calls, held = call_clips(audio_dir, rows, rng)
+    hours = fold_hours(0, [load(audio_dir / name, HIGH) for name in BACKGROUNDS[:4:2]], calls, 0.5, rng,
+                       BirdNET(embeddings=False))
+    assert {h.kind for h in hours} == {"mixed", "persistent caller", "quiet site", "dawn chorus", "duty-cycled"}
+    assert len(held) > 24 and all(len(h.truth[0]) == len(screen(h, None, "r")[0][0]) for h in hours)
+    detector.sites.clear()
+    report = judged(hours, [screen(h, detector, f"site-{h.kind}")[0] for h in hours])
+    everything = report["recall"]["all"]
+    assert everything["count"] > 10 and everything["ci95"][0] <= everything["share"] <= everything["ci95"][1]
+    assert report["recall"]["persistent caller"]["count"] > 0 and "all" in report["refused"]
+    gate_only = judged(hours, [screen(h, None, f"gate-{h.kind}")[0] for h in hours])
+    assert gate_only["recall"]["all"]["count"] == everything["count"]  # the same reference windows
+    assert gate_only["refused"]["all"]["agree"] <= report["refused"]["all"]["agree"]  # the detector only refuses more
