@@ -4,7 +4,7 @@ single process on the same work, and how long a season of teacher answers takes 
 Run: ``python -m benchmarks.cluster [--bundle DIR] [--audio DIR] [--repeat 2] [--out benchmarks/results/cluster]``.
 Two jobs, each the same work three ways (one process without Ray; a local Ray with 1 worker; with 2):
 ``edge analyze`` of an archive (the shared recordings, ``--repeat`` times as that many recorders) with a device
-bundle (the demo bundle without ``--bundle``), and BirdNET v2.4's answers on the shared recordings
+bundle (the demo bundle without ``--bundle``), and BirdNET v2.4's answers on the same archive
 (``collect_scores``, one view). Workers = 1 and 2 run on this machine; the code path for N is the same with
 ``--ray ADDRESS``. The season table scales the measured per-window cost of each teacher by the measured
 2-worker efficiency (an extrapolation, labelled as one): BirdNET on CPU measured here; the official-size
@@ -173,13 +173,13 @@ def main() -> None:
     ways = {"one process, no Ray": [], "ray, 1 worker": ["--ray", "local", "--workers", "1"],
             "ray, 2 workers": ["--ray", "local", "--workers", "2"]}
     analysed = job_figures({name: analyze(bundle, archive, work / "analyze", flags) for name, flags in ways.items()})
-    answered = job_figures({name: collect(audio, work / "answers", flags[1] if flags else None,
+    answered = job_figures({name: collect(archive, work / "answers", flags[1] if flags else None,
                                           int(flags[3]) if flags else None) for name, flags in ways.items()})
     report = {"machine": machine(), "ray": ray.__version__, "jobs": {
         "edge analyze (device bundle)": {**analysed, "what": f"The shared recordings {args.repeat} times over, as "
                                          f"{args.repeat} recorders' archives, through `edge analyze --escalate off`."},
         "teacher answers (BirdNET v2.4)": {**answered, "what": "BirdNET v2.4's answers on every 3 s window (1.5 s "
-                                           "hop) of the shared recordings, one view, into a fresh cache."}},
+                                           "hop) of the same archive, one view, into a fresh cache."}},
         "season": []}
     report["season"] = seasons(answered)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -85,14 +85,20 @@ def answers_on_ray(units: list[tuple[str, Any]], windows: Windows, make_teacher:
                    batch: int, workers: int | None, gpus: float = 0.0) -> Iterator[tuple[str, list[Any] | str]]:
     """(group, the teacher's results in window order) for every group of ``units`` (named ``(name, unit)``), or
     (unit name, why it could not be read); groups come back as the cluster finishes them."""
+    import logging
+
     import ray
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # the collector shows its own progress with an ETA
+    ray.data.DataContext.get_current().enable_progress_bars = False
     pool = workers or max(1, int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1)))
     rows = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=max(1, len(units)))
-    answered = (rows.flat_map(_Windows(windows), num_cpus=0.25)  # decoding is light next to the teacher
+    # half a CPU each: decoding and resampling cost about what the teacher costs on a CPU, so on every CPU one
+    # decoding task and one teacher actor can run side by side (with a GPU teacher, decoding has the CPUs)
+    answered = (rows.flat_map(_Windows(windows), num_cpus=0.5)
                 .map_batches(_Teacher, fn_constructor_args=(make_teacher,), batch_size=batch, batch_format="numpy",
                              compute=ray.data.ActorPoolStrategy(size=pool), num_gpus=gpus or None,
-                             num_cpus=0.75 if not gpus else 1))
+                             num_cpus=0.5 if not gpus else 1))
     parts: dict[str, dict[int, Any]] = {}  # by window index: a row that came back twice counts once
     for row in answered.iter_rows():
         if row["error"]:
