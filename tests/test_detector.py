@@ -355,13 +355,13 @@ def test_the_site_floor_refuses_a_loud_background_the_detector_never_heard(mean_
 
 
 def test_the_site_hours_benchmark_judges_a_short_continuous_set_by_birdnet(detector, audio_dir: Path):
-    """benchmarks.site_hours on half a minute of each kind of hour: BirdNET's window labels judge the
-    screening, each share with its count and interval, the persistent caller and quiet site reported."""
+    """benchmarks.site_hours' code (testbed.site_hours) on half a minute of each kind of hour: BirdNET's window
+    labels judge the screening, each share with its count and interval, the persistent caller and quiet site reported."""
     import csv
 
-    from benchmarks.site_hours import BACKGROUNDS, HIGH, call_clips, fold_hours, judged, screen
     from naturelm_edge.audio.decode import load
     from naturelm_edge.teachers.birdnet import BirdNET
+    from testbed.site_hours import BACKGROUNDS, HIGH, call_clips, fold_hours, judged, screen
 
     rows = list(csv.DictReader((audio_dir / "LABELS.csv").open()))
     rng = np.random.default_rng(0)
