@@ -9,10 +9,10 @@ measures, for the bundle's threshold and a sweep around it:
 - windows of held-out focal recordings (crickets, katydids, robin, whale, dog) that reach the encoder;
 - call-free windows skipped: the birdvoxdetect background and negative clips, digital silence, and the
   held-out recordings with their phase randomised (their own spectrum, no events);
-- the shared soundscapes' windows that reach the encoder (these are mostly calls);
+- the shared soundscapes' windows that reach the encoder (these are mostly calls): the models' load;
 
-and what each costs per audio hour with the official-size int8 encoder (per-window CPU of every stage from
-the latest ``edge bench`` run, the detector's own cost measured here), beside BirdNET in that run.
+and the detector's own CPU per window, measured here. What the whole screening costs per audio hour, measured
+in the same run as what it keeps, is ``benchmarks/site_hours.py``'s.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from benchmarks.common import pyplot  # noqa: E402
-from benchmarks.gate import per_window_costs  # noqa: E402
 from testbed.corpus import CALL_FREE, HELD_OUT  # noqa: E402
 from testbed.screening import annotated_outcomes, measures, window_outcomes  # noqa: E402
 
@@ -115,7 +114,6 @@ def main() -> None:
     annotated = annotated_outcomes(audio, settings, detector)
     held_calls, smeared = held_out_outcomes(audio, settings, detector)
     soundscape = soundscape_outcomes(audio, settings, detector)
-    costs = per_window_costs(Path(__file__).parent / "results")
     detector_s = detector_cpu_s(detector)
     rows = []
     for offset in (None, *OFFSETS):  # None: the gate alone
@@ -131,64 +129,51 @@ def main() -> None:
                "call_free_skipped": m["call_free"]["skipped"],
                "phase_randomised_skipped": 1 - np.mean([keep(*o) for o in smeared]),
                "soundscape_passed": np.mean([keep(*o) for o in soundscape])}
-        if costs:
-            screening = costs["always_cpu_s"] + (0.0 if threshold is None else detector_s * np.mean([g for g, _ in soundscape]))
-            per_hour = costs["windows_per_audio_hour"]
-            row["screening_cpu_s_per_audio_hour"] = per_hour * screening
-            row["soundscape_cpu_s_per_audio_hour"] = per_hour * (screening + row["soundscape_passed"] * costs["models_cpu_s"])
-            row["call_free_cpu_s_per_audio_hour"] = per_hour * (screening + (1 - row["phase_randomised_skipped"]) * costs["models_cpu_s"])
         rows.append({k: float(v) if isinstance(v, np.floating) else v for k, v in row.items()})
         print(json.dumps(rows[-1]), flush=True)
     result = {"bundle": bundle.id, "detector": bundle.manifest["detector"], "detector_cpu_ms": detector_s * 1000,
               "windows": {"bat_recordings": len(annotated["bat"]), "held_out_focal": len(held_calls),
                           "phase_randomised": len(smeared), "soundscape": len(soundscape)},
-              "costs": costs, "rows": rows}
+              "rows": rows}
     write(result, args.out)
 
 
 def write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "detector.json").write_text(json.dumps(result, indent=2) + "\n")
-    costs, w = result["costs"], result["windows"]
-    birdnet = costs.get("birdnet_cpu_s_per_audio_hour") if costs else None
+    w, section = result["windows"], result["detector"]
+    unseen = section["validation"].get("recall_unseen") or {}
     lines = ["# Cascade: gate -> detector -> encoder", "",
-             f"Detector: {result['detector_cpu_ms']:.2f} ms CPU per window (1 thread); bundle threshold "
-             f"{result['detector']['threshold']:.2f}, set on held-back windows (at least "
-             f"{result['detector']['recall_target']:.0%} of every kind of call kept, as low as still refuses "
-             f"{result['detector'].get('skip_target', 0.98):.0%} of call-free windows); trained on {result['detector']['training']['windows']} windows, held-out species and the "
-             "call-free files below excluded.", "",
+             f"Detector: {result['detector_cpu_ms']:.2f} ms CPU per window (1 thread, measured); bundle threshold "
+             f"{section['threshold']:.2f}, set on held-back windows (at least {section['recall_target']:.0%} of every "
+             f"kind of call kept, as low as still refuses {section.get('skip_target', 0.98):.0%} of call-free windows); "
+             + (f"set on half the held-back recordings it keeps {unseen['share']:.1%} [{unseen['ci95'][0]:.0%}-"
+                f"{unseen['ci95'][1]:.0%}] of the other half's {unseen['count']} call windows; " if unseen.get("count") else "")
+             + f"trained on {section['training']['windows']} windows, held-out species and the call-free files below "
+             "excluded.", "",
              f"Windows: {w['held_out_focal']} of held-out focal recordings, as many phase-randomised (their spectrum, no "
-             f"events), {w['soundscape']} of the shared soundscapes (bat recordings at time expansion 10). Cost per audio "
-             "hour with the official-size int8 encoder = windows per hour x (screening + share reaching the models x "
-             "encoder and decoder), per-window CPU from " + (f"`{costs['source']}`" if costs else "(no official bench run)")
-             + (f"; BirdNET in that run: **{birdnet:.1f}** CPU-s per audio hour." if birdnet else "."), "",
+             f"events), {w['soundscape']} of the shared soundscapes (bat recordings at time expansion 10). The share of "
+             "soundscape windows passed is the models' load; the screening's CPU per audio hour, measured with what it "
+             "keeps, is in `benchmarks/results/site-hours/`.", "",
              "| detector threshold | bat calls kept | LOCA kept | held-out focal windows passed | call-free skipped | "
-             "phase-randomised skipped | soundscape windows passed | screening CPU-s/h | call-free audio CPU-s/h | "
-             "soundscapes CPU-s/h |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "phase-randomised skipped | soundscape windows passed |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         name = "gate only" if r["threshold"] is None else f"{r['threshold']:.2f}" + (" (bundle)" if r["bundle_threshold"] else "")
-        cost = [f"{r[k]:.0f}" if k in r else "-" for k in ("screening_cpu_s_per_audio_hour", "call_free_cpu_s_per_audio_hour",
-                                                           "soundscape_cpu_s_per_audio_hour")]
         lines.append(f"| {name} | {r['bat_recall']:.1%} | {r['loca_recall']:.0%} | {r['held_out_focal_passed']:.1%} | "
-                     f"{r['call_free_skipped']:.0%} | {r['phase_randomised_skipped']:.1%} | {r['soundscape_passed']:.1%} | "
-                     f"{' | '.join(cost)} |")
+                     f"{r['call_free_skipped']:.0%} | {r['phase_randomised_skipped']:.1%} | {r['soundscape_passed']:.1%} |")
     lines += ["", "The LOCA clips are 1 s long with a zeep flight call at 0.2-0.5 s, mostly above the 8 kHz that a 16 kHz "
               "model hears: in every band below 8 kHz the call stretch is within about 2 dB of the rest of the clip. "
               "The gate passes them because a 1 s clip's zero padding puts its noise floor at digital silence; the "
               "detector, which pads short clips with their own floor, mostly does not.", ""]
     (out / "detector.md").write_text("\n".join(lines))
     plt = pyplot()
-    if plt is not None and costs:
+    if plt is not None:
         fig, ax = plt.subplots(figsize=(7, 4))
-        for key, label, colour in (("call_free_cpu_s_per_audio_hour", "call-free audio", "C2"),
-                                   ("soundscape_cpu_s_per_audio_hour", "shared soundscapes", "C0")):
-            xs = [r[key] for r in result["rows"]]
-            ax.plot(xs[1:], [r["bat_recall"] for r in result["rows"][1:]], "o-", color=colour, label=f"cascade, {label}")
-            ax.plot(xs[:1], [result["rows"][0]["bat_recall"]], "s", color=colour, markersize=9, label=f"gate only, {label}")
-        if birdnet:
-            ax.axvline(birdnet, color="grey", linestyle="--", label="BirdNET v2.4")
+        rows = result["rows"]
+        ax.plot([r["soundscape_passed"] for r in rows[1:]], [r["bat_recall"] for r in rows[1:]], "o-", label="cascade")
+        ax.plot([rows[0]["soundscape_passed"]], [rows[0]["bat_recall"]], "s", markersize=9, label="gate only")
         ax.axhline(0.95, color="C3", linestyle=":", label="95 % of calls")
-        ax.set_xlabel("CPU-s per audio hour, official-size int8 encoder (1 thread)")
+        ax.set_xlabel("shared soundscape windows passed to the models")
         ax.set_ylabel("annotated bat calls kept")
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -37,6 +37,7 @@ class Hour:
     truth: list[list[bool | None]] = field(default_factory=list)  # per file, per window
     placed: list[list[tuple[int, int, str, float]]] = field(default_factory=list)  # per file: start, end (16 kHz
     # samples), group, SNR of each inserted call
+    windows: list[list[tuple]] = field(default_factory=list)  # per file: edge-run's (window, fbank), see windowed()
 
 
 def bed(backgrounds: list[np.ndarray], seconds: float, rng: np.random.Generator) -> np.ndarray:
@@ -110,20 +111,52 @@ def _shifted(parts: list[tuple[np.ndarray, list]]) -> list[tuple]:
     return out
 
 
-def reference(audio: np.ndarray, listener) -> list[bool | None]:  # noqa: ANN001 - teachers.birdnet.BirdNET
-    """BirdNET's verdict on each 10 s / 5 s window edge-run makes of ``audio``."""
+def verdicts(chunks: list[float], samples: int) -> list[bool | None]:
+    """BirdNET's verdict on each 10 s / 5 s window edge-run makes of ``samples`` (16 kHz) from the confidence of
+    its best animal class in each 3 s chunk: a call when a chunk inside reaches POSITIVE, call-free when none
+    reaches NEGATIVE, undecided (None) between."""
     from naturelm_edge.audio import WindowSpec
     from naturelm_edge.teachers.birdnet import CHUNK_S
 
     spec = WindowSpec()
-    chunks = [c for _, c in listener.chunks(audio)]
     truth = []
-    for i in range(spec.windows_in(audio.shape[0] * LOW // HIGH)):
+    for i in range(spec.windows_in(samples)):
         start, end = i * spec.hop_s, i * spec.hop_s + spec.window_s
         inside = [c for k, c in enumerate(chunks) if start <= k * CHUNK_S and (k + 1) * CHUNK_S <= max(end, CHUNK_S)]
         best = max(inside, default=0.0)
         truth.append(True if best >= POSITIVE else False if best < NEGATIVE else None)
     return truth
+
+
+def reference(audio: np.ndarray, listener) -> list[bool | None]:  # noqa: ANN001 - teachers.birdnet.BirdNET
+    """BirdNET's verdict on each window edge-run makes of 48 kHz ``audio``."""
+    return verdicts([c for _, c in listener.chunks(audio)], audio.shape[0] * LOW // HIGH)
+
+
+def field_labels(audio: Path, rows: list[dict], listener) -> dict[str, list[bool | None]]:  # noqa: ANN001 - BirdNET
+    """BirdNET's verdict on each window of every shared non-bat recording (a focal clip's windows are never
+    call-free: it holds a call BirdNET may not know), by path."""
+    from naturelm_edge.audio.decode import load
+
+    found = {}
+    for row in rows:
+        if row["group"] != "bat":
+            truth = reference(load(audio / row["path"], HIGH), listener)
+            found[row["path"]] = [None if t is False and row["kind"] == "focal" else t for t in truth]
+    return found
+
+
+def birdnet_labelled(audio: Path, rows: list[dict], field_set: dict[str, list], exclude: tuple[str, ...]) -> list:
+    """The detector's training recordings labelled as a reference hears them: BirdNET's verdict per window of
+    every field recording (undecided windows left out), and for the bats it cannot hear, LABELS.csv's."""
+    from naturelm_edge.audio import WindowSpec
+    from naturelm_edge.detection.labels import LabelledRecording, recordings_from_labels
+
+    hop = WindowSpec().hop
+    labelled = [LabelledRecording(audio / path, None, 1.0, {i * hop: t for i, t in enumerate(truth) if t is not None})
+                for path, truth in field_set.items() if not path.startswith(exclude)]
+    bats = [r for r in rows if r["group"] == "bat" and not r["path"].startswith(exclude)]
+    return [r for r in labelled if r.windows] + recordings_from_labels(audio, bats)
 
 
 def call_clips(audio: Path, rows: list[dict], rng: np.random.Generator) -> tuple[dict[str, list], tuple[str, ...]]:
@@ -139,21 +172,33 @@ def call_clips(audio: Path, rows: list[dict], rng: np.random.Generator) -> tuple
     return found, tuple(r["path"] for r in chosen)
 
 
-def screen(hour: Hour, detector, recorder: str) -> tuple[list[list[bool]], float]:  # noqa: ANN001 - Detector or None
-    """edge-run's screening over the hour's files in order (one recorder: its floors carried on), on the
-    recorder's audio clock; the models' verdict on a passed window is the reference's. Kept per window, CPU s."""
+def windowed(hour: Hour) -> float:
+    """Fills ``hour.windows`` with the windows and fbank edge-run computes of each file, once for every
+    configuration screened (the front end does not depend on the detector). Its CPU seconds."""
     from naturelm_edge.audio import WindowSpec
     from naturelm_edge.audio.frontend import stream_features
+
+    started = time.process_time()
+    hour.windows = [list(stream_features([audio], WindowSpec())) for audio in hour.files]
+    return time.process_time() - started
+
+
+def screen(hour: Hour, detector, recorder: str) -> tuple[list[list[bool]], float]:  # noqa: ANN001 - Detector or None
+    """edge-run's screening over the hour's files in order (one recorder: its floors carried on), on the
+    recorder's audio clock; the models' verdict on a passed window is the reference's. Kept per window, and the
+    CPU seconds of the gate and detector (the front end's are ``windowed``'s)."""
+    from naturelm_edge.audio import WindowSpec
     from naturelm_edge.edge_runtime.gate import EnergyGate, GateSettings
     from naturelm_edge.edge_runtime.screening import ANSWER, HEARD, Screening
 
-    spec = WindowSpec()
-    screening = Screening(EnergyGate(GateSettings()), detector, spec.window)
+    if not hour.windows:
+        windowed(hour)
+    screening = Screening(EnergyGate(GateSettings()), detector, WindowSpec().window)
     kept, clock, started = [], 0.0, time.process_time()
-    for audio, truth in zip(hour.files, hour.truth):
+    for audio, windows, truth in zip(hour.files, hour.windows, hour.truth):
         screening.begin(recorder)
         passed = []
-        for (window, features), verdict in zip(stream_features([audio], spec), truth):
+        for (window, features), verdict in zip(windows, truth):
             outcome = screening(window, features, at_s=clock + window.start / LOW).outcome
             if outcome == ANSWER:
                 screening.answered(verdict is not False)

@@ -49,6 +49,7 @@ def test_the_new_bundle_keeps_every_file_and_lists_the_detector(bundle: Path, de
     section = new.manifest["detector"]
     v = section["validation"]
     assert v["recall"] >= section["recall_target"] and v["threshold_for_skip"] >= section["threshold"]
+    assert v["recall_unseen"]["count"] > 0 and v["recall_unseen"]["ci95"][1] >= section["recall_target"]
     assert section["threshold"] == min(v["threshold_for_recall"], v["threshold_for_skip"])
     assert set(section["training"]["excluded"]) == set(EXCLUDED)
 
@@ -199,6 +200,32 @@ def test_a_detector_that_would_filter_nothing_is_refused_with_both_numbers(tmp_p
     with pytest.raises(DetectorError, match="no call-free windows held back"):
         check_targets(TrainedDetector(None, 0.0, {"call_free_skipped": None}, DetectorConfig()), labels)
     check_targets(TrainedDetector(None, 0.0, {"call_free_skipped": 0.99}, DetectorConfig(skip=0.98)), labels)
+    losing = {"call_free_skipped": 0.99, "recall_unseen": {"share": 0.8, "agree": 80, "count": 100, "ci95": [0.71, 0.87]}}
+    with pytest.raises(DetectorError, match=r"keeps only 80% \(95 % interval 71%-87%\) of the other half's 100 call "
+                                            r"windows \(target 98%\); no bundle written.*--recall 0\.80"):
+        check_targets(TrainedDetector(None, 0.0, losing, DetectorConfig(recall=0.98)), labels)
+    unsure = {**losing, "recall_unseen": {"share": 0.95, "agree": 19, "count": 20, "ci95": [0.76, 0.99]}}
+    check_targets(TrainedDetector(None, 0.0, unsure, DetectorConfig(recall=0.98)), labels)  # 20 windows prove no miss
+
+
+def test_recall_is_checked_on_recordings_the_threshold_was_not_set_on():
+    """Calibrated on its own windows, a threshold keeps the target by construction; one recording whose calls
+    score low only shows when the threshold is set on the others."""
+    from naturelm_edge.detection.training import DetectorConfig, thresholds, unseen_recall
+
+    rng = np.random.default_rng(0)
+    sources = np.repeat([f"r{i}" for i in range(6)], 40)
+    labels = np.tile(np.r_[np.ones(30), np.zeros(10)], 6)
+    scores = np.where(labels == 1, rng.normal(5, 0.5, labels.size), rng.normal(-5, 0.5, labels.size))
+    kinds = np.array(["recorded"] * labels.size)
+    config = DetectorConfig(recall=0.98, skip=0.98)
+    assert unseen_recall(scores, labels, kinds, sources, config)["share"] > 0.95
+    quiet = (sources == "r3") & (labels == 1)
+    scores[quiet] -= 10.0  # its calls score among the call-free windows, far below the others' (a taxon, a site, a recorder)
+    keep = min(thresholds(scores, labels, kinds, config))
+    assert (scores[labels == 1] >= keep).mean() >= 0.98  # the calibrated figure sees nothing wrong
+    unseen = unseen_recall(scores, labels, kinds, sources, config)
+    assert unseen["count"] == 180 and unseen["share"] < 0.9 and unseen["ci95"][1] < 0.98
 
 
 def _answers_cache(root: Path, answers: dict[tuple[str, float], str], window_s: float = 10.0) -> Path:

@@ -10,7 +10,7 @@ def test_gate_recall_and_skip_lower_bounds(audio_dir):
     assert result["whombat"]["calls"] == 433
     assert result["whombat"]["recall"] >= 0.95
     assert result["opensoundscape_loca"]["recall"] >= 0.95
-    # the call-free recordings are refused by benchmarks/screening.py's recorder-carried floors; alone, two of
+    # the call-free recordings are refused by a recorder's floors carried across its files; alone, two of
     # the three hold a steady insect chorus or recurring pulses, which a lone file's floor must let through
     assert result["call_free"]["skipped"] > 0
 

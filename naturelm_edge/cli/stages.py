@@ -262,9 +262,11 @@ def detector_train(
                               tuple(exclude or ()), sign, status.update, teacher_answers)
     v = result["validation"]
     free = "n/a" if v["call_free_skipped"] is None else f"{v['call_free_skipped']:.0%}"
+    unseen = v["recall_unseen"]
+    checked = "n/a" if unseen["share"] is None else f"{unseen['share']:.0%} of {unseen['count']}"
     console.print(f"detector: threshold {result['threshold']:.3f}; on held-back windows it keeps {v['recall']:.0%} of "
-                  f"{v['calls']} calls (target {recall:.0%} of each kind) and refuses {free} of call-free ones "
-                  f"(target {skip:.0%}); trained on "
+                  f"{v['calls']} calls (target {recall:.0%} of each kind; {checked} where the threshold was set on "
+                  f"other recordings) and refuses {free} of call-free ones (target {skip:.0%}); trained on "
                   f"{result['training']['windows']} windows -> bundle {result['bundle_id']} at {result['bundle']}")
 
 

@@ -274,21 +274,53 @@ def train_detector(data: DetectorData, config: DetectorConfig,
     net.eval()
     scores = score_windows(net, data.features[val_idx])
     labels = data.labels[val_idx]
-    # the recall target must hold for every kind of held-back call (as recorded, under noise, faint and
-    # short, synthetic), not on average: loud focal calls are easy and would set the bar for faint ones
     kinds = np.array([call_kind(data.origin[i]) for i in val_idx])
-    per_kind = {kind: scores[(labels == 1) & (kinds == kind)] for kind in sorted(set(kinds[labels == 1]))}
-    keeps_calls = min(float(np.quantile(s, 1 - config.recall, method="lower")) for s in per_kind.values())
-    # held-back calls are easier than calls of taxa nobody labelled: go as low as the call-free windows allow
-    free = scores[labels == 0]
-    refuses_noise = float(np.nextafter(np.quantile(free, config.skip, method="higher"), np.inf)) if free.size else keeps_calls
+    keeps_calls, refuses_noise = thresholds(scores, labels, kinds, config)
     threshold = min(keeps_calls, refuses_noise)
+    per_kind = {kind: scores[(labels == 1) & (kinds == kind)] for kind in sorted(set(kinds[labels == 1]))}
+    held_sources = np.array([data.origin[i].split(" (")[0] for i in val_idx])
     validation = {"windows": int(len(val_idx)), "calls": int(labels.sum()), "recordings_held_back": len(held),
                   "threshold_for_recall": keeps_calls, "threshold_for_skip": refuses_noise,
                   "recall": float((scores[labels == 1] >= threshold).mean()),
                   "recall_by_kind": {k: float((s >= threshold).mean()) for k, s in per_kind.items()},
+                  "recall_unseen": unseen_recall(scores, labels, kinds, held_sources, config),
                   "call_free_skipped": float((scores[labels == 0] < threshold).mean()) if (labels == 0).any() else None}
     return TrainedDetector(net, threshold, validation, config)
+
+
+def thresholds(scores: np.ndarray, labels: np.ndarray, kinds: np.ndarray, config: DetectorConfig) -> tuple[float, float]:
+    """(highest threshold keeping the recall target of every kind of call, lowest refusing the skip target of
+    call-free windows) on held-back windows; the detector's threshold is the smaller (recall wins)."""
+    # the recall target must hold for every kind of held-back call (as recorded, under noise, faint and
+    # short, synthetic), not on average: loud focal calls are easy and would set the bar for faint ones
+    per_kind = [scores[(labels == 1) & (kinds == kind)] for kind in sorted(set(kinds[labels == 1]))]
+    keeps_calls = min(float(np.quantile(s, 1 - config.recall, method="lower")) for s in per_kind)
+    # held-back calls are easier than calls of taxa nobody labelled: go as low as the call-free windows allow
+    free = scores[labels == 0]
+    refuses_noise = float(np.nextafter(np.quantile(free, config.skip, method="higher"), np.inf)) if free.size else keeps_calls
+    return keeps_calls, refuses_noise
+
+
+def unseen_recall(scores: np.ndarray, labels: np.ndarray, kinds: np.ndarray, sources: np.ndarray,
+                  config: DetectorConfig) -> dict:
+    """Recall on call windows of recordings the threshold was not set on, with its count and 95 % interval.
+
+    The threshold keeps the recall target on the windows it was set on by construction, so that figure proves
+    nothing; this one sets it on half the held-back recordings, counts the other half's calls, and swaps.
+    """
+    from naturelm_edge.distill.agreement import share
+
+    names = sorted(set(sources))
+    half = np.isin(sources, names[::2])
+    hits = count = 0
+    for calibrate in (half, ~half):
+        check = ~calibrate & (labels == 1)
+        if not (labels[calibrate] == 1).any() or not check.any():
+            continue
+        threshold = min(thresholds(scores[calibrate], labels[calibrate], kinds[calibrate], config))
+        hits += int((scores[check] >= threshold).sum())
+        count += int(check.sum())
+    return share(hits, count)
 
 
 def call_kind(origin: str) -> str:
@@ -308,8 +340,10 @@ def score_windows(net, features: np.ndarray) -> np.ndarray:  # noqa: ANN001 - to
 
 
 def check_targets(trained: TrainedDetector, labels_path: Path | str) -> None:
-    """Refuse a detector that would filter (almost) nothing: no call-free windows to set the threshold on, or
-    a threshold that keeps the recall target but misses the refusal target. Both numbers, and what to do."""
+    """Refuse a detector that would filter (almost) nothing, or lose calls: no call-free windows to set the
+    threshold on, a threshold that keeps the recall target but misses the refusal target, or one that clearly
+    misses the recall target on recordings it was not set on (the interval's top below it). The numbers, and
+    what to do."""
     v, config = trained.validation, trained.config
     if v["call_free_skipped"] is None:
         raise DetectorError(f"{labels_path}: no call-free windows held back, so no threshold can be set; add "
@@ -322,6 +356,14 @@ def check_targets(trained: TrainedDetector, labels_path: Path | str) -> None:
             f"{config.skip:.0%}); no bundle written. Add call-free recordings of the site (background rows), lower "
             f"the refusal target (--skip {max(0.01, np.floor(v['call_free_skipped'] * 100) / 100):.2f}) or the "
             "recall target (--recall).")
+    unseen = v.get("recall_unseen") or {"count": 0}
+    if unseen["count"] and unseen["ci95"][1] < config.recall:
+        raise DetectorError(
+            f"{labels_path}: set on half the held-back recordings, the threshold keeps only {unseen['share']:.0%} "
+            f"(95 % interval {unseen['ci95'][0]:.0%}-{unseen['ci95'][1]:.0%}) of the other half's {unseen['count']} "
+            f"call windows (target {config.recall:.0%}); no bundle written. Add labelled recordings of the calls "
+            f"it misses, train longer (--epochs) or lower the recall target (--recall "
+            f"{max(0.01, np.floor(unseen['share'] * 100) / 100):.2f}).")
 
 
 def export_detector(trained: TrainedDetector, path: Path, spec: WindowSpec,

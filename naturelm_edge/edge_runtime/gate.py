@@ -33,7 +33,7 @@ SILENCE_DB = 20.0
 class GateSettings:
     low_hz: float = 150.0  # owls, grouse, toads and whales call below 500 Hz
     high_hz: float = 8000.0
-    margin_db: float = 10.0  # benchmarks/results/screening: 12 dB refuses 1 point more and loses 2 of faint calls
+    margin_db: float = 10.0  # benchmarks/results/gate: 6-15 dB keep every hand-drawn call, 20 dB loses some
     loud_quantile: float = 0.995  # a 5 ms bat call, time-expanded, fills well under 1 % of a window
     quiet_quantile: float = 0.2
     rise: float = 0.2  # how fast the floor follows louder background (a steady chorus joins it in ~10 windows)
