@@ -50,7 +50,7 @@ def bed(backgrounds: list[np.ndarray], seconds: float, rng: np.random.Generator)
         made += piece.shape[0]
     out = np.concatenate(parts).astype(np.float32)
     drift = np.sin(np.linspace(0, 2 * np.pi * seconds / 1800, out.shape[0], dtype=np.float32) + rng.uniform(0, 6))
-    return out * (10 ** (4 * drift / 20)).astype(np.float32)
+    return np.clip(out * (10 ** (4 * drift / 20)).astype(np.float32), -1, 1)  # a recorder clips at full scale
 
 
 def cycled(values: tuple[float, ...]) -> Callable[[int, np.random.Generator], float]:
@@ -69,7 +69,7 @@ def placed_calls(out: np.ndarray, calls: list[tuple[str, np.ndarray]], gap_s: tu
     while at < out.shape[0] - HIGH and (at_most is None or len(placed) < at_most):
         group, call = calls[int(rng.integers(len(calls)))]
         snr = snr_of(len(placed), rng)
-        out[:] = insert(out, call, at, snr)
+        out[at:at + call.shape[0]] = insert(out[at:at + call.shape[0]], call, 0, snr)  # the span only: an hour is 0.7 GB
         placed.append((at * LOW // HIGH, (at + call.shape[0]) * LOW // HIGH, group, snr))
         at += int(rng.uniform(*gap_s) * HIGH)
     return placed
