@@ -282,6 +282,39 @@ def test_batches_cover_every_example_once_in_an_order_of_the_seed_and_epoch():
     assert [b.tolist() for b in epoch_batches(lengths, config, 3)] != [b.tolist() for b in batches]
 
 
+def test_a_batch_split_by_length_gives_the_batch_gradient_for_fewer_padded_tokens():
+    """One long answer no longer pads a whole batch: chunks of similar length, each averaged over the batch's
+    answer tokens, add up to the batch's gradient."""
+    from naturelm_edge.distill.student import StudentConfig, build_student
+    from naturelm_edge.distill.train import Example, answer_tokens, batch_loss, length_chunks, sequence_length
+
+    rng = np.random.default_rng(0)
+    config = StudentConfig(teacher_ids=list(range(40)), bos_id=0, stop_ids=[1], audio_dim=8, prompt_template="",
+                           tasks=[], layers=2, hidden=32, heads=4, kv_heads=2, intermediate=64)
+    torch.manual_seed(0)
+    model = build_student(config)
+    lengths = [3, 4, 5, 60, 4, 6, 3, 25, 5, 4, 3, 4]  # answer tokens: one long answer among short ones
+    batch = [Example(f"w{i}", "t", [0, 2], [3, 4], list(rng.integers(2, 40, n)), rng.integers(-1, 40, (n, 5)),
+                     np.log(rng.dirichlet(np.ones(5), n))) for i, n in enumerate(lengths)]
+    audio = {e.window: torch.from_numpy(rng.normal(size=(6, 8)).astype(np.float32)) for e in batch}
+    train_config = TrainConfig()
+    model.zero_grad()
+    loss, ce, kl = batch_loss(model, batch, audio, train_config)
+    loss.backward()
+    whole = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    chunks = length_chunks(batch)
+    parts = [batch_loss(model, chunk, audio, train_config, answer_tokens(batch)) for chunk in chunks]
+    for part, _, _ in parts:
+        part.backward()
+    assert 1 < len(chunks) <= 4 and sorted(e.window for c in chunks for e in c) == sorted(e.window for e in batch)
+    assert sum(len(c) * max(map(sequence_length, c)) for c in chunks) < 0.5 * len(batch) * max(map(sequence_length, batch))
+    assert float(sum(c for _, c, _ in parts)) == pytest.approx(float(ce), rel=1e-5)
+    assert float(sum(k for _, _, k in parts)) == pytest.approx(float(kl), rel=1e-5)
+    for a, b in zip(whole, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
 def test_training_stops_when_the_loss_stops_improving_and_says_so():
     from naturelm_edge.distill.train import plateau_reason
 

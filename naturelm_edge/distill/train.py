@@ -159,7 +159,7 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
 
         model.load_state_dict(load_student(init).state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    lengths = np.array([len(e.prefix_before) + len(e.prefix_after) + len(e.answer) for e in examples])
+    lengths = np.array([sequence_length(e) for e in examples])
     steps_per_epoch = len(epoch_batches(lengths, config, 0))
     total = steps_per_epoch * config.epochs
     step, epoch_losses, stopped = 0, [], "epochs done"
@@ -178,10 +178,13 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
     while step < total:
         epoch, index = divmod(step, steps_per_epoch)
         batch = [examples[i] for i in epoch_batches(lengths, config, epoch)[index]]
-        with mixed_precision(config):
-            loss, ce, kl = batch_loss(model, batch, audio, config)
         optimizer.zero_grad()
-        loss.backward()
+        ce = kl = 0.0
+        for chunk in length_chunks(batch):  # the batch's gradient, each chunk padded to its own longest
+            with mixed_precision(config):
+                loss, chunk_ce, chunk_kl = batch_loss(model, chunk, audio, config, answer_tokens(batch))
+            loss.backward()
+            ce, kl = ce + float(chunk_ce), kl + float(chunk_kl)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
@@ -223,6 +226,43 @@ def epoch_batches(lengths: np.ndarray, config: TrainConfig, epoch: int) -> list[
     return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
 
 
+def sequence_length(example: Example) -> int:
+    return len(example.prefix_before) + len(example.prefix_after) + len(example.answer)
+
+
+def answer_tokens(batch: list[Example]) -> int:
+    return sum(len(ex.answer) for ex in batch)
+
+
+def length_chunks(batch: list[Example], most: int = 4) -> list[list[Example]]:
+    """The batch in at most ``most`` groups of similar length, each padded to its own longest sequence.
+
+    Batches are drawn at random (see ``epoch_batches``), so one long answer (a random teacher's run to 300
+    tokens; a real one's long caption) pads the whole batch: the student then multiplies mostly padding. Split
+    by length, with the loss of every group averaged over the whole batch's answer tokens, the gradients add up
+    to the batch's own: the same step, a fraction of the products. The grouping minimises the padded tokens.
+    """
+    ordered = sorted(batch, key=sequence_length)
+    sizes = [sequence_length(e) for e in ordered]
+    n = len(ordered)
+    # best[k][i]: fewest padded tokens for the first i examples in k groups (each group padded to its last)
+    best = [[0.0] + [float("inf")] * n for _ in range(most + 1)]
+    cut = [[0] * (n + 1) for _ in range(most + 1)]
+    for k in range(1, most + 1):
+        for i in range(1, n + 1):
+            for j in range(i):
+                cost = best[k - 1][j] + (i - j) * sizes[i - 1]
+                if cost < best[k][i]:
+                    best[k][i], cut[k][i] = cost, j
+    k = min(range(1, most + 1), key=lambda g: (best[g][n], g))
+    groups, end = [], n
+    while end > 0:
+        start = cut[k][end]
+        groups.append(ordered[start:end])
+        end, k = start, k - 1
+    return groups[::-1]
+
+
 def plateau_reason(epoch_losses: list[float], config: TrainConfig, what: str = "loss") -> str | None:
     """Why training should stop now: ``what`` (one value per epoch) has not improved by ``min_improvement`` on
     its best before the last ``patience`` epochs (None: go on)."""
@@ -239,7 +279,7 @@ def judged_loss(model, judged: list[Example], audio: dict, config: TrainConfig) 
     """The loss on examples never trained on (held-out species), in batches, without gradients."""
     import torch
 
-    lengths = np.array([len(e.prefix_before) + len(e.prefix_after) + len(e.answer) for e in judged])
+    lengths = np.array([sequence_length(e) for e in judged])
     order, total, tokens = np.argsort(lengths, kind="stable"), 0.0, 0
     model.eval()
     with torch.no_grad():
@@ -274,8 +314,10 @@ def mixed_precision(config: TrainConfig):  # noqa: ANN201 - a context manager
     return contextlib.nullcontext()
 
 
-def batch_loss(model, batch: list[Example], audio: dict, config: TrainConfig):  # noqa: ANN001, ANN201
-    """Cross-entropy on the teacher's answer tokens plus KL to its renormalised top-k distribution."""
+def batch_loss(model, batch: list[Example], audio: dict, config: TrainConfig,  # noqa: ANN001, ANN201
+               tokens: int | None = None):
+    """Cross-entropy on the teacher's answer tokens plus KL to its renormalised top-k distribution, averaged over
+    ``tokens`` answer tokens (default: the batch's; a chunk of a larger batch is averaged over the whole's)."""
     import torch
     import torch.nn.functional as F
 
@@ -310,7 +352,7 @@ def batch_loss(model, batch: list[Example], audio: dict, config: TrainConfig):  
         p = torch.softmax(teacher_logp, dim=-1)  # renormalised over the tokens the student has
         q = logq.gather(1, ids.clamp(min=0))
         kl_terms.append((p * (torch.log(p.clamp(min=1e-12)) - q)).masked_fill(~known, 0.0).sum())
-    tokens = sum(len(ex.answer) for ex in batch)
+    tokens = tokens or answer_tokens(batch)
     ce = torch.stack(ce_terms).sum() / tokens
     kl = torch.stack(kl_terms).sum() / tokens
     return config.ce_weight * ce + config.kl_weight * kl, ce.detach(), kl.detach()
