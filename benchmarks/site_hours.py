@@ -129,7 +129,7 @@ def measure(audio: Path, minutes: float, seeds: tuple[int, ...], folds: int, wor
     configurations = {name: {**judged(hours_all, kept), "cpu_s_per_audio_hour": round(cpu[name] / (audio_s / 3600), 2)}
                       for name, kept in kept_all.items()}
     return {"machine": machine(), "seed": seed, "minutes_per_hour": minutes, "folds": folds,
-            "audio_hours": round(audio_s / 3600, 2), "backgrounds": list(BACKGROUNDS[: 2 * folds]),
+            "audio_hours": round(audio_s / 3600, 2), "backgrounds": [b for fold in range(folds) for b in BACKGROUNDS[fold::2]],
             "held_back_calls": list(call_paths), "configurations": configurations,
             "detector_validation": validation, "targets": TARGETS}
 
