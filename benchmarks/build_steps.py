@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import machine, pyplot, recordings_dir
+from benchmarks.common import machine, pyplot, recordings_dir, write_results
 
 EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
 TARGET_SMALL_S = 300.0
@@ -98,11 +98,7 @@ def main() -> None:
         measured = run_build(linked, work, checkpoint)
         measured.update(recordings=len(rows), audio_s=round(sum(float(r["duration_s"] or 0) for r in rows), 1))
         result["sets"][which] = measured
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "build_steps.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "build_steps.md").write_text(markdown(result) + "\n")
-    plot(result, args.out / "build_steps.png")
-    print(markdown(result))
+    write_results(args.out, "build_steps", result, markdown, plot)
 
 
 def markdown(result: dict) -> str:

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import machine, pyplot, recordings_dir
+from benchmarks.common import machine, pyplot, recordings_dir, write_results
 
 EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
 RESULTS = Path(__file__).parent / "results"
@@ -182,11 +182,7 @@ def main() -> None:
                                            "hop) of the same archive, one view, into a fresh cache."}},
         "season": []}
     report["season"] = seasons(answered)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cluster.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "cluster.md").write_text(markdown(report))
-    plot(report, args.out / "cluster.png")
-    print(markdown(report))
+    write_results(args.out, "cluster", report, markdown, plot)
 
 
 if __name__ == "__main__":

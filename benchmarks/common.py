@@ -1,9 +1,11 @@
-"""What every benchmark script shares: the plotting backend and a description of the machine."""
+"""What every benchmark script shares: the plotting backend, a description of the machine, how results are written."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -43,3 +45,14 @@ def machine() -> dict:
         pass
     return {"machine": platform.machine(), "processor": cpu, "cores": os.cpu_count(),
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+
+
+def write_results(out: Path, name: str, report: dict, markdown: Callable[[dict], str],
+                  plot: Callable[[dict, Path], None]) -> None:
+    """``OUT/NAME.json``, ``.md`` and ``.png`` of a report, and the Markdown printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    (out / f"{name}.md").write_text(text if text.endswith("\n") else text + "\n")
+    plot(report, out / f"{name}.png")
+    print(text)

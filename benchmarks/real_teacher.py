@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, pyplot, recordings_dir
+from benchmarks.common import machine, pyplot, recordings_dir, write_results
 
 EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
 COST = {"teacher_cpu_s": 0.0, "teacher_windows": 0, "device_cpu_s": 0.0, "audio_s": 0.0}  # filled by windows()
@@ -190,11 +190,7 @@ def main() -> None:
                         "steps": manifest["build"]["steps"]},
               "evaluation": {"recordings": len(evaluation), "windows": len(rows)},
               "cascade": [figures(rows, t) for t in THRESHOLDS], "per_site": per_site(rows), "cost": COST}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "real_teacher.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "real_teacher.md").write_text(markdown(report))
-    plot(report, args.out / "real_teacher.png")
-    print(markdown(report))
+    write_results(args.out, "real_teacher", report, markdown, plot)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -39,7 +38,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import machine, pyplot, recordings_dir  # noqa: E402
+from benchmarks.common import machine, pyplot, recordings_dir, write_results  # noqa: E402
 from testbed.site_hours import (  # noqa: E402
     BACKGROUNDS,
     HIGH,
@@ -210,11 +209,7 @@ def main() -> None:
     audio = recordings_dir(args.audio)
     with tempfile.TemporaryDirectory(prefix="nle-site-hours-") as work:
         report = measure(audio, args.minutes, tuple(args.seeds), args.folds, Path(work))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "site_hours.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "site_hours.md").write_text(markdown(report))
-    plot(report, args.out / "site_hours.png")
-    print(markdown(report))
+    write_results(args.out, "site_hours", report, markdown, plot)
 
 
 if __name__ == "__main__":

@@ -211,11 +211,12 @@ def screen(hour: Hour, detector, recorder: str) -> tuple[list[list[bool]], float
 def judged(hours: list[Hour], kept: list[list[list[bool]]]) -> dict:
     """Recall of reference-positive windows (by hour kind, group and SNR of the call inside) and the refused
     share of reference-negative windows, with counts and 95 % intervals."""
+    from naturelm_edge.audio import WindowSpec
     from naturelm_edge.distill.agreement import share
 
     hits: dict[str, list[bool]] = {}
     refused: dict[str, list[bool]] = {}
-    spec_hop, spec_window = 5 * LOW, 10 * LOW
+    spec = WindowSpec()
     for hour, per_file in zip(hours, kept):
         for truth, passed, placed in zip(hour.truth, per_file, hour.placed):
             for i, (t, p) in enumerate(zip(truth, passed)):
@@ -224,7 +225,7 @@ def judged(hours: list[Hour], kept: list[list[list[bool]]]) -> dict:
                     refused.setdefault("all", []).append(not p)
                 if t is not True:
                     continue
-                start, end = i * spec_hop, i * spec_hop + spec_window
+                start, end = i * spec.hop, i * spec.hop + spec.window
                 inside = [(g, snr) for s, e, g, snr in placed if s < end and e > start]
                 keys = ["all", hour.kind] + [f"group:{g}" for g in {g for g, _ in inside}]
                 if hour.kind == "mixed" and inside:

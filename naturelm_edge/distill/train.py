@@ -179,12 +179,7 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
         epoch, index = divmod(step, steps_per_epoch)
         batch = [examples[i] for i in epoch_batches(lengths, config, epoch)[index]]
         optimizer.zero_grad()
-        ce = kl = 0.0
-        for chunk in length_chunks(batch):  # the batch's gradient, each chunk padded to its own longest
-            with mixed_precision(config):
-                loss, chunk_ce, chunk_kl = batch_loss(model, chunk, audio, config, answer_tokens(batch))
-            loss.backward()
-            ce, kl = ce + float(chunk_ce), kl + float(chunk_kl)
+        ce, kl = batch_gradient(model, batch, audio, config)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
@@ -232,6 +227,18 @@ def sequence_length(example: Example) -> int:
 
 def answer_tokens(batch: list[Example]) -> int:
     return sum(len(ex.answer) for ex in batch)
+
+
+def batch_gradient(model, batch: list[Example], audio: dict, config: TrainConfig) -> tuple[float, float]:  # noqa: ANN001
+    """Accumulate the batch's gradient chunk by chunk (``length_chunks``); its cross-entropy and KL."""
+    ce = kl = 0.0
+    tokens = answer_tokens(batch)
+    for chunk in length_chunks(batch):
+        with mixed_precision(config):
+            loss, chunk_ce, chunk_kl = batch_loss(model, chunk, audio, config, tokens)
+        loss.backward()
+        ce, kl = ce + float(chunk_ce), kl + float(chunk_kl)
+    return ce, kl
 
 
 def length_chunks(batch: list[Example], most: int = 4) -> list[list[Example]]:
