@@ -6,7 +6,10 @@ Two jobs, each the same work three ways (one process without Ray; a local Ray wi
 ``edge analyze`` of an archive (the shared recordings, ``--repeat`` times as that many recorders) with a device
 bundle (the demo bundle without ``--bundle``), and BirdNET v2.4's answers on the same archive
 (``collect_scores``, one view). Workers = 1 and 2 run on this machine; the code path for N is the same with
-``--ray ADDRESS``. The season table scales the measured per-window cost of each teacher by the measured
+``--ray ADDRESS``. Every run is a process of its own, pinned with ``taskset`` (its Ray processes and the driver
+included) to as many cores as it has workers, the single process to one: on a two-core machine an unpinned
+"1 worker" run would spend the idle core on decoding tasks, the driver and Ray's own processes, and 1 -> 2 workers
+would compare two cores with two cores. The season table scales the measured per-window cost of each teacher by the measured
 2-worker efficiency (an extrapolation, labelled as one): BirdNET on CPU measured here; the official-size
 NatureLM-audio (8B, bf16) on CPU from ``benchmarks/results/official-scale`` (random weights, one task, four new
 tokens); no GPU figure unless one was measured. Writes cluster.json, cluster.md and cluster.png.
@@ -45,10 +48,15 @@ def archive_of(audio: Path, work: Path, repeat: int) -> Path:
     return root
 
 
-def analyze(bundle: Path, archive: Path, out: Path, ray: list[str]) -> dict:
+def pinned(cores: int) -> list[str]:
+    """The command prefix that keeps a run (and every process it starts) on its first ``cores`` cores."""
+    return ["taskset", "-c", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:cores])]
+
+
+def analyze(bundle: Path, archive: Path, out: Path, ray: list[str], cores: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    done = subprocess.run([*EDGE, "analyze", str(archive), "--bundle", str(bundle), "--out", str(out), "--escalate",
+    done = subprocess.run([*pinned(cores), *EDGE, "analyze", str(archive), "--bundle", str(bundle), "--out", str(out), "--escalate",
                            "off", "--profile", "x86-cpu", "--json", *ray], capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     if done.returncode:
@@ -58,19 +66,28 @@ def analyze(bundle: Path, archive: Path, out: Path, ray: list[str]) -> dict:
             "windows_per_s": round(summary["windows"] / seconds, 2)}
 
 
-def collect(audio: Path, out: Path, ray: str | None, workers: int | None) -> dict:
-    import ray as ray_module
+def collect(audio: Path, out: Path, ray: str | None, workers: int | None, cores: int) -> dict:
+    """BirdNET's answers on every window of ``audio`` into a fresh cache, timed in a pinned process of its own."""
+    shutil.rmtree(out, ignore_errors=True)
+    done = subprocess.run([*pinned(cores), sys.executable, "-c", "import sys, json; from benchmarks.cluster import "
+                           "collect_here; print(json.dumps(collect_here(*json.loads(sys.argv[1]))))",
+                           json.dumps([str(audio), str(out), ray, workers])],
+                          capture_output=True, text=True, check=False, cwd=Path(__file__).parent.parent)
+    if done.returncode:
+        raise SystemExit(f"teacher answers (ray {ray}, {workers} workers) failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
+
+def collect_here(audio: str, out: str, ray: str | None, workers: int | None) -> dict:
+    """The timed body of :func:`collect`, run in the pinned child process."""
     from naturelm_edge.distill.scores import collect_scores
     from naturelm_edge.teachers import BIRDNET
 
-    shutil.rmtree(out, ignore_errors=True)
     teacher = BIRDNET.load(threads=1)
     started = time.perf_counter()
-    counts = collect_scores(teacher, audio, out, BIRDNET.training_spec, BIRDNET.fbank, 1, ray=ray, workers=workers)
+    counts = collect_scores(teacher, Path(audio), Path(out), BIRDNET.training_spec, BIRDNET.fbank, 1, ray=ray,
+                            workers=workers)
     seconds = time.perf_counter() - started
-    if ray:
-        ray_module.shutdown()
     return {"seconds": round(seconds, 2), "windows": counts["asked"],
             "windows_per_s": round(counts["asked"] / seconds, 2)}
 
@@ -116,8 +133,9 @@ def seasons(collect_job: dict) -> list[dict]:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = ["# Beyond one machine on Ray", "",
-             f"Machine: {m['processor']}, {m['cores']} cores; Ray {report['ray']}. Workers 1 and 2 on this machine; "
-             "the driver shares its cores. Same work in every row of a job.", ""]
+             f"Machine: {m['processor']}, {m['cores']} cores; Ray {report['ray']}. Workers 1 and 2 on this machine, "
+             "each run pinned (taskset, driver and Ray's processes included) to as many cores as it has workers, "
+             "the single process to one. Same work in every row of a job.", ""]
     for name, job in report["jobs"].items():
         lines += [f"## {name}", "", f"{job['what']}", "", "| run | seconds | windows | windows/s |", "|---|---|---|---|"]
         lines += [f"| {run} | {r['seconds']} | {r['windows']} | {r['windows_per_s']} |" for run, r in job["runs"].items()]
@@ -161,6 +179,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="copies of the recordings in the archive (recorders)")
     parser.add_argument("--out", type=Path, default=RESULTS / "cluster")
     args = parser.parse_args()
+    if len(os.sched_getaffinity(0)) < 2 or shutil.which("taskset") is None:
+        raise SystemExit("the cluster benchmark needs two cores and taskset (util-linux) to pin its runs to them")
     import ray
 
     from benchmarks.soak import demo_bundle
@@ -170,11 +190,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     bundle = args.bundle or demo_bundle(work)
     archive = archive_of(audio, work, args.repeat)
-    ways = {"one process, no Ray": [], "ray, 1 worker": ["--ray", "local", "--workers", "1"],
-            "ray, 2 workers": ["--ray", "local", "--workers", "2"]}
-    analysed = job_figures({name: analyze(bundle, archive, work / "analyze", flags) for name, flags in ways.items()})
-    answered = job_figures({name: collect(archive, work / "answers", flags[1] if flags else None,
-                                          int(flags[3]) if flags else None) for name, flags in ways.items()})
+    ways = {"one process, no Ray": (None, 1), "ray, 1 worker": ("local", 1), "ray, 2 workers": ("local", 2)}
+    analysed = job_figures({name: analyze(bundle, archive, work / "analyze",
+                                          ["--ray", ray, "--workers", str(n)] if ray else [], n)
+                            for name, (ray, n) in ways.items()})
+    answered = job_figures({name: collect(archive, work / "answers", ray, n if ray else None, n)
+                            for name, (ray, n) in ways.items()})
     report = {"machine": machine(), "ray": ray.__version__, "jobs": {
         "edge analyze (device bundle)": {**analysed, "what": f"The shared recordings {args.repeat} times over, as "
                                          f"{args.repeat} recorders' archives, through `edge analyze --escalate off`."},
