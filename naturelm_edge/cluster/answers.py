@@ -5,6 +5,10 @@ window still to ask) -> ``map_batches`` on a pool of actors, each holding the te
 call; one GPU per actor when asked) -> rows streamed back to the driver, grouped (a recording's view, or one
 window's tasks) and handed to the collector, which alone writes its cache.
 
+A teacher on the CPU (no GPU asked) runs both stages in one actor per CPU instead (``flat_map`` over units on the
+actor pool): its windows' samples (half a megabyte each at 48 kHz) then never cross the object store, and only
+the answers travel; decoding and the teacher compete for the same cores either way.
+
 The collectors (:mod:`naturelm_edge.distill.scores`, :mod:`naturelm_edge.distill.collect`) give the same three
 functions to this route and to their single-process loop (which windows a unit has, what the teacher answers on
 a batch of them, how a finished group is written), so both fill the same cache with the same answers.
@@ -81,6 +85,20 @@ class _Teacher:
                 "result": out}
 
 
+class _Fused:
+    """Both stages in one actor, for a teacher on the CPU: a unit's windows answered where they were cut."""
+
+    def __init__(self, windows: Windows, make: Callable[[], Answer], batch: int) -> None:
+        self.rows, self.teacher, self.batch = _Windows(windows), _Teacher(make), batch
+
+    def __call__(self, row: dict) -> Iterator[dict]:
+        rows = list(self.rows(row))
+        for start in range(0, len(rows), self.batch):
+            part = rows[start:start + self.batch]
+            answered = self.teacher({key: np.array([r[key] for r in part], dtype=object) for key in part[0]})
+            yield from ({key: answered[key][i] for key in answered} for i in range(len(part)))
+
+
 def answers_on_ray(units: list[tuple[str, Any]], windows: Windows, make_teacher: Callable[[], Answer],
                    batch: int, workers: int | None, gpus: float = 0.0) -> Iterator[tuple[str, list[Any] | str]]:
     """(group, the teacher's results in window order) for every group of ``units`` (named ``(name, unit)``), or
@@ -93,12 +111,13 @@ def answers_on_ray(units: list[tuple[str, Any]], windows: Windows, make_teacher:
     ray.data.DataContext.get_current().enable_progress_bars = False
     pool = workers or max(1, int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1)))
     rows = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=max(1, len(units)))
-    # half a CPU each: decoding and resampling cost about what the teacher costs on a CPU, so on every CPU one
-    # decoding task and one teacher actor can run side by side (with a GPU teacher, decoding has the CPUs)
-    answered = (rows.flat_map(_Windows(windows), num_cpus=0.5)
-                .map_batches(_Teacher, fn_constructor_args=(make_teacher,), batch_size=batch, batch_format="numpy",
-                             compute=ray.data.ActorPoolStrategy(size=pool), num_gpus=gpus or None,
-                             num_cpus=0.5 if not gpus else 1))
+    if gpus:  # decoding on CPU tasks, the teacher on GPU actors fed by the object store
+        answered = (rows.flat_map(_Windows(windows), num_cpus=1)
+                    .map_batches(_Teacher, fn_constructor_args=(make_teacher,), batch_size=batch, batch_format="numpy",
+                                 compute=ray.data.ActorPoolStrategy(size=pool), num_gpus=gpus, num_cpus=1))
+    else:
+        answered = rows.flat_map(_Fused, fn_constructor_args=(windows, make_teacher, batch),
+                                 compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=1)
     parts: dict[str, dict[int, Any]] = {}  # by window index: a row that came back twice counts once
     for row in answered.iter_rows():
         if row["error"]:
