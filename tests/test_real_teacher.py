@@ -100,6 +100,10 @@ def test_a_scores_build_writes_a_bundle_the_runtime_answers_with(scores_bundle, 
     fidelity = manifest["encoder"]["fidelity"]["quantized"]
     assert fidelity["windows"] > 0 and fidelity["answer"]["ci95"] is not None
     assert set(manifest["build"]["steps"]) == {"teacher answers", "student classifier", "quantization"}
+    # its own escalation threshold, chosen on held-back recordings: a decision's confidence is never below 0.5
+    escalation = manifest["escalation"]
+    assert 0.5 < escalation["confidence_threshold"] < 1.0 and escalation["windows"] > 0
+    assert bundle.escalation_threshold == escalation["confidence_threshold"]
     # the second run reuses every step
     assert runs[1].stderr.count("inputs unchanged, skipped") + runs[1].stdout.count("inputs unchanged, skipped") == 3
 
@@ -156,6 +160,21 @@ def test_the_48khz_bundle_escalates_to_birdnet_and_the_run_waits_for_its_answers
     escalated = [r for r in rows if r["escalation_status"] in ("confirmed", "revised")]
     assert escalated and not [r for r in rows if r["escalation_status"] == "queued"]
     assert "European Robin" in {r["escalation_answer"] for r in escalated}  # the teacher's answer, stored
+
+
+def test_without_a_flag_the_run_escalates_below_the_bundles_own_threshold(scores_bundle, few_recordings, tmp_path):
+    from naturelm_edge.bundle.open import load_bundle
+
+    threshold = load_bundle(scores_bundle[0]).escalation_threshold
+    done = run_edge("--bundle", str(scores_bundle[0]), "--input", str(few_recordings / "librosa-data"), "--out",
+                    str(tmp_path / "run"), "--escalate", "queue", "--profile", "x86-cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    ran = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert ran["escalation"]["confidence_threshold"] == threshold and ran["origin"]["confidence_threshold"] == "bundle"
+    rows = events(tmp_path / "run")
+    unsure, sure = [r for r in rows if r["confidence"] < threshold], [r for r in rows if r["confidence"] >= threshold]
+    assert unsure and all(r["escalation_status"] in ("queued", "over-budget") for r in unsure)
+    assert sum(r["escalation_status"] == "queued" for r in sure) <= len(sure) // 10  # audits only
 
 
 def test_a_run_over_files_waits_a_bounded_time_and_says_what_stays_queued(scores_bundle, few_recordings, tmp_path):

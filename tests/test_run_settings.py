@@ -12,10 +12,11 @@ from naturelm_edge.edge_runtime.settings import DEFAULT_PRIVACY, RunFlags, RunSe
 from naturelm_edge.edge_runtime.site import SiteRules
 
 
-def bundle(time_expansion: float = 1.0) -> SimpleNamespace:
-    """What RunSettings reads of a bundle: its audio contract and id."""
+def bundle(time_expansion: float = 1.0, escalation_threshold: float | None = None) -> SimpleNamespace:
+    """What RunSettings reads of a bundle: its audio contract, id and (a scores bundle's) escalation threshold."""
     spec = SimpleNamespace(window_s=10.0, hop_s=5.0)
-    return SimpleNamespace(id="b-1", audio=SimpleNamespace(spec=spec, time_expansion=time_expansion))
+    return SimpleNamespace(id="b-1", audio=SimpleNamespace(spec=spec, time_expansion=time_expansion),
+                           escalation_threshold=escalation_threshold)
 
 
 def test_a_flag_wins_then_the_site_then_the_profile_then_the_bundle_then_the_default():
@@ -39,6 +40,17 @@ def test_a_flag_wins_then_the_site_then_the_profile_then_the_bundle_then_the_def
     assert {given.origin[k] for k in ("escalate", "confidence_threshold", "privacy", "time_expansion")} == {"flag"}
     assert given.queue_url is None and RunSettings.resolve(RunFlags(escalate="https://x/"), profile,
                                                            bundle()).queue_url == "https://x/"
+
+
+def test_a_bundle_that_chose_its_escalation_threshold_beats_the_profile_and_a_flag_beats_both():
+    profile = get("x86-cpu")
+    own = RunSettings.resolve(RunFlags(), profile, bundle(escalation_threshold=0.83))
+    assert own.escalation.confidence_threshold == 0.83 and own.origin["confidence_threshold"] == "bundle"
+    assert own.escalation.hourly_budget == profile.escalation.hourly_budget
+    flagged = RunSettings.resolve(RunFlags(confidence_threshold=0.6), profile, bundle(escalation_threshold=0.83))
+    assert (flagged.escalation.confidence_threshold, flagged.origin["confidence_threshold"]) == (0.6, "flag")
+    plain = RunSettings.resolve(RunFlags(), profile, bundle())
+    assert plain.escalation.confidence_threshold == profile.escalation.confidence_threshold
 
 
 def test_run_json_says_what_ran_and_where_each_value_came_from(tmp_path: Path):

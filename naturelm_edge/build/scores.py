@@ -27,6 +27,9 @@ from naturelm_edge.progress import Progress
 from naturelm_edge.teachers import Teacher, teacher
 
 MODEL, TRAINED, REPORT = "encoder.onnx", "classifier.json", "quantization_report.json"
+# the share of windows a bundle escalates by default: its least sure fifth, the issue's ceiling on what a
+# field station may send to the teacher; the threshold is chosen on held-back recordings at build
+ESCALATED_SHARE = 0.2
 
 
 class State:
@@ -131,7 +134,7 @@ def _student(b: State) -> dict:
 def _quantization_key(b: State) -> str:
     return digest(file_digest(b.student / MODEL), b.options.profile.precision[roles.ENCODER.name],
                   b.options.profile.quant_target, b.options.profile.calibration, b.options.calibration_windows,
-                  b.options.threshold)
+                  b.options.threshold, ESCALATED_SHARE)
 
 
 def _quantize(b: State) -> dict:
@@ -154,17 +157,41 @@ def _quantize(b: State) -> dict:
     report = {"precision": spec.label(), "quantization": info,
               "calibration": {"recordings": len(calibration.files), "windows": int(len(calibration.features)),
                               "role": used},
-              **judged(b)}
+              "escalation": escalation_point(b, used), **judged(b)}
     write_atomic(b.quantized / REPORT, json.dumps(report, indent=2, default=str) + "\n")
     return {"calibration_windows": int(len(calibration.features)),
             "evaluation_windows": report["evaluation"]["windows"]}
+
+
+def _logits(model: Path, features: np.ndarray) -> np.ndarray:
+    """A student's logits on a stack of fbank windows (32 a run)."""
+    from naturelm_edge.quantization.report import session
+
+    sess = session(model)
+    return np.concatenate([sess.run(None, {"fbank": features[i:i + 32]})[0]
+                           for i in range(0, len(features), 32)]) if len(features) else np.zeros((0, 0))
+
+
+def escalation_point(b: State, role: str) -> dict:
+    """The bundle's escalation threshold: the confidence (of the decision, as the runtime computes it) below
+    which the quantized student's least sure :data:`ESCALATED_SHARE` of held-back windows fall."""
+    from naturelm_edge.distill.scores import load_scores
+    from naturelm_edge.edge_runtime.scores import decided, sigmoid
+
+    data = load_scores(b.cache, role)
+    features = data.features[data.views == 0].astype(np.float32)
+    logits = _logits(b.quantized / MODEL, features)
+    if not len(logits):
+        return {"confidence_threshold": None, "windows": 0, "role": role, "share": ESCALATED_SHARE}
+    sure = decided(sigmoid(logits.max(axis=1)), b.options.threshold)
+    return {"confidence_threshold": round(float(np.quantile(sure, ESCALATED_SHARE)), 4), "windows": int(len(sure)),
+            "role": role, "share": ESCALATED_SHARE}
 
 
 def judged(b: State) -> dict:
     """fp32 and quantized students against the teacher, on the evaluation recordings as they are (no views)."""
     from naturelm_edge.distill.agreement import agreement
     from naturelm_edge.distill.scores import load_scores
-    from naturelm_edge.quantization.report import session
 
     kept = json.loads((b.student / TRAINED).read_text())
     data = load_scores(b.cache, "evaluation")
@@ -173,10 +200,7 @@ def judged(b: State) -> dict:
     figures: dict = {"evaluation": {"recordings": len(set(np.asarray(data.recordings)[original])),
                                     "windows": int(original.sum())}}
     for name, model in (("fp32", b.student / MODEL), ("quantized", b.quantized / MODEL)):
-        sess = session(model)
-        logits = np.concatenate([sess.run(None, {"fbank": features[i:i + 32]})[0]
-                                 for i in range(0, len(features), 32)]) if len(features) else np.zeros((0, 0))
-        figures[name] = agreement(logits, teacher_logits, kept["classes"], b.adapter.animal,
+        figures[name] = agreement(_logits(model, features), teacher_logits, kept["classes"], b.adapter.animal,
                                   b.options.threshold)
     return figures
 
@@ -199,6 +223,7 @@ def finish(b: State) -> Path:
         answers={"kind": roles.SCORES, "threshold": b.options.threshold, "question": "species",
                  "scientific": kept["scientific"]},
         labels=kept["labels"],
+        escalation={k: report["escalation"][k] for k in ("confidence_threshold", "share", "role", "windows")},
         encoder={"kind": "student", "arch": kept["config"]["arch"], "parameters": kept["training"]["parameters"],
                  "stopped": kept["training"]["stopped"], "fidelity": {k: report[k] for k in ("fp32", "quantized")}},
         reports={"quantization": {"precision": report["precision"], "evaluation": report["evaluation"]}},

@@ -90,6 +90,13 @@ class Bundle:
         return float((self.manifest.get("answers") or {}).get("threshold", 0.5))
 
     @property
+    def escalation_threshold(self) -> float | None:
+        """The confidence below which the bundle's own answers escalate, chosen at build on held-back recordings
+        (a scores bundle's; None: the profile's threshold, made for a decoder's token probabilities, holds)."""
+        value = (self.manifest.get("escalation") or {}).get("confidence_threshold")
+        return None if value is None else float(value)
+
+    @property
     def labels(self) -> list[str]:
         return list(self.manifest.get("labels") or [])
 

@@ -20,6 +20,13 @@ def sigmoid(logits: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
 
 
+def decided(confidence: np.ndarray | float, threshold: float) -> np.ndarray:
+    """The confidence of the decision from the best label's: its own when it is named, one minus it when not
+    (the one definition: the runtime's answers, and the build choosing the bundle's escalation threshold)."""
+    confidence = np.asarray(confidence, np.float64)
+    return np.where(confidence >= threshold, confidence, 1.0 - confidence)
+
+
 class ScoreAnswers:
     def __init__(self, labels: list[str], threshold: float) -> None:
         self.labels, self.threshold = labels, threshold
@@ -28,7 +35,6 @@ class ScoreAnswers:
         logits = np.asarray(logits, np.float64).reshape(-1)
         best = int(np.argmax(logits))
         confidence = float(sigmoid(logits[best]))
-        named = confidence >= self.threshold
-        decided = confidence if named else 1.0 - confidence
-        return Answer(self.labels[best] if named else NOTHING_HEARD, [], [], [decided], True,
-                      float(np.log(max(decided, 1e-12))))
+        sure = float(decided(confidence, self.threshold))
+        return Answer(self.labels[best] if confidence >= self.threshold else NOTHING_HEARD, [], [], [sure], True,
+                      float(np.log(max(sure, 1e-12))))

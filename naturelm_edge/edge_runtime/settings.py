@@ -1,5 +1,7 @@
 """Every setting of one ``edge-run``, resolved once: a flag wins, then the site file, then the device profile,
-then the bundle, then the default (stated once, in :class:`EscalationSettings` and here). The run writes what it
+then the bundle, then the default (stated once, in :class:`EscalationSettings` and here). One exception: the
+escalation threshold of a bundle that chose its own (a scores bundle, whose confidence means something else than
+a decoder's token probability the profiles' thresholds were set for) comes before the profile's. The run writes what it
 resolved, and where each value came from, to ``OUT/run.json``: a user reading a season's output knows what ran."""
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class RunSettings:
         profile_escalation = profile.escalation
         escalation = replace(profile_escalation, confidence_threshold=first(
             "confidence_threshold", ("flag", flags.confidence_threshold),
+            ("bundle", bundle.escalation_threshold),
             ("profile", profile_escalation.confidence_threshold)))
         origin.update(audit_rate="profile", hourly_budget="profile")
         return cls(
