@@ -163,18 +163,32 @@ def test_the_48khz_bundle_escalates_to_birdnet_and_the_run_waits_for_its_answers
 
 
 def test_without_a_flag_the_run_escalates_below_the_bundles_own_threshold(scores_bundle, few_recordings, tmp_path):
+    import shutil
+
     from naturelm_edge.bundle.open import load_bundle
 
-    threshold = load_bundle(scores_bundle[0]).escalation_threshold
-    done = run_edge("--bundle", str(scores_bundle[0]), "--input", str(few_recordings / "librosa-data"), "--out",
-                    str(tmp_path / "run"), "--escalate", "queue", "--profile", "x86-cpu")
-    assert done.returncode == 0, done.stderr[-2000:]
-    ran = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert ran["escalation"]["confidence_threshold"] == threshold and ran["origin"]["confidence_threshold"] == "bundle"
-    rows = events(tmp_path / "run")
-    unsure, sure = [r for r in rows if r["confidence"] < threshold], [r for r in rows if r["confidence"] >= threshold]
-    assert unsure and all(r["escalation_status"] in ("queued", "over-budget") for r in unsure)
-    assert sum(r["escalation_status"] == "queued" for r in sure) <= len(sure) // 10  # audits only
+    # the CI-sized student answers about alike everywhere: a copy whose threshold sits above its answers' confidence
+    # shows that the bundle's threshold, not the profile's 0.5, decides what escalates
+    built = load_bundle(scores_bundle[0])
+    raised = shutil.copytree(scores_bundle[0], tmp_path / "raised")
+    manifest = json.loads((raised / "manifest.json").read_text())
+    manifest["escalation"]["confidence_threshold"] = 0.999
+    (raised / "manifest.json").write_text(json.dumps(manifest))
+    for bundle, threshold in ((scores_bundle[0], built.escalation_threshold), (raised, 0.999)):
+        out = tmp_path / f"run-{threshold}"
+        done = run_edge("--bundle", str(bundle), "--input", str(few_recordings / "librosa-data"), "--out", str(out),
+                        "--escalate", "queue", "--profile", "x86-cpu")
+        assert done.returncode == 0, done.stderr[-2000:]
+        ran = json.loads((out / "run.json").read_text())
+        assert ran["escalation"]["confidence_threshold"] == threshold
+        assert ran["origin"]["confidence_threshold"] == "bundle"
+        rows = events(out)
+        unsure = [r for r in rows if r["confidence"] < threshold]
+        sure = [r for r in rows if r["confidence"] >= threshold]
+        assert all(r["escalation_status"] in ("queued", "over-budget") for r in unsure)
+        assert sum(r["escalation_status"] == "queued" for r in sure) <= len(sure) // 10  # audits only
+        if threshold == 0.999:
+            assert rows and len(unsure) == len(rows)  # every window below it: every one escalates
 
 
 def test_a_run_over_files_waits_a_bounded_time_and_says_what_stays_queued(scores_bundle, few_recordings, tmp_path):
