@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -132,8 +133,9 @@ def grouped(rows: list[dict], key: str, threshold: float) -> dict:
 
 
 def device_bench(bundle: Path, audio: Path, recordings: list[str], work: Path) -> dict:
-    """``edge bench`` of the bundle with the raspberry-pi-5 profile on one thread (its runtime section with one
-    intra-op thread, the process pinned to one core) over the evaluation recordings: peak RSS and window p95."""
+    """The bundle with the raspberry-pi-5 profile on one thread (its runtime section with one intra-op thread,
+    the process pinned to one core) over the evaluation recordings: ``edge-run``'s peak RSS (the process's own
+    high-water mark, from the kernel) and ``edge bench``'s window latency."""
     from importlib import resources
 
     profiles = work / "profiles"
@@ -142,15 +144,26 @@ def device_bench(bundle: Path, audio: Path, recordings: list[str], work: Path) -
     (profiles / "raspberry-pi-5-one-thread.toml").write_text(
         text.replace('name = "raspberry-pi-5"', 'name = "raspberry-pi-5-one-thread"')
         .replace("intra_op_threads = 2", "intra_op_threads = 1"))
+    one_core = ["taskset", "-c", str(min(os.sched_getaffinity(0)))]
+    profile = ["--profile", "raspberry-pi-5-one-thread", "--profiles-dir", str(profiles)]
+    files = [str(audio / r) for r in recordings]
+    shutil.rmtree(work / "run", ignore_errors=True)
+    peak = work / "edge-run-peak-rss-mb"
+    # the process's own high-water mark (VmHWM starts afresh at exec; a forked child's maxrss would carry this
+    # process's), written as edge-run exits
+    record = (f"import atexit; from pathlib import Path; from naturelm_edge.bench.pipeline import peak_rss_mb; "
+              f"atexit.register(lambda: Path({str(peak)!r}).write_text(str(peak_rss_mb()))); "
+              "from naturelm_edge.cli import run_edge; run_edge()")
+    subprocess.run([*one_core, sys.executable, "-c", record, "--bundle", str(bundle), *profile, "--escalate", "off",
+                    "--out", str(work / "run"), "--input", *files], check=True, capture_output=True)
     out = work / "bench"
-    subprocess.run(["taskset", "-c", str(min(os.sched_getaffinity(0))), *EDGE, "bench", str(bundle),
-                    "--profile", "raspberry-pi-5-one-thread", "--profiles-dir", str(profiles), "--no-birdnet",
-                    "--out", str(out), "--name", "rpi5", *[a for r in recordings for a in ("--audio", str(audio / r))]],
-                   check=True, capture_output=True, text=True)
+    subprocess.run([*one_core, *EDGE, "bench", str(bundle), *profile, "--no-birdnet", "--out", str(out), "--name",
+                    "rpi5", *[a for f in files for a in ("--audio", f)]], check=True, capture_output=True, text=True)
     report = json.loads(next(out.rglob("rpi5.json")).read_text())
-    return {"peak_rss_mb": round(report["peak_rss_mb"], 1), "model_rss_mb": round(report["model_rss_mb"], 1),
-            "window_p95_ms": report["stages"]["window"]["p95_ms"], "window_p50_ms": report["stages"]["window"]["p50_ms"],
-            "windows": report["stages"]["window"]["calls"]}
+    window = report["stages"]["window"]
+    return {"peak_rss_mb": round(float(peak.read_text()), 1), "model_rss_mb": round(report["model_rss_mb"], 1),
+            "window_p95_ms": window["p95_ms"], "window_p50_ms": window["p50_ms"], "windows": window["calls"],
+            "stages_p50_ms": {name: stage["p50_ms"] for name, stage in report["stages"].items() if stage["calls"]}}
 
 
 def cell(f: dict) -> str:
@@ -220,10 +233,12 @@ def markdown(report: dict) -> str:
               "BirdNET on the windows it escalates, over BirdNET on every window, on the same samples at 48 kHz, one "
               "thread, same run (a microphone's audio). From files: both sides also decode and resample each "
               f"recording ({cost['decoding_cpu_s'] / max(cost['audio_s'], 1) * 3600:.0f} CPU-s per audio hour).",
-              "", f"Device: `edge bench` with the raspberry-pi-5 profile on one thread (one intra-op thread, pinned to "
-              f"one core of this machine, not a Pi), {device['windows']} windows of the evaluation recordings: peak "
-              f"RSS {device['peak_rss_mb']:.0f} MB (models {device['model_rss_mb']:.0f} MB), window p50 "
-              f"{device['window_p50_ms']:.1f} ms, p95 {device['window_p95_ms']:.1f} ms.",
+              "", f"Device: the raspberry-pi-5 profile on one thread (one intra-op thread, pinned to one core of this "
+              f"machine, not a Pi), over the evaluation recordings: `edge-run --escalate off` peaks at "
+              f"{device['peak_rss_mb']:.0f} MB RSS (the process's VmHWM; models "
+              f"{device['model_rss_mb']:.0f} MB); `edge bench`, {device['windows']} answered windows: window p50 "
+              f"{device['window_p50_ms']:.1f} ms, p95 {device['window_p95_ms']:.1f} ms; per stage p50 (ms): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in device["stages_p50_ms"].items() if k != "window") + ".",
               "", "## Per site (folder of the shared recordings), at the operating point", "",
               *group_table(report["per_site"], "site"),
               "", "## Per species (the teacher's answer), at the operating point", "",

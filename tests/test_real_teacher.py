@@ -191,6 +191,17 @@ def test_without_a_flag_the_run_escalates_below_the_bundles_own_threshold(scores
             assert rows and len(unsure) == len(rows)  # every window below it: every one escalates
 
 
+def test_edge_bench_measures_a_scores_bundle(scores_bundle, few_recordings, tmp_path):
+    done = run_cli("bench", str(scores_bundle[0]), "--profile", "raspberry-pi-5", "--quick", "--no-birdnet",
+                   "--audio", str(few_recordings / "librosa-data"), "--out", str(tmp_path), "--name", "scores")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(next(tmp_path.rglob("scores.json")).read_text())
+    stages = report["stages"]
+    assert stages["window"]["calls"] > 0 and stages["encoder"]["calls"] > 0 and stages["fbank"]["calls"] > 0
+    assert stages["decoder_prefill"]["calls"] == 0  # no decoder: the answer is read off the encoder's logits
+    assert report["peak_rss_mb"] > 0 and report["profile"] == "raspberry-pi-5"
+
+
 def test_a_run_over_files_waits_a_bounded_time_and_says_what_stays_queued(scores_bundle, few_recordings, tmp_path):
     from testbed.net import free_port
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from naturelm_edge.audio import fbank
 from naturelm_edge.bench.clock import StageClock
+from naturelm_edge.bundle import roles
 from naturelm_edge.bundle.open import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.engine import Engine, encode, session_options
@@ -125,7 +126,7 @@ class Measurement:
         features = fbank(np.random.default_rng(0).normal(0, 0.1, self.spec.window).astype(np.float32),
                          self.bundle.audio.fbank)
         tokens = encode(self.encoder, features)
-        self.own_tokens_fit = tokens.shape[-1] == self.engine.decoder.audio_proj_weight.shape[1]
+        self.own_tokens_fit = self.engine.decoder.fits(tokens)
         self.engine.answer(tokens if self.own_tokens_fit else self.engine.audio_tokens(features))
 
     def _full(self) -> bool:
@@ -133,7 +134,8 @@ class Measurement:
 
     def run(self, paths: list[Path]) -> None:
         self.warm_up()
-        _timed_decoder_steps(self.engine, self.clock)
+        if self.bundle.answer_kind == roles.TEXT:  # a scores bundle's answer is read off the encoder's logits
+            _timed_decoder_steps(self.engine, self.clock)
         with tempfile.TemporaryDirectory() as tmp:
             store = EventStore(Path(tmp) / "events.db")
             try:

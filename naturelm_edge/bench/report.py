@@ -159,7 +159,7 @@ def markdown(report: dict) -> str:
     elif b:
         lines.append(f"- BirdNET failed: {b['error']}")
     else:
-        lines.append("- BirdNET not installed (pip install 'naturelm-edge[birdnet]'): no side-by-side")
+        lines.append("- no BirdNET beside it (`--no-birdnet`, or the `birdnet` extra not installed)")
     g = report.get("tegrastats")
     if g and g.get("power_mean_w") is not None:
         lines.append(f"- tegrastats: {g['power_mean_w']:.2f} W mean, {g['energy_wh_per_audio_hour']:.3f} Wh per audio hour, "

@@ -128,6 +128,10 @@ class OnnxDecoder:
         present = dict(zip(self.past_names, outputs[1:]))
         return outputs[0][:, -1], present
 
+    def fits(self, audio_tokens: np.ndarray) -> bool:
+        """Whether an encoder's tokens have the width this decoder projects (``edge bench --encoder``)."""
+        return audio_tokens.shape[-1] == self.audio_proj_weight.shape[1]
+
     def generate(self, audio_tokens: np.ndarray, question: str, max_new_tokens: int | None = None,
                  num_beams: int = 1) -> Answer:
         limit = max_new_tokens or self.meta.get("max_new_tokens", 24)

@@ -31,6 +31,10 @@ class ScoreAnswers:
     def __init__(self, labels: list[str], threshold: float) -> None:
         self.labels, self.threshold = labels, threshold
 
+    def fits(self, logits: np.ndarray) -> bool:
+        """Whether an encoder gives one logit per label of this bundle (``edge bench --encoder``)."""
+        return logits.shape[-1] == len(self.labels)
+
     def generate(self, logits: np.ndarray, question: str | None = None) -> Answer:
         logits = np.asarray(logits, np.float64).reshape(-1)
         best = int(np.argmax(logits))
