@@ -191,6 +191,22 @@ def test_without_a_flag_the_run_escalates_below_the_bundles_own_threshold(scores
             assert rows and len(unsure) == len(rows)  # every window below it: every one escalates
 
 
+def test_the_profiles_audio_threads_hold_numpys_blas_pool(scores_bundle):
+    from dataclasses import replace
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from naturelm_edge.bundle.open import load_bundle
+    from naturelm_edge.device_profiles import get
+    from naturelm_edge.edge_runtime.engine import Engine
+
+    threadpool_limits(limits=2, user_api="blas")  # what OpenBLAS starts with on a two-core machine
+    profile = get("raspberry-pi-5")
+    Engine(load_bundle(scores_bundle[0]), replace(profile, runtime={**profile.runtime, "audio_threads": 1}))
+    pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert pools and {pool["num_threads"] for pool in pools} == {1}
+
+
 def test_edge_bench_measures_a_scores_bundle(scores_bundle, few_recordings, tmp_path):
     done = run_cli("bench", str(scores_bundle[0]), "--profile", "raspberry-pi-5", "--quick", "--no-birdnet",
                    "--audio", str(few_recordings / "librosa-data"), "--out", str(tmp_path), "--name", "scores")

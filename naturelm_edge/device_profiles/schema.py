@@ -143,6 +143,11 @@ class Profile:
         return int(self.runtime.get("intra_op_threads", 1))
 
     @property
+    def audio_threads(self) -> int:
+        """Threads of numpy's BLAS for the audio path (fbank, gate, resampling): see ``Engine``."""
+        return int(self.runtime.get("audio_threads", 1))
+
+    @property
     def quant_target(self) -> str:
         return self.quantization.get("target", "x86")
 
