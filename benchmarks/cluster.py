@@ -56,8 +56,9 @@ def pinned(cores: int) -> list[str]:
 def analyze(bundle: Path, archive: Path, out: Path, ray: list[str], cores: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    done = subprocess.run([*pinned(cores), *EDGE, "analyze", str(archive), "--bundle", str(bundle), "--out", str(out), "--escalate",
-                           "off", "--profile", "x86-cpu", "--json", *ray], capture_output=True, text=True, check=False)
+    done = subprocess.run([*pinned(cores), *EDGE, "analyze", str(archive), "--bundle", str(bundle), "--out", str(out),
+                           "--escalate", "off", "--profile", "x86-cpu", "--json", *ray], capture_output=True, text=True,
+                          check=False)
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"edge analyze {' '.join(ray)} failed: {done.stderr[-2000:]}")

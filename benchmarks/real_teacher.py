@@ -191,7 +191,8 @@ def targets(report: dict) -> list[str]:
 
 
 def group_table(groups: dict, title: str) -> list[str]:
-    lines = [f"| {title} | windows | recall | device agreement | silence kept | escalated |", "|---|---|---|---|---|---|"]
+    lines = [f"| {title} | windows | recall | device agreement | silence kept | escalated |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {name} | {f['windows']} | {cell(f['call_recall'])} | {cell(f['device_agreement'])} | "
               f"{cell(f['quiet_kept_quiet'])} | {cell(f['escalated'])} |" for name, f in groups.items()]
     return lines
@@ -208,7 +209,8 @@ def markdown(report: dict) -> str:
              f"calibrated on, {report['evaluation']['windows']} windows of 3 s, {cost['audio_s'] / 60:.1f} minutes. "
              "Reference: BirdNET's own answer per window (best animal class at >= 0.5, else nothing). 95 % Wilson "
              "intervals, with the number of windows each share rests on.", "",
-             f"## Targets, at the bundle's operating point (escalate below {report['operating_point']:.3f})", "", *targets(report),
+             f"## Targets, at the bundle's operating point (escalate below {report['operating_point']:.3f})", "",
+             *targets(report),
              "", "## Students alone (the build's report, 1.5 s hop, every window)", "",
              "| student | same species | call recall | silence kept |", "|---|---|---|---|"]
     for name in ("fp32", "quantized"):
