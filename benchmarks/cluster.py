@@ -9,8 +9,8 @@ bundle (the demo bundle without ``--bundle``), and BirdNET v2.4's answers on the
 ``--ray ADDRESS``. Every run is a process of its own, pinned with ``taskset`` (its Ray processes and the driver
 included) to as many cores as it has workers, the single process to one: on a two-core machine an unpinned
 "1 worker" run would spend the idle core on decoding tasks, the driver and Ray's own processes, and 1 -> 2 workers
-would compare two cores with two cores. The season table scales the measured per-window cost of each teacher by the measured
-2-worker efficiency (an extrapolation, labelled as one): BirdNET on CPU measured here; the official-size
+would compare two cores with two cores. The season table scales the measured per-window cost of each teacher by the
+measured 2-worker efficiency (an extrapolation, labelled as one): BirdNET on CPU measured here; the official-size
 NatureLM-audio (8B, bf16) on CPU from ``benchmarks/results/official-scale`` (random weights, one task, four new
 tokens); no GPU figure unless one was measured. Writes cluster.json, cluster.md and cluster.png.
 """

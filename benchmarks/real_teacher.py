@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,9 +142,11 @@ def device_bench(bundle: Path, audio: Path, recordings: list[str], work: Path) -
     profiles = work / "profiles"
     profiles.mkdir(parents=True, exist_ok=True)
     text = resources.files("naturelm_edge.device_profiles").joinpath("profiles/raspberry-pi-5.toml").read_text()
-    (profiles / "raspberry-pi-5-one-thread.toml").write_text(
-        text.replace('name = "raspberry-pi-5"', 'name = "raspberry-pi-5-one-thread"')
-        .replace("intra_op_threads = 2", "intra_op_threads = 1"))
+    text, named = re.subn(r'(?m)^name = "raspberry-pi-5"$', 'name = "raspberry-pi-5-one-thread"', text)
+    text, threads = re.subn(r"(?m)^intra_op_threads = \d+$", "intra_op_threads = 1", text)
+    if (named, threads) != (1, 1):
+        raise SystemExit("the raspberry-pi-5 profile no longer has one name and one intra_op_threads line to rewrite")
+    (profiles / "raspberry-pi-5-one-thread.toml").write_text(text)
     one_core = ["taskset", "-c", str(min(os.sched_getaffinity(0)))]
     profile = ["--profile", "raspberry-pi-5-one-thread", "--profiles-dir", str(profiles)]
     files = [str(audio / r) for r in recordings]
@@ -173,7 +176,7 @@ def cell(f: dict) -> str:
 
 
 def targets(report: dict) -> list[str]:
-    """The issue's targets, each with what was measured at the operating point and by how much it is missed."""
+    """The issue's targets, each with what was measured at the operating point beside its goal."""
     point = next(f for f in report["cascade"] if f["threshold"] == report["operating_point"])
     device = report["device"]
     checks = [("recall of the teacher's detections", point["call_recall"]["share"], ">=", 0.97, True),

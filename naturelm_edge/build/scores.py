@@ -223,7 +223,7 @@ def finish(b: State) -> Path:
         answers={"kind": roles.SCORES, "threshold": b.options.threshold, "question": "species",
                  "scientific": kept["scientific"]},
         labels=kept["labels"],
-        escalation={k: report["escalation"][k] for k in ("confidence_threshold", "share", "role", "windows")},
+        escalation=report["escalation"],
         encoder={"kind": "student", "arch": kept["config"]["arch"], "parameters": kept["training"]["parameters"],
                  "stopped": kept["training"]["stopped"], "fidelity": {k: report[k] for k in ("fp32", "quantized")}},
         reports={"quantization": {"precision": report["precision"], "evaluation": report["evaluation"]}},

@@ -111,8 +111,8 @@ def answers_on_ray(units: list[tuple[str, Any]], windows: Windows, make_teacher:
     ray.data.DataContext.get_current().enable_progress_bars = False
     pool = workers or max(1, int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1)))
     rows = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=max(1, len(units)))
-    if gpus:  # decoding on CPU tasks, the teacher on GPU actors fed by the object store
-        answered = (rows.flat_map(_Windows(windows), num_cpus=1)
+    if gpus:  # decoding on CPU tasks (half a CPU each, as before), the teacher on GPU actors fed by the object store
+        answered = (rows.flat_map(_Windows(windows), num_cpus=0.5)
                     .map_batches(_Teacher, fn_constructor_args=(make_teacher,), batch_size=batch, batch_format="numpy",
                                  compute=ray.data.ActorPoolStrategy(size=pool), num_gpus=gpus, num_cpus=1))
     else:

@@ -1,8 +1,9 @@
 """Every setting of one ``edge-run``, resolved once: a flag wins, then the site file, then the device profile,
 then the bundle, then the default (stated once, in :class:`EscalationSettings` and here). One exception: the
 escalation threshold of a bundle that chose its own (a scores bundle, whose confidence means something else than
-a decoder's token probability the profiles' thresholds were set for) comes before the profile's. The run writes what it
-resolved, and where each value came from, to ``OUT/run.json``: a user reading a season's output knows what ran."""
+a decoder's token probability the profiles' thresholds were set for) comes before the profile's. The run writes
+what it resolved, and where each value came from, to ``OUT/run.json``: a user reading a season's output knows
+what ran."""
 
 from __future__ import annotations
 
