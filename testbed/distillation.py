@@ -70,8 +70,9 @@ def run(audio_root: Path, work: Path, settings: ProofSettings, progress=None,  #
     cache = TeacherCache(work / "cache")
     groups: dict[str, dict[str, int]] = {}
     rows = []
-    for record in cache.records():
-        answer = decoder.generate(cache.audio(record["window"]), QUESTION)
+    records = list(cache.records())
+    said = decoder.generate_many(np.stack([cache.audio(r["window"]) for r in records]), QUESTION) if records else []
+    for record, answer in zip(records, said):
         role = split.role(record["label"])
         group = groups.setdefault(role, {"windows": 0, "agree": 0, "student_true": 0, "teacher_true": 0})
         group["windows"] += 1

@@ -133,7 +133,7 @@ def subset_audio(audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return made_once(tmp_path_factory, "subset-audio", make)
 
 
-SMALL_STUDENT = ["--epochs", "40", "--student-layers", "2", "--student-hidden", "128", "--student-heads", "4"]
+SMALL_STUDENT = ["--student-layers", "2", "--student-hidden", "128", "--student-heads", "4"]
 
 
 @pytest.fixture(scope="session")

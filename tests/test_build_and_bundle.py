@@ -95,6 +95,42 @@ def test_report_numbers_recomputed_independently(built, subset):
     assert held["decoder_agreement"] >= 0.95 and held["encoder_cosine"]["mean"] >= 0.9
 
 
+
+def test_batched_answers_equal_answers_one_window_at_a_time(built_bundle):
+    """Reports judge answers in batches per question (``generate_many``); the device answers one window at a time."""
+    from naturelm_edge.edge_runtime.decoder import OnnxDecoder
+
+    work, *_ = built_bundle
+    decoder = OnnxDecoder(work / "bundle.work" / "decoder", model_file=work / "bundle" / "decoder.onnx")
+    rng = np.random.default_rng(0)
+    tokens = rng.standard_normal((6, 29, decoder.audio_proj_weight.shape[1])).astype(np.float32)
+    for task in json.loads((work / "bundle" / "decoder.json").read_text())["tasks"][:2]:
+        batched = decoder.generate_many(tokens, task["question"])
+        alone = [decoder.generate(t, task["question"]) for t in tokens]
+        assert [a.student_ids for a in batched] == [a.student_ids for a in alone]
+        assert [a.stopped for a in batched] == [a.stopped for a in alone]
+        for got, want in zip(batched, alone):
+            assert np.allclose(got.token_probs, want.token_probs, atol=1e-4)
+
+
+def test_an_answer_stops_at_its_tasks_limit_not_the_longest_tasks(built_bundle, tmp_path):
+    """A bundle's decoder.json holds every task's own limit (a call type in 8 tokens, a caption in 300) and its
+    longest as a fallback: each question is answered within its own task's."""
+    from naturelm_edge.edge_runtime.decoder import OnnxDecoder
+
+    work, *_ = built_bundle
+    folder = tmp_path / "decoder"
+    shutil.copytree(work / "bundle.work" / "decoder", folder)
+    meta = json.loads((folder / "decoder.json").read_text())
+    question = meta["tasks"][0]["question"]
+    meta["tasks"][0]["max_new_tokens"], meta["max_new_tokens"] = 2, 24
+    (folder / "decoder.json").write_text(json.dumps(meta))
+    decoder = OnnxDecoder(folder)
+    tokens = np.random.default_rng(1).standard_normal((8, 29, decoder.audio_proj_weight.shape[1])).astype(np.float32)
+    assert decoder.limit(question) == 2 and decoder.limit("a question of no task") == 24
+    assert all(len(a.token_probs) <= 2 for a in decoder.generate_many(tokens, question))
+    assert max(len(a.token_probs) for a in decoder.generate_many(tokens, question, max_new_tokens=24)) > 2
+
 BOUNDS = {  # (mode, target): minimum mean token cosine (encoder) / answer agreement (decoder)
     ("fp32", "x86"): 0.999999, ("fp16", "x86"): 0.9999, ("int8-dynamic", "x86"): 0.9,
     ("int8-static", "x86"): 0.9, ("int8-static", "arm"): 0.9, ("int8-static", "tensorrt"): 0.9,

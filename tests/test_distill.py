@@ -314,7 +314,7 @@ def test_a_batch_split_by_length_gives_the_batch_gradient_for_fewer_padded_token
 
 
 def test_training_stops_when_the_loss_stops_improving_and_says_so():
-    from naturelm_edge.distill.train import plateau_reason
+    from naturelm_edge.distill.stopping import plateau_reason
 
     config = TrainConfig(patience=3, min_improvement=0.02)
     assert plateau_reason([5.0, 3.0, 2.0, 1.5], config) is None
@@ -322,3 +322,6 @@ def test_training_stops_when_the_loss_stops_improving_and_says_so():
         "loss stopped improving: after 6 epochs the last 3 did not improve its best 2.0000 by 2%")
     assert plateau_reason([5.0, 3.0, 2.0, 1.99, 1.98, 1.90], config) is None  # the last epoch improved enough
     assert plateau_reason([5.0, 5.0, 5.0, 5.0, 5.0], TrainConfig(patience=0)) is None  # 0: every epoch runs
+    rising_then_falling = [9.0, 1.0, 5.0, 4.0, 3.0, 2.0]  # a lucky low while the rate still rose, then steady gains
+    assert plateau_reason(rising_then_falling, config) is not None
+    assert plateau_reason(rising_then_falling, config, start=2) is None  # the rising rate's epochs do not count

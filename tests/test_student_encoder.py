@@ -68,6 +68,37 @@ def test_the_student_outputs_what_the_encoder_outputs_and_resumes_to_the_same_we
     assert np.allclose(onnx.run(None, {"fbank": features[None]})[0], student_tokens, atol=1e-5)
 
 
+
+def test_training_stops_when_the_held_back_recordings_stop_improving_and_keeps_their_best_epoch(
+        tiny_checkpoint: Path, unlabelled: Path, tmp_path: Path):
+    """Asked for a 99 % better held-back loss every epoch, training stops one epoch after the learning rate's
+    rise (epochs 1-2 of 8 do not count), says why, and the student it returns is the epoch the held-back
+    recordings liked best (not the last one run)."""
+    import torch
+
+    from naturelm_edge.distill.encoder import (
+        TOKENS_DIR,
+        EncoderStudentConfig,
+        every_fifth,
+        held_back_loss,
+        mean_token,
+        prepare_views,
+        teacher_path,
+        train_student_encoder,
+    )
+
+    teacher = teacher_path(tiny_checkpoint)
+    config = EncoderStudentConfig(epochs=8, views=1, patience=1, min_improvement=0.99)
+    views = prepare_views(unlabelled, tmp_path, teacher, config, every_fifth)
+    net = train_student_encoder(views, tmp_path, teacher, config)
+    summary = net.training_summary
+    assert summary["epochs"] == 4 and len(summary["epoch_losses"]) == 4
+    assert summary["stopped_because"].startswith("held-back recordings' token loss stopped improving: after 4 epochs")
+    judge = [k for k, h in zip(views.keys, views.held) if h and k.endswith("-0")]
+    mean = torch.from_numpy(mean_token(tmp_path / TOKENS_DIR, [k for k, h in zip(views.keys, views.held) if not h]))
+    assert held_back_loss(net, tmp_path / TOKENS_DIR, judge, mean) == pytest.approx(min(summary["epoch_losses"]),
+                                                                                     rel=1e-3)
+
 def test_bad_input_is_one_sentence_each(tiny_checkpoint: Path, unlabelled: Path, tmp_path: Path):
     """No readable audio, too few windows (with how many are needed), another teacher in the same folder."""
     broken = tmp_path / "broken"

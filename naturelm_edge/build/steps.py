@@ -105,13 +105,14 @@ def _encoder_config(b: Build):  # noqa: ANN202 - distill.encoder.EncoderStudentC
     from naturelm_edge.distill.encoder import EncoderStudentConfig
 
     o = b.options
-    return EncoderStudentConfig(arch=o.encoder_arch, epochs=o.encoder_epochs, views=o.encoder_views, seed=o.seed)
+    return EncoderStudentConfig(arch=o.encoder_arch, epochs=o.encoder_epochs, views=o.encoder_views, seed=o.seed,
+                                patience=o.patience)
 
 
 def _encoder_key(b: Build) -> str:
-    from naturelm_edge.distill.encoder import GRAPH, LOSS
+    from naturelm_edge.distill.encoder import BODY, GRAPH, LOSS
 
-    return digest(b.audio_key, asdict(_encoder_config(b)), LOSS, GRAPH, file_digest(b.split))
+    return digest(b.audio_key, asdict(_encoder_config(b)), LOSS, GRAPH, BODY, file_digest(b.split))
 
 
 def _student_encoder(b: Build) -> dict:
@@ -124,10 +125,12 @@ def _student_encoder(b: Build) -> dict:
     config, split, labels = _encoder_config(b), SpeciesSplit.read(b.split), b.labels
     teacher = teacher_path(b.options.checkpoint)
     drop_stale_state(b.student_encoder, config, teacher)
-    distill_encoder(teacher, b.options.audio, b.student_encoder, config,
-                    lambda relative, index: split.role(labels[relative]) == "held_out" if labels.get(relative)
-                    else every_fifth(relative, index), progress=b.progress)
-    return {"recordings": len(b.files), "views": config.views, "epochs": config.epochs}
+    report = distill_encoder(teacher, b.options.audio, b.student_encoder, config,
+                             lambda relative, index: split.role(labels[relative]) == "held_out" if labels.get(relative)
+                             else every_fifth(relative, index), progress=b.progress)
+    training = report["training"]
+    return {"recordings": len(b.files), "views": config.views, "epochs_at_most": config.epochs,
+            "epochs": training["epochs"], "best_epoch": training["best_epoch"], "stopped": training["stopped_because"]}
 
 
 def _tuning_key(b: Build) -> str:

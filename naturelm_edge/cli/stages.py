@@ -203,9 +203,9 @@ def distill_train(
     cache: Annotated[Path, typer.Argument(help="Teacher cache from `edge distill collect`.")],
     out: Annotated[Path, typer.Option("--out", help="Student directory (training resumes when it exists).")],
     split: Annotated[Path | None, typer.Option(help="Species split file; default: seeded split of the labels.")] = None,
-    epochs: Annotated[int, typer.Option()] = 30,
+    epochs: Annotated[int, typer.Option(help="Epochs the learning rate falls to 0 over (at most: see --patience).")] = 8,
     batch_size: Annotated[int, typer.Option()] = 16,
-    lr: Annotated[float, typer.Option()] = 1e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate, after half an epoch of warm-up.")] = 2e-3,
     ce_weight: Annotated[float, typer.Option(help="Weight of cross-entropy on the teacher's answers.")] = 1.0,
     kl_weight: Annotated[float, typer.Option(help="Weight of KL to the teacher's top-k distribution.")] = 1.0,
     layers: Annotated[int, typer.Option()] = 4,
@@ -296,7 +296,9 @@ def distill_encoder_cmd(
     audio: Annotated[Path, typer.Option("--audio", help="Recordings, labelled or not (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", help="Student folder (resumed when it exists).")],
     arch: Annotated[str, typer.Option(help="Student size: mobilenet-s or mobilenet-m.")] = "mobilenet-s",
-    epochs: Annotated[int, typer.Option()] = 30,
+    epochs: Annotated[int, typer.Option(help="Training epochs (at most: see --patience).")] = 30,
+    patience: Annotated[int, typer.Option(help="Stop when the held-back recordings' loss has not improved for this "
+                                               "many epochs; 0 runs every epoch.")] = 3,
     views: Annotated[int, typer.Option(help="Each window as recorded plus VIEWS - 1 augmented copies.")] = 3,
     split: Annotated[Path | None, typer.Option(
         help="Species split (`edge distill split`): its held-out species only judge (needs labels).")] = None,
@@ -314,14 +316,15 @@ def distill_encoder_cmd(
 
     def held_out(relative: str, index: int) -> bool:
         return species_of.get(relative) in held if split else every_fifth(relative, index)
-    config = EncoderStudentConfig(arch=arch, epochs=epochs, views=views, seed=seed)
+    config = EncoderStudentConfig(arch=arch, epochs=epochs, views=views, seed=seed, patience=patience)
     with progress_bar() as progress:
         report = distill_encoder(teacher_path(checkpoint), audio, out, config, held_out, progress)
     fid = report["fidelity_held_back"]
     judged = (f"token cosine {fid['token_cosine_mean']:.3f} (centred {fid['centred_cosine_mean']:.3f}) on "
               f"{fid['windows']} held-back windows" if fid["windows"] else "no held-back windows to judge on")
     console.print(f"student encoder: {report['parameters'] / 1e6:.2f} M parameters, {report['windows']} windows x "
-                  f"{views} views; {judged} -> {out}")
+                  f"{views} views, {report['training']['epochs']} epochs ({report['training']['stopped_because']}); "
+                  f"{judged} -> {out}")
 
 
 @export_app.command("decoder")
@@ -362,7 +365,8 @@ def build_cmd(
     work: Annotated[Path | None, typer.Option(help="Work folder for stages (default OUT.work).")] = None,
     tasks: Annotated[Path | None, typer.Option(help="Task file; default: built-in NatureLM tasks.")] = None,
     labels: Annotated[Path | None, typer.Option(help="LABELS.csv; default: AUDIO/LABELS.csv.")] = None,
-    epochs: Annotated[int, typer.Option(help="Student training epochs (at most: see --patience).")] = 40,
+    epochs: Annotated[int, typer.Option(help="Student decoder epochs the learning rate falls to 0 over (at most: "
+                                             "see --patience).")] = 8,
     patience: Annotated[int, typer.Option(help="Stop when the held-out species' loss (else the training loss) has "
                                               "not improved for this many epochs; 0 runs every epoch.")] = 3,
     student_layers: Annotated[int, typer.Option()] = 4,

@@ -19,6 +19,7 @@ import numpy as np
 
 from naturelm_edge.distill.cache import TeacherCache
 from naturelm_edge.distill.species import SpeciesSplit, check_present, split_species
+from naturelm_edge.distill.stopping import plateau_reason
 from naturelm_edge.distill.student import (
     StudentConfig,
     build_student,
@@ -39,9 +40,9 @@ def ffn_width(hidden: int) -> int:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 8  # the learning rate falls to 0 over them (8 reach the held-out loss 15 constant-rate epochs did)
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.01
     ce_weight: float = 1.0
     kl_weight: float = 1.0
@@ -57,6 +58,7 @@ class TrainConfig:
     # memorised fewer of the proof's training windows: opt-in until measured)
     patience: int = 3  # epochs without min_improvement of the epoch's loss before stopping (0: run every epoch)
     min_improvement: float = 0.02  # relative to the best epoch loss so far
+    decay: str = "cosine"  # the learning rate after half an epoch of warm-up: cosine (to 0 at `epochs`) | constant
 
     def __post_init__(self) -> None:
         if self.intermediate is None:
@@ -178,6 +180,8 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
     while step < total:
         epoch, index = divmod(step, steps_per_epoch)
         batch = [examples[i] for i in epoch_batches(lengths, config, epoch)[index]]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, steps_per_epoch, total, config)
         optimizer.zero_grad()
         ce, kl = batch_gradient(model, batch, audio, config)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -219,6 +223,17 @@ def epoch_batches(lengths: np.ndarray, config: TrainConfig, epoch: int) -> list[
     3x less, but the proof's student then memorised 72 % of its windows against 90 %: plain shuffled batches."""
     order = np.random.default_rng(config.seed + epoch).permutation(len(lengths))
     return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+
+
+def learning_rate(step: int, steps_per_epoch: int, total: int, config: TrainConfig) -> float:
+    """The rate at ``step``, from the step alone (a resumed run takes the rates an uninterrupted one would):
+    a linear warm-up over half an epoch, then constant or a cosine to 0 at the last step."""
+    warmup = max(1, steps_per_epoch // 2)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if config.decay == "cosine":
+        return config.lr * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup)))
+    return config.lr
 
 
 def sequence_length(example: Example) -> int:
@@ -268,18 +283,6 @@ def length_chunks(batch: list[Example], most: int = 4) -> list[list[Example]]:
         groups.append(ordered[start:end])
         end, k = start, k - 1
     return groups[::-1]
-
-
-def plateau_reason(epoch_losses: list[float], config: TrainConfig, what: str = "loss") -> str | None:
-    """Why training should stop now: ``what`` (one value per epoch) has not improved by ``min_improvement`` on
-    its best before the last ``patience`` epochs (None: go on)."""
-    if config.patience <= 0 or len(epoch_losses) <= config.patience:
-        return None
-    best_before = min(epoch_losses[:-config.patience])
-    if min(epoch_losses[-config.patience:]) > best_before * (1 - config.min_improvement):
-        return (f"{what} stopped improving: after {len(epoch_losses)} epochs the last {config.patience} did not "
-                f"improve its best {best_before:.4f} by {config.min_improvement:.0%}")
-    return None
 
 
 def judged_loss(model, judged: list[Example], audio: dict, config: TrainConfig) -> float:  # noqa: ANN001

@@ -20,6 +20,8 @@ from naturelm_edge.bundle.contract import DecoderFiles
 from naturelm_edge.errors import EdgeError
 from naturelm_edge.prompt import prompt_parts
 
+TASK_ANSWER_TOKENS = 24  # a task's answer length limit when its task file names none (`max_new_tokens`)
+
 
 def decoder_files(folder: Path, model: Path | None = None) -> DecoderFiles:
     """The decoder's files in an export folder (or a bundle), named by their roles; ``model``: another graph."""
@@ -100,6 +102,13 @@ class OnnxDecoder:
                 f"export it with `edge export decoder`."
             )
         self.kv_shape = (self.meta["kv_heads"], self.meta["head_dim"])
+        self.task_limits = {t["question"]: int(t.get("max_new_tokens", TASK_ANSWER_TOKENS))
+                            for t in self.meta.get("tasks", [])}
+
+    def limit(self, question: str, max_new_tokens: int | None = None) -> int:
+        """How many tokens an answer may take: as asked, else the question's task limit (a call type in 8
+        tokens, a caption in 300), else the longest of the bundle's tasks."""
+        return max_new_tokens or self.task_limits.get(question) or self.meta.get("max_new_tokens", TASK_ANSWER_TOKENS)
 
     @lru_cache(maxsize=64)  # noqa: B019 - one decoder per process; prompts repeat for every window
     def prompt_ids(self, question: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -134,24 +143,40 @@ class OnnxDecoder:
 
     def generate(self, audio_tokens: np.ndarray, question: str, max_new_tokens: int | None = None,
                  num_beams: int = 1) -> Answer:
-        limit = max_new_tokens or self.meta.get("max_new_tokens", 24)
-        embeds = self.prompt_embeds(audio_tokens, question)
         if num_beams > 1:
-            return self._beam(embeds, limit, num_beams)
-        logits, past = self.step(embeds, self.empty_past(1))
-        ids, probs, logps = [], [], []
-        stopped = False
-        for _ in range(limit):
-            logp = _log_softmax(logits[0].astype(np.float64))
-            token = int(np.argmax(logits[0]))
-            probs.append(float(np.exp(logp[token])))
-            logps.append(float(logp[token]))
-            if token in self.stop_student:
-                stopped = True
+            return self._beam(self.prompt_embeds(audio_tokens, question), self.limit(question, max_new_tokens), num_beams)
+        return self.generate_many(np.asarray(audio_tokens)[None], question, max_new_tokens)[0]
+
+    def generate_many(self, audio_tokens: np.ndarray, question: str, max_new_tokens: int | None = None) -> list[Answer]:
+        """Greedy answers to one question for a batch of windows (batch, tokens, width), one graph run per step.
+
+        Every prompt of one question is the same length (its text around a fixed number of audio tokens), so the
+        windows share a batch without a mask; a window that has stopped rides along until every window has (its
+        later tokens are dropped). Reports judge hundreds of answers: batched, a step costs little more than one.
+        """
+        limit = self.limit(question, max_new_tokens)
+        embeds = np.concatenate([self.prompt_embeds(window, question) for window in audio_tokens])
+        logits, past = self.step(embeds, self.empty_past(len(embeds)))
+        ids: list[list[int]] = [[] for _ in embeds]
+        probs: list[list[float]] = [[] for _ in embeds]
+        logps: list[list[float]] = [[] for _ in embeds]
+        stopped = [False] * len(embeds)
+        for position in range(limit):
+            logp = _log_softmax(logits.astype(np.float64))
+            tokens = logits.argmax(axis=-1)
+            for row, token in enumerate(tokens.tolist()):
+                if stopped[row]:
+                    continue
+                probs[row].append(float(np.exp(logp[row, token])))
+                logps[row].append(float(logp[row, token]))
+                if token in self.stop_student:
+                    stopped[row] = True
+                else:
+                    ids[row].append(token)
+            if all(stopped) or position == limit - 1:
                 break
-            ids.append(token)
-            logits, past = self.step(self.embed_tokens[[token]][None], past)
-        return self._answer(ids, probs, stopped, sum(logps) / max(1, len(logps)))
+            logits, past = self.step(self.embed_tokens[tokens][:, None, :], past)
+        return [self._answer(i, p, s, sum(lp) / max(1, len(lp))) for i, p, s, lp in zip(ids, probs, stopped, logps)]
 
     def _beam(self, embeds: np.ndarray, limit: int, width: int) -> Answer:
         logits, past = self.step(embeds, self.empty_past(1))

@@ -20,7 +20,7 @@ import torch
 from naturelm_edge.bundle import roles
 from naturelm_edge.distill.cache import TeacherCache
 from naturelm_edge.distill.student import StudentConfig, load_student
-from naturelm_edge.edge_runtime.decoder import OnnxDecoder
+from naturelm_edge.edge_runtime.decoder import TASK_ANSWER_TOKENS, OnnxDecoder
 from naturelm_edge.errors import EdgeError, ExportError
 from naturelm_edge.export.onnx_export import ExportSpec, export_module
 from naturelm_edge.export.parity import compare
@@ -113,7 +113,7 @@ def export_decoder(student_dir: Path, out: Path, cache_dir: Path | None = None,
              audio_proj_weight=model.audio_proj.weight.detach().numpy(),
              audio_proj_bias=model.audio_proj.bias.detach().numpy())
     shutil.copy2(Path(student_dir) / "tokenizer" / roles.TOKENIZER.file, out / roles.TOKENIZER.file)
-    max_new = max(int(t.get("max_new_tokens", 24)) for t in config.tasks)
+    max_new = max(int(t.get("max_new_tokens", TASK_ANSWER_TOKENS)) for t in config.tasks)
     meta = {"teacher_ids": config.teacher_ids, "bos_id": config.bos_id, "stop_ids": config.stop_ids,
             "prompt_template": config.prompt_template, "tasks": config.tasks, "layers": config.layers,
             "kv_heads": config.kv_heads, "head_dim": config.hidden // config.heads, "hidden": config.hidden,
@@ -147,7 +147,7 @@ def verify_decoder(model, config: StudentConfig, out: Path, cache_dir: Path) -> 
     for window in picked:
         tokens = cache.audio(window)
         for task in config.tasks:
-            limit = int(task.get("max_new_tokens", 24))
+            limit = decoder.limit(task["question"])
             before, after = decoder.prompt_ids(task["question"])
             reference = torch_greedy(model, tokens, list(before), list(after), limit, stop)
             answer = decoder.generate(tokens, task["question"], limit)

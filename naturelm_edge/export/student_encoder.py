@@ -62,6 +62,7 @@ def distill_encoder(teacher: TeacherPath, audio: Path, out: Path, config: Encode
     report = {"teacher": teacher.identity, "config": asdict(config), "encoder": "student",
               "windows": len({k.rsplit("-", 1)[0] for k in views.keys}), "views": len(views.keys),
               "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
+              "training": net.training_summary,
               "fidelity_held_back": fidelity(net, views, out / TOKENS_DIR), "seconds": time.perf_counter() - started}
     export_student_encoder(net, out / ONNX_FILE, teacher)
     report["onnx_bytes"] = (out / ONNX_FILE).stat().st_size
