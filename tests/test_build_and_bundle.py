@@ -97,11 +97,12 @@ def test_report_numbers_recomputed_independently(built, subset):
 
 
 def test_batched_answers_equal_answers_one_window_at_a_time(built_bundle):
-    """Reports judge answers in batches per question (``generate_many``); the device answers one window at a time."""
+    """Reports judge a float decoder's answers in batches per question (``generate_many``); the device answers one
+    window at a time. (A dynamically quantized graph takes its int8 scale over the batch: judged unbatched.)"""
     from naturelm_edge.edge_runtime.decoder import OnnxDecoder
 
     work, *_ = built_bundle
-    decoder = OnnxDecoder(work / "bundle.work" / "decoder", model_file=work / "bundle" / "decoder.onnx")
+    decoder = OnnxDecoder(work / "bundle.work" / "decoder")
     rng = np.random.default_rng(0)
     tokens = rng.standard_normal((6, 29, decoder.audio_proj_weight.shape[1])).astype(np.float32)
     for task in json.loads((work / "bundle" / "decoder.json").read_text())["tasks"][:2]:

@@ -143,7 +143,7 @@ def rule_cache(tmp_path_factory, tiny_checkpoint, audio_dir, clips, tasks):
     return root
 
 
-SMALL = dict(layers=1, hidden=64, heads=2, kv_heads=1, intermediate=128, batch_size=4, save_every=3)
+SMALL = dict(layers=1, hidden=64, heads=2, kv_heads=1, intermediate=128, batch_size=4, save_every=3, min_steps=0)
 
 
 def test_training_is_deterministic_and_resumable(tmp_path, rule_cache):
@@ -161,6 +161,19 @@ def test_training_is_deterministic_and_resumable(tmp_path, rule_cache):
     ids = student["teacher_ids"]
     assert ids == sorted(set(ids)) and len(ids) < 385  # trimmed vocabulary
     assert student["bos_id"] in ids and all(s in ids for s in student["stop_ids"])
+
+
+def test_a_few_minutes_of_audio_still_get_min_steps_of_training(tmp_path, rule_cache):
+    """Epochs of a small cache are a few steps each: the schedule spans at least ``min_steps`` steps."""
+    from naturelm_edge.distill.train import learning_rate
+
+    summary = train(rule_cache, tmp_path / "s", TrainConfig(epochs=1, patience=0, **{**SMALL, "min_steps": 10}))
+    per_epoch = summary["steps"] // summary["epochs"]
+    assert summary["epochs_scheduled"] == summary["epochs"] == -(-10 // per_epoch) > 1 and summary["steps"] >= 10
+    config = TrainConfig(lr=1e-3, decay="cosine")
+    rates = [learning_rate(step, 10, 100, config) for step in range(100)]
+    assert rates[0] == pytest.approx(2e-4) and max(rates) == pytest.approx(1e-3)  # half an epoch of warm-up
+    assert rates[5] == pytest.approx(1e-3) and rates[-1] < 1e-6 and all(a >= b for a, b in zip(rates[5:], rates[6:]))
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ class BuildOptions:
     work: Path
     tasks_file: Path | None = None
     labels_file: Path | None = None
-    epochs: int = 8  # the decoder's learning rate falls to 0 over them; fewer when --patience stops it
+    epochs: int = 6  # the decoder's learning rate falls to 0 over them; fewer when --patience stops it
     student_layers: int = 4
     student_hidden: int = 384
     student_heads: int = 6

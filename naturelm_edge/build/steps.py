@@ -85,11 +85,14 @@ def _decoder_config(b: Build, tuning: bool = False):  # noqa: ANN202 - distill.t
     o = b.options
     shape = {"seed": o.seed, "layers": o.student_layers, "hidden": o.student_hidden, "heads": o.student_heads,
              "patience": o.patience}
-    return TrainConfig(epochs=max(1, o.epochs // 4), lr=3e-4, **shape) if tuning else TrainConfig(epochs=o.epochs, **shape)
+    if tuning:  # a quarter of the first training's epochs and least steps, at a third of its rate
+        return TrainConfig(epochs=max(1, o.epochs // 4), lr=3e-4, min_steps=TrainConfig.min_steps // 4, **shape)
+    return TrainConfig(epochs=o.epochs, **shape)
 
 
-def _trained(summary: dict, epochs: int) -> dict:
-    return {"examples": summary["examples"], "judged_examples": summary["judged_examples"], "epochs_at_most": epochs,
+def _trained(summary: dict) -> dict:
+    return {"examples": summary["examples"], "judged_examples": summary["judged_examples"],
+            "epochs_at_most": summary["epochs_scheduled"],
             "epochs": summary["epochs"], "steps": summary["steps"], "stopped": summary["stopped_because"]}
 
 
@@ -98,7 +101,7 @@ def _distil_decoder(b: Build) -> dict:
 
     shutil.rmtree(b.student, ignore_errors=True)
     config = _decoder_config(b)
-    return _trained(train(b.cache, b.student, config, b.split, progress=b.progress), config.epochs)
+    return _trained(train(b.cache, b.student, config, b.split, progress=b.progress))
 
 
 def _encoder_config(b: Build):  # noqa: ANN202 - distill.encoder.EncoderStudentConfig
@@ -152,7 +155,7 @@ def _tune_on_student_tokens(b: Build) -> dict:
     shutil.rmtree(b.tuned, ignore_errors=True)
     config = _decoder_config(b, tuning=True)
     summary = train(b.student_tokens, b.tuned, config, b.split, progress=b.progress, init=b.student)
-    return {**_trained(summary, config.epochs), "token_sets": 2}
+    return {**_trained(summary), "token_sets": 2}
 
 
 def _export_decoder(b: Build) -> dict:

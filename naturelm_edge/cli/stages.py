@@ -203,9 +203,9 @@ def distill_train(
     cache: Annotated[Path, typer.Argument(help="Teacher cache from `edge distill collect`.")],
     out: Annotated[Path, typer.Option("--out", help="Student directory (training resumes when it exists).")],
     split: Annotated[Path | None, typer.Option(help="Species split file; default: seeded split of the labels.")] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs the learning rate falls to 0 over (at most: see --patience).")] = 8,
+    epochs: Annotated[int, typer.Option(help="Epochs the learning rate falls to 0 over (at most: see --patience).")] = 6,
     batch_size: Annotated[int, typer.Option()] = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate, after half an epoch of warm-up.")] = 2e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate, after half an epoch of warm-up.")] = 1e-3,
     ce_weight: Annotated[float, typer.Option(help="Weight of cross-entropy on the teacher's answers.")] = 1.0,
     kl_weight: Annotated[float, typer.Option(help="Weight of KL to the teacher's top-k distribution.")] = 1.0,
     layers: Annotated[int, typer.Option()] = 4,
@@ -366,7 +366,7 @@ def build_cmd(
     tasks: Annotated[Path | None, typer.Option(help="Task file; default: built-in NatureLM tasks.")] = None,
     labels: Annotated[Path | None, typer.Option(help="LABELS.csv; default: AUDIO/LABELS.csv.")] = None,
     epochs: Annotated[int, typer.Option(help="Student decoder epochs the learning rate falls to 0 over (at most: "
-                                             "see --patience).")] = 8,
+                                             "see --patience).")] = 6,
     patience: Annotated[int, typer.Option(help="Stop when the held-out species' loss (else the training loss) has "
                                               "not improved for this many epochs; 0 runs every epoch.")] = 3,
     student_layers: Annotated[int, typer.Option()] = 4,

@@ -144,7 +144,8 @@ class OnnxDecoder:
     def generate(self, audio_tokens: np.ndarray, question: str, max_new_tokens: int | None = None,
                  num_beams: int = 1) -> Answer:
         if num_beams > 1:
-            return self._beam(self.prompt_embeds(audio_tokens, question), self.limit(question, max_new_tokens), num_beams)
+            return beam_search(self, self.prompt_embeds(audio_tokens, question), self.limit(question, max_new_tokens),
+                               num_beams)
         return self.generate_many(np.asarray(audio_tokens)[None], question, max_new_tokens)[0]
 
     def generate_many(self, audio_tokens: np.ndarray, question: str, max_new_tokens: int | None = None) -> list[Answer]:
@@ -153,6 +154,8 @@ class OnnxDecoder:
         Every prompt of one question is the same length (its text around a fixed number of audio tokens), so the
         windows share a batch without a mask; a window that has stopped rides along until every window has (its
         later tokens are dropped). Reports judge hundreds of answers: batched, a step costs little more than one.
+        A float graph answers as it does one window at a time; a dynamically quantized one does not quite (its
+        activations' int8 scale is taken over the whole batch), so what the device answers is judged unbatched.
         """
         limit = self.limit(question, max_new_tokens)
         embeds = np.concatenate([self.prompt_embeds(window, question) for window in audio_tokens])
@@ -176,46 +179,48 @@ class OnnxDecoder:
             if all(stopped) or position == limit - 1:
                 break
             logits, past = self.step(self.embed_tokens[tokens][:, None, :], past)
-        return [self._answer(i, p, s, sum(lp) / max(1, len(lp))) for i, p, s, lp in zip(ids, probs, stopped, logps)]
+        return [self.answer_from(i, p, s, sum(lp) / max(1, len(lp))) for i, p, s, lp in zip(ids, probs, stopped, logps)]
 
-    def _beam(self, embeds: np.ndarray, limit: int, width: int) -> Answer:
-        logits, past = self.step(embeds, self.empty_past(1))
-        logp = _log_softmax(logits[0].astype(np.float64))
-        beams = [([], [], 0.0)]  # (ids, chosen log-probs, sum)
-        finished: list[tuple[float, list[int], list[float], bool]] = []
-        step_logp = logp[None]
-        for position in range(limit):
-            candidates = []
-            for b, (_ids, _chosen, total) in enumerate(beams):
-                for token in np.argsort(-step_logp[b])[: 2 * width]:
-                    candidates.append((total + step_logp[b, token], b, int(token), float(step_logp[b, token])))
-            candidates.sort(key=lambda c: -c[0])
-            next_beams, sources = [], []
-            for total, b, token, lp in candidates:
-                ids, chosen, _ = beams[b]
-                if token in self.stop_student:
-                    finished.append((total / (len(ids) + 1), ids, chosen + [lp], True))
-                else:
-                    next_beams.append((ids + [token], chosen + [lp], total))
-                    sources.append(b)
-                if len(next_beams) == width:
-                    break
-            best_done = max((f[0] for f in finished), default=-np.inf)
-            if not next_beams or (len(finished) >= width and best_done >= max(t for *_, t in next_beams) / (position + 1)):
-                break
-            if position == limit - 1:
-                finished.extend((t / len(i), i, c, False) for i, c, t in next_beams)
-                break
-            index = np.asarray(sources)
-            past = {name: value[index] for name, value in past.items()}
-            tokens = [ids[-1] for ids, _, _ in next_beams]
-            logits, past = self.step(self.embed_tokens[tokens][:, None, :], past)
-            step_logp = _log_softmax(logits.astype(np.float64))
-            beams = next_beams
-        score, ids, chosen, stopped = max(finished, key=lambda f: f[0])
-        return self._answer(ids, [float(np.exp(c)) for c in chosen], stopped, score)
-
-    def _answer(self, ids: list[int], probs: list[float], stopped: bool, score: float) -> Answer:
+    def answer_from(self, ids: list[int], probs: list[float], stopped: bool, score: float) -> Answer:
         teacher = [int(self.teacher_ids[i]) for i in ids]
         text = self.tokenizer.decode(teacher, skip_special_tokens=True).strip()
         return Answer(text, teacher, ids, probs, stopped, float(score))
+
+
+def beam_search(decoder: OnnxDecoder, embeds: np.ndarray, limit: int, width: int) -> Answer:
+    """``width``-beam search on the KV cache; a finished beam is scored by its mean log-probability."""
+    logits, past = decoder.step(embeds, decoder.empty_past(1))
+    logp = _log_softmax(logits[0].astype(np.float64))
+    beams = [([], [], 0.0)]  # (ids, chosen log-probs, sum)
+    finished: list[tuple[float, list[int], list[float], bool]] = []
+    step_logp = logp[None]
+    for position in range(limit):
+        candidates = []
+        for b, (_ids, _chosen, total) in enumerate(beams):
+            for token in np.argsort(-step_logp[b])[: 2 * width]:
+                candidates.append((total + step_logp[b, token], b, int(token), float(step_logp[b, token])))
+        candidates.sort(key=lambda c: -c[0])
+        next_beams, sources = [], []
+        for total, b, token, lp in candidates:
+            ids, chosen, _ = beams[b]
+            if token in decoder.stop_student:
+                finished.append((total / (len(ids) + 1), ids, chosen + [lp], True))
+            else:
+                next_beams.append((ids + [token], chosen + [lp], total))
+                sources.append(b)
+            if len(next_beams) == width:
+                break
+        best_done = max((f[0] for f in finished), default=-np.inf)
+        if not next_beams or (len(finished) >= width and best_done >= max(t for *_, t in next_beams) / (position + 1)):
+            break
+        if position == limit - 1:
+            finished.extend((t / len(i), i, c, False) for i, c, t in next_beams)
+            break
+        index = np.asarray(sources)
+        past = {name: value[index] for name, value in past.items()}
+        tokens = [ids[-1] for ids, _, _ in next_beams]
+        logits, past = decoder.step(decoder.embed_tokens[tokens][:, None, :], past)
+        step_logp = _log_softmax(logits.astype(np.float64))
+        beams = next_beams
+    score, ids, chosen, stopped = max(finished, key=lambda f: f[0])
+    return decoder.answer_from(ids, [float(np.exp(c)) for c in chosen], stopped, score)

@@ -50,8 +50,11 @@ def run_encoder(sess, features: np.ndarray) -> tuple[np.ndarray, list[float]]:  
     return np.stack(outputs), times
 
 
-def answers(decoder: OnnxDecoder, tokens: np.ndarray, questions: list[str]) -> list:
-    """Every window's answer to every question, window-major, each question's windows generated as one batch."""
+def answers(decoder: OnnxDecoder, tokens: np.ndarray, questions: list[str], device: bool = False) -> list:
+    """Every window's answer to every question, window-major. A float decoder answers each question's windows as
+    one batch (the same answers); a quantized one (``device``) one window at a time, as the device runs it."""
+    if device:
+        return [decoder.generate(window, question) for window in tokens for question in questions]
     by_question = [decoder.generate_many(tokens, question) for question in questions]
     return [by_question[q][w] for w in range(len(tokens)) for q in range(len(questions))]
 
@@ -85,8 +88,8 @@ def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, deco
         timing["enc32"] += t32
         timing["encq"] += tq
         cos = token_cosines(tokens32, tokensq)
-        ref, alone, end_to_end = (answers(dec32, tokens32, questions), answers(decq, tokens32, questions),
-                                  answers(decq, tokensq, questions))
+        ref, alone, end_to_end = (answers(dec32, tokens32, questions), answers(decq, tokens32, questions, device=True),
+                                  answers(decq, tokensq, questions, device=True))
         timing["dec32"] += answer_seconds(dec32, tokens32, questions)
         timing["decq"] += answer_seconds(decq, tokens32, questions)
         report["sets"][eval_set.name] = {
@@ -121,7 +124,7 @@ def student_agreement(full_encoder: Path, student_encoder: Path, decoder_dir: Pa
         reference_tokens, _ = run_encoder(full, eval_set.features)
         student_tokens, times = run_encoder(student, eval_set.features)
         cos = token_cosines(reference_tokens, student_tokens)
-        ref, got = answers(dec32, reference_tokens, questions), answers(decq, student_tokens, questions)
+        ref, got = answers(dec32, reference_tokens, questions), answers(decq, student_tokens, questions, device=True)
         found[eval_set.name] = {"windows": int(len(eval_set.features)),
                                 "token_cosine": {"mean": float(cos.mean()), "p5": float(np.percentile(cos, 5))},
                                 "agreement": float(np.mean([a.text == r.text for a, r in zip(got, ref)])),
