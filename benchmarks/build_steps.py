@@ -114,10 +114,19 @@ def markdown(result: dict) -> str:
         for step, cost in s["steps"].items():
             grows = ", ".join(f"{k} {v}" for k, v in (cost.get("grows_with") or {}).items())
             lines.append(f"| {step} | {cost['wall_s']:.1f} | {cost['cpu_s']:.1f} | {cost['peak_rss_mb']:.0f} | {grows} |")
-        fidelity = ((s.get("encoder") or {}).get("fidelity") or {}).get("against_full_encoder") or {}
-        if fidelity:
+        fidelity = (s.get("encoder") or {}).get("fidelity") or {}
+        if fidelity.get("against_full_encoder"):
             lines += ["", "Student encoder answers = full encoder's (int8 bundle): " + ", ".join(
-                f"{k} {v['agreement']:.1%} of {v['windows']} windows" for k, v in fidelity.items())]
+                f"{k} {v['agreement']:.1%} of {v['windows']} windows" for k, v in fidelity["against_full_encoder"].items())]
+        held = fidelity.get("held_back_recordings") or {}
+        if held.get("windows"):
+            lines += ["", f"Student encoder tokens on {held['windows']} held-back windows: centred cosine "
+                          f"{held['centred_cosine_mean']:.3f} (p5 {held['centred_cosine_p5']:.3f})."]
+        judged = {step: cost["grows_with"]["best_judged_loss"] for step, cost in s["steps"].items()
+                  if (cost.get("grows_with") or {}).get("best_judged_loss") is not None}
+        if judged:
+            lines += ["", "Decoder, held-out species' loss at its best epoch: " + ", ".join(
+                f"{step} {loss:.4f}" for step, loss in judged.items()) + "."]
         lines.append("")
     return "\n".join(lines)
 

@@ -54,7 +54,7 @@ def sources(out: Path) -> dict[str, int]:
     return dict(rows)
 
 
-def wait_until(check, timeout: float = 90) -> None:
+def wait_until(check, timeout: float = 180) -> None:  # a stream plays in real time, on a loaded CI machine
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "timed out"

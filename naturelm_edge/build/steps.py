@@ -91,8 +91,9 @@ def _decoder_config(b: Build, tuning: bool = False):  # noqa: ANN202 - distill.t
 
 
 def _trained(summary: dict) -> dict:
+    judged = summary["epoch_losses"]
     return {"examples": summary["examples"], "judged_examples": summary["judged_examples"],
-            "epochs_at_most": summary["epochs_scheduled"],
+            "best_judged_loss": round(min(judged), 4) if judged else None, "epochs_at_most": summary["epochs_scheduled"],
             "epochs": summary["epochs"], "steps": summary["steps"], "stopped": summary["stopped_because"]}
 
 
