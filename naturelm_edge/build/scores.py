@@ -108,10 +108,10 @@ def _config(b: State):  # noqa: ANN202 - distill.classifier.ClassifierConfig
 
 
 def _student_key(b: State) -> str:
-    from naturelm_edge.distill.encoder import BODY
+    from naturelm_edge.distill.classifier import FIRST_EXPANSION
 
     return digest(file_digest(b.cache / "recordings.json"), sorted(p.name for p in b.cache.glob("*.npz")),
-                  asdict(_config(b)), b.asked(), b.options.encoder_views, BODY)
+                  asdict(_config(b)), b.asked(), b.options.encoder_views, {"first_expansion": FIRST_EXPANSION})
 
 
 def _student(b: State) -> dict:

@@ -28,6 +28,9 @@ from naturelm_edge.progress import Progress
 HEARD = 0.5  # a label is kept when the teacher gives it this confidence in a training window
 
 
+FIRST_EXPANSION = 4  # this student's first block keeps its expansion (see distill.encoder.conv_stack)
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     arch: str = "mobilenet-s"
@@ -62,7 +65,7 @@ def classifier_net(arch: str, weight: np.ndarray, bias: np.ndarray):  # noqa: AN
     class StudentClassifier(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.convs = conv_stack(arch)
+            self.convs = conv_stack(arch, first_expansion=FIRST_EXPANSION)
             self.squeeze = nn.Conv1d(stages[-1] * 4, hidden, 1)  # 128 mel bins / 32 = 4 left
             self.context = nn.Conv1d(hidden, hidden, 5, padding=2)
             self.head = nn.Linear(hidden * 2, weight.shape[1])
