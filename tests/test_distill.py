@@ -170,7 +170,7 @@ def test_a_few_minutes_of_audio_still_get_min_steps_of_training(tmp_path, rule_c
     summary = train(rule_cache, tmp_path / "s", TrainConfig(epochs=1, patience=0, **{**SMALL, "min_steps": 10}))
     per_epoch = summary["steps"] // summary["epochs"]
     assert summary["epochs_scheduled"] == summary["epochs"] == -(-10 // per_epoch) > 1 and summary["steps"] >= 10
-    config = TrainConfig(lr=1e-3, decay="cosine")
+    config = TrainConfig(lr=1e-3)
     rates = [learning_rate(step, 10, 100, config) for step in range(100)]
     assert rates[0] == pytest.approx(2e-4) and max(rates) == pytest.approx(1e-3)  # half an epoch of warm-up
     assert rates[5] == pytest.approx(1e-3) and rates[-1] < 1e-6 and all(a >= b for a, b in zip(rates[5:], rates[6:]))

@@ -90,8 +90,7 @@ def test_training_stops_when_the_held_back_recordings_stop_improving_and_keeps_t
     teacher = teacher_path(tiny_checkpoint)
     config = EncoderStudentConfig(epochs=8, views=1, patience=1, min_improvement=0.99)
     views = prepare_views(unlabelled, tmp_path, teacher, config, every_fifth)
-    net = train_student_encoder(views, tmp_path, teacher, config)
-    summary = net.training_summary
+    net, summary = train_student_encoder(views, tmp_path, teacher, config)
     assert summary["epochs"] == 4 and len(summary["epoch_losses"]) == 4
     assert summary["stopped_because"].startswith("held-back recordings' token loss stopped improving: after 4 epochs")
     judge = [k for k, h in zip(views.keys, views.held) if h and k.endswith("-0")]

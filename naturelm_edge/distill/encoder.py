@@ -298,7 +298,8 @@ def _batch(folder: Path, keys: list[str]):  # noqa: ANN202 - (features, tokens) 
 
 def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, config: EncoderStudentConfig,
                           progress=None, stop_after: int | None = None):  # noqa: ANN001, ANN201 - torch module
-    """Fit the student on the views not held back; resumes from ``out``'s state after every epoch.
+    """Fit the student on the views not held back; resumes from ``out``'s state after every epoch. Returns the
+    student (its best judged epoch) and a summary: epochs run, the best one, the loss per epoch, why it stopped.
 
     ``stop_after`` epochs simulates an interruption (tests).
     """
@@ -328,7 +329,7 @@ def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, confi
     net.set_centre(mean)
     # channels-last convolutions: 1.76x faster per batch on this CPU (the same values; the layout only)
     net = net.to(memory_format=torch.channels_last)
-    judge_keys = [k for k, h in zip(views.keys, views.held) if h and k.endswith("-0")]
+    judge_keys = judged_keys(views)
     what = "held-back recordings' token loss" if judge_keys else "training loss"
     bar = progress.add_task("student encoder", total=config.epochs, completed=epoch) if progress else None
     stopped = plateau_reason(judged, config, what, rising) or "epochs done"
@@ -360,9 +361,14 @@ def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, confi
             break
     if best is not None:  # the epoch the held-back recordings liked best, not the last one run
         net.load_state_dict(best)
-    net.training_summary = {"epochs": epoch, "best_epoch": int(np.argmin(judged)) + 1 if judged else 0,
-                            "judged_on": what, "epoch_losses": [round(x, 5) for x in judged], "stopped_because": stopped}
-    return net.to(memory_format=torch.contiguous_format).eval()
+    summary = {"epochs": epoch, "best_epoch": int(np.argmin(judged)) + 1 if judged else 0, "judged_on": what,
+               "epoch_losses": [round(x, 5) for x in judged], "stopped_because": stopped}
+    return net.to(memory_format=torch.contiguous_format).eval(), summary
+
+
+def judged_keys(views: ViewSet) -> list[str]:
+    """The held-back recordings' windows as recorded (view 0): what training is judged on, never trained on."""
+    return [k for k, h in zip(views.keys, views.held) if h and k.endswith("-0")]
 
 
 def held_back_loss(net, folder: Path, keys: list[str], mean) -> float:  # noqa: ANN001 - module, torch tensor
@@ -425,7 +431,7 @@ def fidelity(net, views: ViewSet, folder: Path) -> dict:  # noqa: ANN001 - the s
     makes raw cosine look better than the student is)."""
     import torch
 
-    keys = [k for k, h in zip(views.keys, views.held) if h and k.endswith("-0")]
+    keys = judged_keys(views)
     if not keys:
         return {"windows": 0}
     student, teacher = [], []

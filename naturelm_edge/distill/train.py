@@ -63,7 +63,6 @@ class TrainConfig:
     # memorised fewer of the proof's training windows: opt-in until measured)
     patience: int = 3  # epochs without min_improvement of the epoch's loss before stopping (0: run every epoch)
     min_improvement: float = 0.02  # relative to the best epoch loss so far
-    decay: str = "cosine"  # the learning rate after half an epoch of warm-up: cosine (to 0 at `epochs`) | constant
 
     def __post_init__(self) -> None:
         if self.intermediate is None:
@@ -234,13 +233,11 @@ def epoch_batches(lengths: np.ndarray, config: TrainConfig, epoch: int) -> list[
 
 def learning_rate(step: int, steps_per_epoch: int, total: int, config: TrainConfig) -> float:
     """The rate at ``step``, from the step alone (a resumed run takes the rates an uninterrupted one would):
-    a linear warm-up over half an epoch, then constant or a cosine to 0 at the last step."""
+    a linear warm-up over half an epoch, then a cosine to 0 at the last step."""
     warmup = max(1, steps_per_epoch // 2)
     if step < warmup:
         return config.lr * (step + 1) / warmup
-    if config.decay == "cosine":
-        return float(config.lr * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup))))
-    return config.lr
+    return float(config.lr * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, total - warmup))))
 
 
 def sequence_length(example: Example) -> int:

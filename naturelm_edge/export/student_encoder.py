@@ -58,11 +58,11 @@ def distill_encoder(teacher: TeacherPath, audio: Path, out: Path, config: Encode
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     views = prepare_views(audio, out, teacher, config, held_out or every_fifth, progress)
-    net = train_student_encoder(views, out, teacher, config, progress)
+    net, training = train_student_encoder(views, out, teacher, config, progress)
     report = {"teacher": teacher.identity, "config": asdict(config), "encoder": "student",
               "windows": len({k.rsplit("-", 1)[0] for k in views.keys}), "views": len(views.keys),
               "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
-              "training": net.training_summary,
+              "training": training,
               "fidelity_held_back": fidelity(net, views, out / TOKENS_DIR), "seconds": time.perf_counter() - started}
     export_student_encoder(net, out / ONNX_FILE, teacher)
     report["onnx_bytes"] = (out / ONNX_FILE).stat().st_size

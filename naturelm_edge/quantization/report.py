@@ -50,24 +50,22 @@ def run_encoder(sess, features: np.ndarray) -> tuple[np.ndarray, list[float]]:  
     return np.stack(outputs), times
 
 
-def answers(decoder: OnnxDecoder, tokens: np.ndarray, questions: list[str], device: bool = False) -> list:
-    """Every window's answer to every question, window-major. A float decoder answers each question's windows as
-    one batch (the same answers); a quantized one (``device``) one window at a time, as the device runs it."""
-    if device:
-        return [decoder.generate(window, question) for window in tokens for question in questions]
+def answers(decoder: OnnxDecoder, tokens: np.ndarray, questions: list[str]) -> list:
+    """A float decoder's answer to every question for every window, window-major, each question's windows as one
+    batch (the same answers as one at a time; a quantized decoder's are not: see :func:`device_answers`)."""
     by_question = [decoder.generate_many(tokens, question) for question in questions]
     return [by_question[q][w] for w in range(len(tokens)) for q in range(len(questions))]
 
 
-def answer_seconds(decoder: OnnxDecoder, tokens: np.ndarray, questions: list[str], windows: int = 4) -> list[float]:
-    """What one answer costs a device (one window at a time), on the first ``windows`` windows."""
-    times = []
-    for window in tokens[:windows]:
+def device_answers(decoder: OnnxDecoder, tokens: np.ndarray, questions: list[str]) -> tuple[list, list[float]]:
+    """Answers as the device computes them, one window at a time (window-major), and what each one cost."""
+    out, times = [], []
+    for window in tokens:
         for question in questions:
             start = time.perf_counter()
-            decoder.generate(window, question)
+            out.append(decoder.generate(window, question))
             times.append(time.perf_counter() - start)
-    return times
+    return out, times
 
 
 def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, decoder_q: Path,
@@ -88,10 +86,11 @@ def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, deco
         timing["enc32"] += t32
         timing["encq"] += tq
         cos = token_cosines(tokens32, tokensq)
-        ref, alone, end_to_end = (answers(dec32, tokens32, questions), answers(decq, tokens32, questions, device=True),
-                                  answers(decq, tokensq, questions, device=True))
-        timing["dec32"] += answer_seconds(dec32, tokens32, questions)
-        timing["decq"] += answer_seconds(decq, tokens32, questions)
+        ref = answers(dec32, tokens32, questions)
+        alone, dq = device_answers(decq, tokens32, questions)
+        end_to_end, _ = device_answers(decq, tokensq, questions)
+        timing["dec32"] += device_answers(dec32, tokens32[:4], questions)[1]  # fp32 latency on a few windows
+        timing["decq"] += dq
         report["sets"][eval_set.name] = {
             "windows": int(len(eval_set.features)),
             "encoder_cosine": {"mean": float(cos.mean()), "p5": float(np.percentile(cos, 5)), "min": float(cos.min())},
@@ -124,7 +123,7 @@ def student_agreement(full_encoder: Path, student_encoder: Path, decoder_dir: Pa
         reference_tokens, _ = run_encoder(full, eval_set.features)
         student_tokens, times = run_encoder(student, eval_set.features)
         cos = token_cosines(reference_tokens, student_tokens)
-        ref, got = answers(dec32, reference_tokens, questions), answers(decq, student_tokens, questions, device=True)
+        ref, (got, _) = answers(dec32, reference_tokens, questions), device_answers(decq, student_tokens, questions)
         found[eval_set.name] = {"windows": int(len(eval_set.features)),
                                 "token_cosine": {"mean": float(cos.mean()), "p5": float(np.percentile(cos, 5))},
                                 "agreement": float(np.mean([a.text == r.text for a, r in zip(got, ref)])),
