@@ -93,6 +93,24 @@ def windows(audio: Path, bundle: Path, recordings: list[str]) -> list[dict]:
     return rows
 
 
+def escalates(row: dict, threshold: float) -> bool:
+    """Whether the device sends this window to the teacher: answered (not refused by the screening) and unsure."""
+    return row["confidence"] < threshold and row["outcome"] == "answered"
+
+
+def missed(rows: list[dict], threshold: float, labels: list[str]) -> dict:
+    """Where the teacher's detections the cascade loses at ``threshold`` go: refused by the screening (gate,
+    detector) before the student, or called silence by the student as sure as the threshold; and how many of
+    them are of species the bundle does not carry (it can only escalate those)."""
+    from naturelm_edge.prompt import NOTHING_HEARD
+
+    lost = [r for r in rows if r["teacher"] != NOTHING_HEARD and r["device"] == NOTHING_HEARD
+            and not escalates(r, threshold)]
+    return {"lost": len(lost), "screened_out": sum(r["outcome"] != "answered" for r in lost),
+            "called_silence": sum(r["outcome"] == "answered" for r in lost),
+            "outside_labels": sum(r["teacher"] not in labels for r in lost)}
+
+
 def figures(rows: list[dict], threshold: float) -> dict:
     """The cascade at ``threshold`` (0: the device alone) against the teacher: (a) recall of the teacher's
     detections (answered on the device or escalated), (b) agreement of the device's own species answers
@@ -100,16 +118,13 @@ def figures(rows: list[dict], threshold: float) -> dict:
     from naturelm_edge.distill.agreement import share
     from naturelm_edge.prompt import NOTHING_HEARD
 
-    def escalates(row: dict) -> bool:
-        return row["confidence"] < threshold and row["outcome"] == "answered"
-
     def said(row: dict) -> str:
-        return row["teacher"] if escalates(row) else row["device"]
+        return row["teacher"] if escalates(row, threshold) else row["device"]
 
     calls = [r for r in rows if r["teacher"] != NOTHING_HEARD]
     quiet = [r for r in rows if r["teacher"] == NOTHING_HEARD]
-    named = [r for r in rows if not escalates(r) and r["device"] != NOTHING_HEARD]  # the device names a species
-    escalated = sum(map(escalates, rows))
+    named = [r for r in rows if not escalates(r, threshold) and r["device"] != NOTHING_HEARD]  # the device names one
+    escalated = sum(escalates(r, threshold) for r in rows)
     per_window = COST["teacher_cpu_s"] / max(1, COST["teacher_windows"])
     hours = COST["audio_s"] / 3600 or 1.0
     cascade = (COST["device_cpu_s"] + escalated * per_window) / hours  # the device, plus the teacher on what it sends
@@ -213,7 +228,11 @@ def markdown(report: dict) -> str:
              "Reference: BirdNET's own answer per window (best animal class at >= 0.5, else nothing). 95 % Wilson "
              "intervals, with the number of windows each share rests on.", "",
              f"## Targets, at the bundle's operating point (escalate below {report['operating_point']:.3f})", "",
-             *targets(report),
+             *targets(report), "",
+             "Of the teacher's detections the cascade loses here, {screened_out} were refused by the screening (gate "
+             "or detector) before the student, {called_silence} the student called silence at least as surely as "
+             "the threshold; {outside_labels} of the {lost} are species the bundle does not carry (it can only "
+             "escalate those).".format(**report["missed"]),
              "", "## Students alone (the build's report, 1.5 s hop, every window)", "",
              "| student | same species | call recall | silence kept |", "|---|---|---|---|"]
     for name in ("fp32", "quantized"):
@@ -232,8 +251,8 @@ def markdown(report: dict) -> str:
               "agreement: of the windows where the device itself names a species (not escalated), the share where "
               "it is the teacher's. Operating point: the bundle's own escalation threshold, what `edge-run` uses "
               "without `--threshold` (chosen at build: the quantized student's least sure fifth of the calibration "
-              "recordings' windows; a profile's threshold, set for a decoder's token probabilities, would escalate "
-              "nothing here: a decision's confidence is never below 0.5).",
+              "recordings' windows; a profile's threshold is set for a decoder's token probabilities). A `None` is as "
+              "sure as the student's presence head says nothing the teacher would call is there.",
               "", "CPU / teacher: CPU-seconds per audio hour of the device's path (fbank, gate, int8 student) plus "
               "BirdNET on the windows it escalates, over BirdNET on every window, on the same samples at 48 kHz, one "
               "thread, same run (a microphone's audio). From files: both sides also decode and resample each "
@@ -298,9 +317,9 @@ def main() -> None:
                         "epochs": trained["training"]["epochs"], "report": manifest["encoder"]["fidelity"],
                         "steps": manifest["build"]["steps"]},
               "evaluation": {"recordings": len(evaluation), "windows": len(rows)},
-              "cascade": cascade, "operating_point": point, "per_site": grouped(rows, "site", point),
+              "cascade": cascade, "operating_point": point, "missed": missed(rows, point, manifest["labels"]), "per_site": grouped(rows, "site", point),
               "per_species": grouped(rows, "teacher", point), "per_recording": grouped(rows, "recording", point),
-              "device": device_bench(bundle, audio, evaluation, args.work), "cost": COST}
+              "device": device_bench(bundle, audio, evaluation, args.work), "cost": COST, "windows": rows}
     write_results(args.out, "real_teacher", report, markdown, plot)
 
 

@@ -100,9 +100,15 @@ def test_a_scores_build_writes_a_bundle_the_runtime_answers_with(scores_bundle, 
     fidelity = manifest["encoder"]["fidelity"]["quantized"]
     assert fidelity["windows"] > 0 and fidelity["answer"]["ci95"] is not None
     assert set(manifest["build"]["steps"]) == {"teacher answers", "student classifier", "quantization"}
-    # its own escalation threshold, chosen on held-back recordings: a decision's confidence is never below 0.5
+    # the encoder's last column says whether the teacher would hear an animal at all (the "None" it is unsure of)
+    assert bundle.presence and manifest["answers"]["presence"] is True
+    import onnxruntime as ort
+
+    output = ort.InferenceSession(str(bundle.encoder)).get_outputs()[0]
+    assert output.shape[-1] == len(bundle.labels) + 1
+    # its own escalation threshold, chosen on held-back recordings
     escalation = manifest["escalation"]
-    assert 0.5 < escalation["confidence_threshold"] < 1.0 and escalation["windows"] > 0
+    assert 0.0 < escalation["confidence_threshold"] < 1.0 and escalation["windows"] > 0
     assert bundle.escalation_threshold == escalation["confidence_threshold"]
     # the second run reuses every step
     assert runs[1].stderr.count("inputs unchanged, skipped") + runs[1].stdout.count("inputs unchanged, skipped") == 3
@@ -244,6 +250,14 @@ def test_score_answers_name_a_label_from_the_threshold_and_say_how_sure():
     assert scores.wanted(unsure_silence.confidence_mean, None, NOTHING_HEARD) == "unsure-silence"
     assert text.wanted(unsure_silence.confidence_mean, None, NOTHING_HEARD) is None
     assert scores.wanted(0.99, None, NOTHING_HEARD) is None
+    # with a presence column (the last), a "None" is as sure as the chance that nothing is there
+    present = ScoreAnswers(["Wren", "Robin"], 0.5, presence=True)
+    assert present.fits(np.zeros(3)) and not present.fits(np.zeros(2))
+    heard, empty, named = (present.generate(np.array(x)) for x in ([-9.0, -3.0, 3.0], [-9.0, -3.0, -5.0], [-9.0, 4.0, -5.0]))
+    assert heard.text == NOTHING_HEARD and heard.confidence_mean < 0.06  # the teacher would hear something here
+    assert scores.wanted(heard.confidence_mean, None, NOTHING_HEARD) == "unsure-silence"
+    assert empty.text == NOTHING_HEARD and empty.confidence_mean > 0.99
+    assert named.text == "Robin" and named.confidence_mean > 0.98  # a named label is as sure as its own score
 
 
 def test_the_speech_filter_hears_the_same_speech_at_48khz(audio_dir):

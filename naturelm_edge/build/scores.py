@@ -123,7 +123,8 @@ def _student(b: State) -> dict:
     views = b.options.encoder_views
     train, validation = load_scores(b.cache, "train", views), load_scores(b.cache, "validation", views)
     classes = kept_labels(train, b.adapter.animal, b.asked())
-    net, summary = train_classifier(train, validation, classes, b.adapter.class_layer(), _config(b), b.progress)
+    net, summary = train_classifier(train, validation, classes, b.adapter.class_layer(), b.adapter.animal, _config(b),
+                                    b.progress)
     b.student.mkdir(parents=True, exist_ok=True)
     export_classifier(net, b.student / MODEL, b.contract, b.adapter.identity["sha256"])
     kept = {"classes": classes, "labels": [b.adapter.labels[i] for i in classes],
@@ -178,14 +179,14 @@ def escalation_point(b: State, role: str) -> dict:
     """The bundle's escalation threshold: the confidence (of the decision, as the runtime computes it) below
     which the quantized student's least sure :data:`ESCALATED_SHARE` of held-back windows fall."""
     from naturelm_edge.distill.scores import load_scores
-    from naturelm_edge.edge_runtime.scores import decided, sigmoid
+    from naturelm_edge.edge_runtime.scores import decisions
 
     data = load_scores(b.cache, role)
     features = data.features[data.views == 0].astype(np.float32)
     logits = _logits(b.quantized / MODEL, features)
     if not len(logits):
         return {"confidence_threshold": None, "windows": 0, "role": role, "share": ESCALATED_SHARE}
-    sure = decided(sigmoid(logits.max(axis=1)), b.options.threshold)
+    _, sure = decisions(logits, b.options.threshold, presence=True)
     return {"confidence_threshold": round(float(np.quantile(sure, ESCALATED_SHARE)), 4), "windows": int(len(sure)),
             "role": role, "share": ESCALATED_SHARE}
 
@@ -202,8 +203,8 @@ def judged(b: State) -> dict:
     figures: dict = {"evaluation": {"recordings": len(set(np.asarray(data.recordings)[original])),
                                     "windows": int(original.sum())}}
     for name, model in (("fp32", b.student / MODEL), ("quantized", b.quantized / MODEL)):
-        figures[name] = agreement(_logits(model, features), teacher_logits, kept["classes"], b.adapter.animal,
-                                  b.options.threshold)
+        labels = _logits(model, features)[:, :-1]  # the last column is the presence logit
+        figures[name] = agreement(labels, teacher_logits, kept["classes"], b.adapter.animal, b.options.threshold)
     return figures
 
 
@@ -223,7 +224,7 @@ def finish(b: State) -> Path:
         teacher={**b.adapter.identity, "licence_note": b.teacher.licence},
         audio=b.teacher.audio_section({"time_expansion": contract.time_expansion}),
         answers={"kind": roles.SCORES, "threshold": b.options.threshold, "question": "species",
-                 "scientific": kept["scientific"]},
+                 "scientific": kept["scientific"], "presence": True},
         labels=kept["labels"],
         escalation=report["escalation"],
         encoder={"kind": "student", "arch": kept["config"]["arch"], "parameters": kept["training"]["parameters"],

@@ -90,6 +90,11 @@ class Bundle:
         return float((self.manifest.get("answers") or {}).get("threshold", 0.5))
 
     @property
+    def presence(self) -> bool:
+        """Whether a scores bundle's encoder ends with a presence column (see :mod:`edge_runtime.scores`)."""
+        return bool((self.manifest.get("answers") or {}).get("presence", False))
+
+    @property
     def escalation_threshold(self) -> float | None:
         """The confidence below which the bundle's own answers escalate, chosen at build on held-back recordings
         (a scores bundle's; None: the profile's threshold, made for a decoder's token probabilities, holds)."""

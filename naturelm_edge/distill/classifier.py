@@ -5,7 +5,10 @@ With the teacher's classifier frozen, the student only has to reproduce the teac
 label it keeps is scored exactly as the teacher scores it from that embedding. The loss says so: the squared
 error of the embedding over the teacher embeddings' variance, plus knowledge distillation on the kept labels
 (binary cross-entropy between the sigmoids of both logits at temperature ``T``, times ``T**2``, because the
-teacher's labels are independent sigmoids, not a softmax). Training stops when the validation recordings'
+teacher's labels are independent sigmoids, not a softmax). A presence head beside the classes learns the
+teacher's most confident animal class over all its labels (binary cross-entropy against its sigmoid): the
+runtime's "None" is as sure as that head says, so a window where the teacher would hear a species the bundle
+does not carry, or one the student's labels miss, escalates instead of passing as silence. Training stops when the validation recordings'
 loss has not improved by ``min_improvement`` for ``patience`` epochs, and says so.
 
 The labels: every animal class the teacher heard (sigmoid >= ``heard``) in a training window, plus those the
@@ -40,6 +43,7 @@ class ClassifierConfig:
     temperature: float = 2.0
     patience: int = 4
     min_improvement: float = 0.01
+    presence_weight: float = 1.0  # of the presence head's loss, beside the embedding's and the labels'
     seed: int = 0
 
 
@@ -56,7 +60,8 @@ def kept_labels(train: ScoreSet, animal: np.ndarray, asked: list[int], heard: fl
 
 
 def classifier_net(arch: str, weight: np.ndarray, bias: np.ndarray):  # noqa: ANN201 - torch.nn.Module
-    """fbank (batch, frames, mel bins) -> logits (batch, labels); ``.embed`` stops at the teacher's embedding."""
+    """fbank (batch, frames, mel bins) -> logits (batch, labels + 1: the last is the presence logit); ``.embed``
+    stops at the teacher's embedding."""
     import torch
     from torch import nn
 
@@ -73,6 +78,7 @@ def classifier_net(arch: str, weight: np.ndarray, bias: np.ndarray):  # noqa: AN
             self.classes.weight.data = torch.from_numpy(weight.astype(np.float32))
             self.classes.bias.data = torch.from_numpy(bias.astype(np.float32))
             self.classes.requires_grad_(False)
+            self.presence = nn.Linear(weight.shape[1], 1)
 
         def embed(self, features: torch.Tensor) -> torch.Tensor:
             x = self.convs(features.unsqueeze(1))  # (batch, channels, time, 4)
@@ -82,27 +88,32 @@ def classifier_net(arch: str, weight: np.ndarray, bias: np.ndarray):  # noqa: AN
             return torch.relu(self.head(pooled))  # the teacher's embedding is an average of ReLUs: >= 0
 
         def forward(self, features: torch.Tensor) -> torch.Tensor:
-            return self.classes(self.embed(features))
+            embedding = self.embed(features)
+            return torch.cat([self.classes(embedding), self.presence(embedding)], dim=1)
 
     return StudentClassifier()
 
 
-def loss_of(net, features, logits, embedding, temperature: float, scale: float):  # noqa: ANN001, ANN201
-    """Embedding error over the teacher's variance plus temperature-scaled sigmoid distillation on kept labels."""
+def loss_of(net, features, logits, embedding, heard, config: ClassifierConfig, scale: float):  # noqa: ANN001, ANN201
+    """Embedding error over the teacher's variance, temperature-scaled sigmoid distillation on kept labels, and
+    the presence head against the teacher's best animal logit (``heard``)."""
     import torch
     import torch.nn.functional as F
 
-    student = net.embed(features)
+    student, temperature = net.embed(features), config.temperature
     matched = ((student - embedding) ** 2).mean() / scale
     soft = F.binary_cross_entropy_with_logits(net.classes(student) / temperature, torch.sigmoid(logits / temperature))
-    return matched + soft * temperature**2
+    presence = F.binary_cross_entropy_with_logits(net.presence(student)[:, 0], torch.sigmoid(heard))
+    return matched + soft * temperature**2 + presence * config.presence_weight
 
 
-def _tensors(data: ScoreSet, classes: list[int]):  # noqa: ANN202
+def _tensors(data: ScoreSet, classes: list[int], animal: np.ndarray):  # noqa: ANN202
+    """fbank, kept labels' logits, embedding, and the best animal logit over all the teacher's labels."""
     import torch
 
     return (torch.from_numpy(data.features), torch.from_numpy(data.logits[:, classes].astype(np.float32)),
-            torch.from_numpy(data.embedding.astype(np.float32)))
+            torch.from_numpy(data.embedding.astype(np.float32)),
+            torch.from_numpy(data.logits[:, animal].max(axis=1).astype(np.float32)))
 
 
 def _judge(net, data, config: ClassifierConfig, scale: float) -> float:  # noqa: ANN001
@@ -113,13 +124,15 @@ def _judge(net, data, config: ClassifierConfig, scale: float) -> float:  # noqa:
     with torch.no_grad():
         for start in range(0, data[0].shape[0], 64):
             part = [t[start:start + 64] for t in data]
-            total += float(loss_of(net, part[0].float(), part[1], part[2], config.temperature, scale)) * part[0].shape[0]
+            total += float(loss_of(net, part[0].float(), *part[1:], config, scale)) * part[0].shape[0]
     return total / max(1, data[0].shape[0])
 
 
 def train_classifier(train: ScoreSet, validation: ScoreSet, classes: list[int], layer: tuple[np.ndarray, np.ndarray],
-                     config: ClassifierConfig, progress: Progress | None = None):  # noqa: ANN201 - (module, summary)
-    """The student fitted to ``train``, judged on ``validation`` every epoch; the best epoch's weights."""
+                     animal: np.ndarray, config: ClassifierConfig,
+                     progress: Progress | None = None):  # noqa: ANN201 - (module, summary)
+    """The student fitted to ``train``, judged on ``validation`` every epoch; the best epoch's weights.
+    ``animal``: the teacher's labels that are animals (what the presence head learns to hear)."""
     import torch
 
     if len(train) < config.batch:
@@ -128,7 +141,8 @@ def train_classifier(train: ScoreSet, validation: ScoreSet, classes: list[int], 
     torch.manual_seed(config.seed)
     net = classifier_net(config.arch, layer[0][classes], layer[1][classes]).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr, weight_decay=1e-4)
-    data, judged = _tensors(train, classes), _tensors(validation, classes) if len(validation) else None
+    data = _tensors(train, classes, animal)
+    judged = _tensors(validation, classes, animal) if len(validation) else None
     scale = float(data[2].var()) + 1e-8
     rng, steps = np.random.default_rng(config.seed), -(-len(train) // config.batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=config.epochs * steps)
@@ -140,7 +154,7 @@ def train_classifier(train: ScoreSet, validation: ScoreSet, classes: list[int], 
         net.train()
         for batch in np.array_split(rng.permutation(len(train)), steps):
             index = torch.from_numpy(batch)
-            loss = loss_of(net, data[0][index].float(), data[1][index], data[2][index], config.temperature, scale)
+            loss = loss_of(net, data[0][index].float(), *(t[index] for t in data[1:]), config, scale)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -163,10 +177,3 @@ def train_classifier(train: ScoreSet, validation: ScoreSet, classes: list[int], 
                  "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
                  "seconds": round(time.perf_counter() - started, 1)}
 
-
-def student_logits(net, features: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    import torch
-
-    with torch.no_grad():
-        return np.concatenate([net(torch.from_numpy(features[i:i + 64]).float()).numpy()
-                               for i in range(0, features.shape[0], 64)]) if len(features) else np.zeros((0, 0))

@@ -98,8 +98,8 @@ class EscalationPolicy:
     audit_rate: float = DEFAULTS.audit_rate
     hourly_budget: int = DEFAULTS.hourly_budget
     seed: int = 0
-    # a scores bundle's "None" carries a confidence too (one minus its best label's): a silence it is unsure of
-    # is where its missed calls hide, so it escalates like an unsure species; a text bundle's "None" does not
+    # a scores bundle's "None" carries a confidence too (that nothing the teacher would call is there): a silence
+    # it is unsure of is where its missed calls hide, so it escalates like an unsure species; a text bundle's does not
     unsure_silence: bool = False
 
     def __post_init__(self) -> None:

@@ -3,8 +3,12 @@ highest confidence (sigmoid, as BirdNET reports it) when that reaches the bundle
 
 It answers through the decoder's interface (``generate`` -> :class:`Answer`), so the pipeline, the site rules,
 the escalation policy and the store treat both kinds of bundle alike. The confidence is that of the decision:
-the label's when one is named, one minus the best label's when none is, so a window whose best label sits
-just under the threshold is as unsure as one just over it, and escalates the same.
+the label's when one is named; when none is, one minus the chance that the teacher hears an animal here. A
+bundle whose encoder has a presence column (its last: the manifest's ``answers.presence``) gives that chance
+directly, learnt from the teacher's most confident animal class over all its labels, so a call of a species
+the bundle does not carry still makes its "None" unsure and escalates; without one, the best label's
+confidence stands in for it (a window whose best label sits just under the threshold is then as unsure as
+one just over it).
 """
 
 from __future__ import annotations
@@ -20,25 +24,29 @@ def sigmoid(logits: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
 
 
-def decided(confidence: np.ndarray | float, threshold: float) -> np.ndarray:
-    """The confidence of the decision from the best label's: its own when it is named, one minus it when not
+def decisions(logits: np.ndarray, threshold: float, presence: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per window (a row of encoder outputs): the named label's index (-1: none) and the decision's confidence
     (the one definition: the runtime's answers, and the build choosing the bundle's escalation threshold)."""
-    confidence = np.asarray(confidence, np.float64)
-    return np.where(confidence >= threshold, confidence, 1.0 - confidence)
+    logits = np.atleast_2d(np.asarray(logits, np.float64))
+    labels = logits[:, :-1] if presence else logits
+    best = np.argmax(labels, axis=1)
+    confidence = sigmoid(labels[np.arange(len(best)), best])
+    heard = sigmoid(logits[:, -1]) if presence else confidence
+    named = confidence >= threshold
+    return np.where(named, best, -1), np.where(named, confidence, 1.0 - heard)
 
 
 class ScoreAnswers:
-    def __init__(self, labels: list[str], threshold: float) -> None:
-        self.labels, self.threshold = labels, threshold
+    def __init__(self, labels: list[str], threshold: float, presence: bool = False) -> None:
+        self.labels, self.threshold, self.presence = labels, threshold, presence
 
     def fits(self, logits: np.ndarray) -> bool:
-        """Whether an encoder gives one logit per label of this bundle (``edge bench --encoder``)."""
-        return logits.shape[-1] == len(self.labels)
+        """Whether an encoder gives one logit per label of this bundle (and its presence column) (``edge bench
+        --encoder``)."""
+        return logits.shape[-1] == len(self.labels) + self.presence
 
     def generate(self, logits: np.ndarray, question: str | None = None) -> Answer:
-        logits = np.asarray(logits, np.float64).reshape(-1)
-        best = int(np.argmax(logits))
-        confidence = float(sigmoid(logits[best]))
-        sure = float(decided(confidence, self.threshold))
-        return Answer(self.labels[best] if confidence >= self.threshold else NOTHING_HEARD, [], [], [sure], True,
+        named, sure = decisions(np.asarray(logits).reshape(1, -1), self.threshold, self.presence)
+        label, sure = int(named[0]), float(sure[0])
+        return Answer(self.labels[label] if label >= 0 else NOTHING_HEARD, [], [], [sure], True,
                       float(np.log(max(sure, 1e-12))))
