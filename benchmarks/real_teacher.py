@@ -250,8 +250,8 @@ def markdown(report: dict) -> str:
     lines += ["", "Recall: the teacher's detections the cascade keeps (answered on the device or escalated). Device "
               "agreement: of the windows where the device itself names a species (not escalated), the share where "
               "it is the teacher's. Operating point: the bundle's own escalation threshold, what `edge-run` uses "
-              "without `--threshold` (chosen at build: the quantized student's least sure fifth of the calibration "
-              "recordings' windows; a profile's threshold is set for a decoder's token probabilities). A `None` is as "
+              "without `--threshold` (chosen at build: the quantized student's least sure fifth of the validation "
+              "and calibration recordings' windows; a profile's threshold is set for a decoder's token probabilities). A `None` is as "
               "sure as the student's presence head says nothing the teacher would call is there.",
               "", "CPU / teacher: CPU-seconds per audio hour of the device's path (fbank, gate, int8 student) plus "
               "BirdNET on the windows it escalates, over BirdNET on every window, on the same samples at 48 kHz, one "

@@ -30,6 +30,9 @@ MODEL, TRAINED, REPORT = "encoder.onnx", "classifier.json", "quantization_report
 # the share of windows a bundle escalates by default: its least sure fifth, the issue's ceiling on what a
 # field station may send to the teacher; the threshold is chosen on held-back recordings at build
 ESCALATED_SHARE = 0.2
+# the recordings it is chosen on: every one that did not train the student's weights (a fifth of a folder's
+# recordings; the calibration ones alone are a twentieth, 20 windows of the shared set, too few for a quantile)
+HELD_BACK = ("validation", "calibration")
 
 
 class State:
@@ -137,7 +140,7 @@ def _student(b: State) -> dict:
 def _quantization_key(b: State) -> str:
     return digest(file_digest(b.student / MODEL), b.options.profile.precision[roles.ENCODER.name],
                   b.options.profile.quant_target, b.options.profile.calibration, b.options.calibration_windows,
-                  b.options.threshold, ESCALATED_SHARE)
+                  b.options.threshold, ESCALATED_SHARE, HELD_BACK)
 
 
 def _quantize(b: State) -> dict:
@@ -160,7 +163,7 @@ def _quantize(b: State) -> dict:
     report = {"precision": spec.label(), "quantization": info,
               "calibration": {"recordings": len(calibration.files), "windows": int(len(calibration.features)),
                               "role": used},
-              "escalation": escalation_point(b, used), **judged(b)}
+              "escalation": escalation_point(b), **judged(b)}
     write_atomic(b.quantized / REPORT, json.dumps(report, indent=2, default=str) + "\n")
     return {"calibration_windows": int(len(calibration.features)),
             "evaluation_windows": report["evaluation"]["windows"]}
@@ -175,20 +178,23 @@ def _logits(model: Path, features: np.ndarray) -> np.ndarray:
                            for i in range(0, len(features), 32)]) if len(features) else np.zeros((0, 0))
 
 
-def escalation_point(b: State, role: str) -> dict:
+def escalation_point(b: State) -> dict:
     """The bundle's escalation threshold: the confidence (of the decision, as the runtime computes it) below
-    which the quantized student's least sure :data:`ESCALATED_SHARE` of held-back windows fall."""
-    from naturelm_edge.distill.scores import load_scores
+    which the quantized student's least sure :data:`ESCALATED_SHARE` of the :data:`HELD_BACK` recordings'
+    windows fall (the training ones' when a small folder holds none back)."""
+    from naturelm_edge.distill.scores import load_scores, read_split
     from naturelm_edge.edge_runtime.scores import decisions
 
-    data = load_scores(b.cache, role)
+    split = set(read_split(b.cache).values())
+    roles = tuple(r for r in HELD_BACK if r in split) or ("train",)
+    data = load_scores(b.cache, roles)
     features = data.features[data.views == 0].astype(np.float32)
     logits = _logits(b.quantized / MODEL, features)
     if not len(logits):
-        return {"confidence_threshold": None, "windows": 0, "role": role, "share": ESCALATED_SHARE}
+        return {"confidence_threshold": None, "windows": 0, "roles": list(roles), "share": ESCALATED_SHARE}
     _, sure = decisions(logits, b.options.threshold, presence=True)
     return {"confidence_threshold": round(float(np.quantile(sure, ESCALATED_SHARE)), 4), "windows": int(len(sure)),
-            "role": role, "share": ESCALATED_SHARE}
+            "roles": list(roles), "share": ESCALATED_SHARE}
 
 
 def judged(b: State) -> dict:

@@ -205,11 +205,13 @@ def read_split(out: Path) -> dict[str, str]:
     return json.loads((out / SPLIT).read_text())
 
 
-def load_scores(out: Path, role: str, at_most: int | None = None) -> ScoreSet:
-    """Every cached window of the recordings with ``role`` (their first ``at_most`` views; None: all cached)."""
+def load_scores(out: Path, role: str | tuple[str, ...], at_most: int | None = None) -> ScoreSet:
+    """Every cached window of the recordings with ``role`` (or any of several; their first ``at_most`` views;
+    None: all cached)."""
+    roles = (role,) if isinstance(role, str) else role
     parts, recordings, starts, views = [], [], [], []
     for relative, its_role in sorted(read_split(out).items()):
-        if its_role != role:
+        if its_role not in roles:
             continue
         view = 0
         while (at_most is None or view < at_most) and (path := _file(out, relative, view)).is_file():
