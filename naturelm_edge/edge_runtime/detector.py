@@ -44,7 +44,10 @@ class SiteFloor:
     detector never heard (another forest's insects, a stream) can score above it all day, and the detector
     then refuses nothing there. The floor follows that background, never the callers: its evidence is the
     scores of windows the detector refused and of windows it passed that the model then answered "None"
-    (a false alarm); windows whose answer names a call never count. The threshold is ``margin`` above the
+    (a false alarm), and the windows the gate refused, too quiet to score, counted as background that sits
+    under the bundle's threshold (``margin`` below it); windows whose answer names a call never count.
+    Without the gate's windows, a quiet site's evidence would be only its loudest moments, the ones the gate
+    lets through, and the floor would rise over its faint calls. The threshold is ``margin`` above the
     ``quantile`` of that evidence over the last ``span_s`` of the recorder's audio (its own clock, so an
     archive analysed in minutes behaves as the field would), once ``min_windows`` call-free windows are in;
     it rises at most ``rise_per_minute`` logits per minute of audio (a burst of false alarms cannot shut
@@ -52,9 +55,10 @@ class SiteFloor:
 
     What it costs: a call no louder than the background's loudest tenth is refused once the floor has risen;
     a caller present in every window and a dawn chorus keep their calls, because the model's answers keep
-    their windows out of the evidence; over an hour at a quiet site the faintest calls are lost
-    (benchmarks/results/site-hours: 82-85 % kept there, 97.9 % without the floor). Like the gate's noise floor it belongs to the recorder:
-    its files carry it on, a file alone starts its own.
+    their windows out of the evidence; over an hour at a quiet site the faintest calls are still lost
+    (benchmarks/results/site-hours: 83-86 % kept there, 97.9 % without the floor; 82-85 % before the gate's
+    windows counted). Like the gate's noise floor it belongs to the recorder: its files carry it on, a file
+    alone starts its own.
     """
 
     quantile: float = 0.9
@@ -123,6 +127,14 @@ class Detector:
 
     def score(self, features: np.ndarray, valid_samples: int) -> float:
         return self.scores(features, valid_samples)[0]
+
+    def quiet(self, valid_samples: int, at_s: float | None = None) -> None:
+        """A window the gate refused (not scored: too quiet for a call): background under the bundle's
+        threshold, as evidence for the site floor."""
+        if self.site is None:
+            return
+        at_s = self.evidence.at_s + valid_samples / self.fbank.sample_rate if at_s is None else at_s
+        self.evidence.scores.append((at_s, self.threshold - self.site.margin))
 
     def judged(self, call: bool) -> None:
         """The model's verdict on the last window this detector passed: a false alarm is background evidence."""

@@ -80,6 +80,8 @@ class Screening:
             gate = self.gate(features)
         why = Why(round(gate.level_db, 2), round(gate.floor_db, 2))
         if not gate.passed:
+            if self.detector is not None:
+                self.detector.quiet(window.valid, at_s)
             return Screened(GATED, window, features, why=why)
         speech: tuple[tuple[int, int], ...] = ()
         if self.privacy != "off" and self.speech is not None:
