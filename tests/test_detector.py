@@ -21,7 +21,7 @@ EXCLUDED = [*HELD_OUT, *(name for name, _ in CALL_FREE)]
 def detector_bundle(bundle: Path, audio_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`edge detector train` on the shared recordings, held-out species and judged call-free files excluded."""
     out = tmp_path_factory.mktemp("detector") / "bundle"
-    result = run_cli("detector", "train", str(bundle), "--audio", str(audio_dir), "--out", str(out),
+    result = run_cli("detector", "train", str(bundle), "--audio", str(audio_dir), "--out", str(out), "--epochs", "10",
                      *(arg for name in EXCLUDED for arg in ("--exclude", name)))
     assert result.returncode == 0, result.stderr
     assert "threshold" in result.stdout and str(out) in result.stdout

@@ -9,7 +9,7 @@ from testbed.distillation import ProofSettings, run
 
 @pytest.fixture(scope="module")
 def proof(audio_dir, tmp_path_factory, taught_teacher):
-    settings = ProofSettings(student_epochs=40, student_layers=2, student_hidden=256, student_heads=4)
+    settings = ProofSettings(student_epochs=60, student_layers=2, student_hidden=128, student_heads=4)
     return run(audio_dir, tmp_path_factory.mktemp("proof"), settings, teacher_dir=taught_teacher)
 
 
