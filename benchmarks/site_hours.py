@@ -12,7 +12,7 @@ Each fold's hours, built at 48 kHz from its own backgrounds (looped from random 
 - **persistent caller**: one bird singing every 2.5-5 s for the whole hour at +3 to +9 dB;
 - **quiet site**: a background at -60 dBFS with a call every 30-90 s at 0 to +10 dB;
 - **dawn chorus**: two dozen species overlapping, a call every 0.7-2 s at 0 to +15 dB;
-- **duty-cycled**: 48 ten-second files of one recorder (the floors carried across its files), half with a call.
+- **duty-cycled**: 48 ten-second files of one recorder (per hour of the others; the floors carried across its files), half with a call.
 
 The reference is BirdNET on the 48 kHz audio, as the issue asks: a 10 s window is a call when its best animal
 class reaches 0.5 in a 3 s chunk inside it, call-free when no chunk reaches 0.1, undecided between (not
