@@ -189,7 +189,8 @@ def test_edge_build_end_to_end_from_the_official_shape(tmp_path, subset_audio):
                      'question = "What is the common name for the focal species in the audio?"\nmax_new_tokens = 4\n')
     bundle = tmp_path / "bundle"
     built = run_cli("build", str(ckpt), "--audio", str(subset_audio), "--out", str(bundle), "--profile", "x86-cpu",
-                    "--encoder", "full", "--tasks", str(tasks), "--epochs", "1", "--calibration-windows", "4", "--dtype", "bfloat16")
+                    "--encoder", "full", "--tasks", str(tasks), "--epochs", "1", "--calibration-windows", "4", "--dtype", "bfloat16",
+                    "--student-layers", "1", "--student-hidden", "128", "--student-heads", "4")  # the teacher's shape is the point
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     decoder = json.loads((bundle / "decoder.json").read_text())
     assert decoder["bos_id"] == 128000 and 128009 in decoder["stop_ids"]
