@@ -17,6 +17,11 @@ Run: ``python -m benchmarks.real_teacher [--audio DIR] [--views 6] [--epochs 30]
    operating point, per site, per species and per recording; CPU-seconds of the cascade against the teacher on
    every window, same samples, same run.
 4. ``edge bench`` of the bundle with the raspberry-pi-5 profile on one thread: peak RSS and window p95.
+5. With ``--extra-audio DIR --extra-source TEXT``: recordings from outside the shared set, judged the same way
+   (no training, no calibration on them) and reported apart, with where they come from and their licence.
+   The real recordings a registry holds: the ``pykanto`` 0.1.8 wheel carries 25 (great tit songs of Wytham
+   Woods, two European storm-petrel recordings from xeno-canto, Bengalese finch song, an AudioMoth minute):
+   ``pip download --no-deps pykanto==0.1.8``, unzip, ``--extra-audio pykanto/data``.
 
 Writes ``real_teacher.json``, ``real_teacher.md`` and ``real_teacher.png``.
 """
@@ -86,7 +91,8 @@ def windows(audio: Path, bundle: Path, recordings: list[str]) -> list[dict]:
         COST["device_cpu_s"] += time.process_time() - started
         for result in results:
             index = int(round(result.offset_s / model.bundle.audio.spec.hop_s))
-            rows.append({"recording": relative, "site": relative.split("/")[0], "offset_s": result.offset_s,
+            rows.append({"recording": relative, "site": relative.split("/")[0],
+                         "folder": relative.rsplit("/", 1)[0] if "/" in relative else ".", "offset_s": result.offset_s,
                          "device": result.answer if result.answered else NOTHING_HEARD,
                          "confidence": result.confidence if result.answered else 1.0,
                          "outcome": result.outcome, "teacher": heard[index] if index < len(heard) else NOTHING_HEARD})
@@ -138,6 +144,22 @@ def figures(rows: list[dict], threshold: float) -> dict:
             "species": share(sum(said(r) == r["teacher"] for r in calls), len(calls)),
             "quiet_kept_quiet": share(sum(said(r) == NOTHING_HEARD for r in quiet), len(quiet)),
             "escalated": share(escalated, len(rows))}
+
+
+def extra(root: Path | None, source: str, bundle: Path, threshold: float) -> dict | None:
+    """The cascade at the operating point on recordings from outside the shared set, per folder (their costs
+    counted apart from the main figures')."""
+    if root is None:
+        return None
+    from naturelm_edge.audio.files import list_audio
+
+    kept = dict(COST)
+    COST.update(dict.fromkeys(COST, 0))
+    rows = windows(root, bundle, [str(path.relative_to(root)) for path in list_audio(root)])
+    found = {"source": source, "root": root.name, "recordings": len({r["recording"] for r in rows}),
+             "all": figures(rows, threshold), "per_folder": grouped(rows, "folder", threshold), "windows": rows}
+    COST.update(kept)
+    return found
 
 
 def grouped(rows: list[dict], key: str, threshold: float) -> dict:
@@ -263,6 +285,7 @@ def markdown(report: dict) -> str:
               f"{device['model_rss_mb']:.0f} MB); `edge bench`, {device['windows']} answered windows: window p50 "
               f"{device['window_p50_ms']:.1f} ms, p95 {device['window_p95_ms']:.1f} ms; per stage p50 (ms): "
               + ", ".join(f"{k} {v:.1f}" for k, v in device["stages_p50_ms"].items() if k != "window") + ".",
+              *extra_lines(report.get("extra")),
               "", "## Per site (folder of the shared recordings), at the operating point", "",
               *group_table(report["per_site"], "site"),
               "", "## Per species (the teacher's answer), at the operating point", "",
@@ -271,6 +294,14 @@ def markdown(report: dict) -> str:
               "", "What this says: the student is fitted to about 20 minutes of audio (with augmented copies); the "
               "teacher was trained on far more. Where it is unsure, the cascade hands the window to the teacher."]
     return "\n".join(lines) + "\n"
+
+
+def extra_lines(found: dict | None) -> list[str]:
+    if not found:
+        return []
+    return ["", f"## Recordings from outside the shared set, at the operating point: {found['source']}", "",
+            f"{found['recordings']} recordings, {found['all']['windows']} windows, never trained or calibrated on.",
+            "", *group_table({"all": found["all"], **found["per_folder"]}, "folder")]
 
 
 def plot(report: dict, path: Path) -> None:
@@ -301,6 +332,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--work", type=Path, default=Path("benchmarks/.work/real-teacher"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/real-teacher"))
+    parser.add_argument("--extra-audio", type=Path, help="more real recordings to judge on, apart (see 5.)")
+    parser.add_argument("--extra-source", default="", help="where --extra-audio comes from, and its licence")
     args = parser.parse_args()
     audio = recordings_dir(args.audio)
     bundle, seconds = build(audio, args.work, args.views, args.epochs)
@@ -319,7 +352,8 @@ def main() -> None:
               "evaluation": {"recordings": len(evaluation), "windows": len(rows)},
               "cascade": cascade, "operating_point": point, "missed": missed(rows, point, manifest["labels"]), "per_site": grouped(rows, "site", point),
               "per_species": grouped(rows, "teacher", point), "per_recording": grouped(rows, "recording", point),
-              "device": device_bench(bundle, audio, evaluation, args.work), "cost": COST, "windows": rows}
+              "device": device_bench(bundle, audio, evaluation, args.work), "cost": COST, "windows": rows,
+              "extra": extra(args.extra_audio, args.extra_source, bundle, point)}
     write_results(args.out, "real_teacher", report, markdown, plot)
 
 
