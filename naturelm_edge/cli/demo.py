@@ -16,7 +16,7 @@ kind = "common_name"
 question = "{QUESTION}"
 max_new_tokens = 12
 """
-TEACHER_STEPS = 600  # the tiny teacher then names every window of the four species it was taught (about 20 s on one core)
+TEACHER_STEPS = 600  # then the tiny teacher names every window of the four species it was taught (20 s, one core)
 
 
 @user_errors

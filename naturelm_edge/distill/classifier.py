@@ -8,8 +8,8 @@ error of the embedding over the teacher embeddings' variance, plus knowledge dis
 teacher's labels are independent sigmoids, not a softmax). A presence head beside the classes learns the
 teacher's most confident animal class over all its labels (binary cross-entropy against its sigmoid): the
 runtime's "None" is as sure as that head says, so a window where the teacher would hear a species the bundle
-does not carry, or one the student's labels miss, escalates instead of passing as silence. Training stops when the validation recordings'
-loss has not improved by ``min_improvement`` for ``patience`` epochs, and says so.
+does not carry, or one the student's labels miss, escalates instead of passing as silence. Training stops when
+the validation recordings' loss has not improved by ``min_improvement`` for ``patience`` epochs, and says so.
 
 The labels: every animal class the teacher heard (sigmoid >= ``heard``) in a training window, plus those the
 user asks for (a species file, or the range model's for a place and week), in the teacher's order.
