@@ -273,8 +273,9 @@ def markdown(report: dict) -> str:
               "agreement: of the windows where the device itself names a species (not escalated), the share where "
               "it is the teacher's. Operating point: the bundle's own escalation threshold, what `edge-run` uses "
               "without `--threshold` (chosen at build: the quantized student's least sure fifth of the validation "
-              "and calibration recordings' windows; a profile's threshold is set for a decoder's token probabilities). A `None` is as "
-              "sure as the student's presence head says nothing the teacher would call is there.",
+              "and calibration recordings' windows; a profile's threshold is set for a decoder's token "
+              "probabilities). A `None` is as sure as the student's presence head says nothing the teacher would "
+              "call is there.",
               "", "CPU / teacher: CPU-seconds per audio hour of the device's path (fbank, gate, int8 student) plus "
               "BirdNET on the windows it escalates, over BirdNET on every window, on the same samples at 48 kHz, one "
               "thread, same run (a microphone's audio). From files: both sides also decode and resample each "
@@ -350,7 +351,8 @@ def main() -> None:
                         "epochs": trained["training"]["epochs"], "report": manifest["encoder"]["fidelity"],
                         "steps": manifest["build"]["steps"]},
               "evaluation": {"recordings": len(evaluation), "windows": len(rows)},
-              "cascade": cascade, "operating_point": point, "missed": missed(rows, point, manifest["labels"]), "per_site": grouped(rows, "site", point),
+              "cascade": cascade, "operating_point": point, "missed": missed(rows, point, manifest["labels"]),
+              "per_site": grouped(rows, "site", point),
               "per_species": grouped(rows, "teacher", point), "per_recording": grouped(rows, "recording", point),
               "device": device_bench(bundle, audio, evaluation, args.work), "cost": COST, "windows": rows,
               "extra": extra(args.extra_audio, args.extra_source, bundle, point)}

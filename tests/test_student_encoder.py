@@ -81,6 +81,7 @@ def test_training_stops_when_the_held_back_recordings_stop_improving_and_keeps_t
         EncoderStudentConfig,
         every_fifth,
         held_back_loss,
+        judged_keys,
         mean_token,
         prepare_views,
         teacher_path,
@@ -93,7 +94,7 @@ def test_training_stops_when_the_held_back_recordings_stop_improving_and_keeps_t
     net, summary = train_student_encoder(views, tmp_path, teacher, config)
     assert summary["epochs"] == 4 and len(summary["epoch_losses"]) == 4
     assert summary["stopped_because"].startswith("held-back recordings' token loss stopped improving: after 4 epochs")
-    judge = [k for k, h in zip(views.keys, views.held) if h and k.endswith("-0")]
+    judge = judged_keys(views)
     mean = torch.from_numpy(mean_token(tmp_path / TOKENS_DIR, [k for k, h in zip(views.keys, views.held) if not h]))
     assert held_back_loss(net, tmp_path / TOKENS_DIR, judge, mean) == pytest.approx(min(summary["epoch_losses"]),
                                                                                      rel=1e-3)

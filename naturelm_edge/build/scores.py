@@ -163,7 +163,7 @@ def _quantize(b: State) -> dict:
     report = {"precision": spec.label(), "quantization": info,
               "calibration": {"recordings": len(calibration.files), "windows": int(len(calibration.features)),
                               "role": used},
-              "escalation": escalation_point(b), **judged(b)}
+              "escalation": escalation_point(b, split), **judged(b)}
     write_atomic(b.quantized / REPORT, json.dumps(report, indent=2, default=str) + "\n")
     return {"calibration_windows": int(len(calibration.features)),
             "evaluation_windows": report["evaluation"]["windows"]}
@@ -178,15 +178,14 @@ def _logits(model: Path, features: np.ndarray) -> np.ndarray:
                            for i in range(0, len(features), 32)]) if len(features) else np.zeros((0, 0))
 
 
-def escalation_point(b: State) -> dict:
+def escalation_point(b: State, split: dict[str, str]) -> dict:
     """The bundle's escalation threshold: the confidence (of the decision, as the runtime computes it) below
     which the quantized student's least sure :data:`ESCALATED_SHARE` of the :data:`HELD_BACK` recordings'
-    windows fall (the training ones' when a small folder holds none back)."""
-    from naturelm_edge.distill.scores import load_scores, read_split
+    windows fall (the training ones' when a small folder holds none back); ``split``: each recording's role."""
+    from naturelm_edge.distill.scores import load_scores
     from naturelm_edge.edge_runtime.scores import decisions
 
-    split = set(read_split(b.cache).values())
-    roles = tuple(r for r in HELD_BACK if r in split) or ("train",)
+    roles = tuple(r for r in HELD_BACK if r in split.values()) or ("train",)
     data = load_scores(b.cache, roles)
     features = data.features[data.views == 0].astype(np.float32)
     logits = _logits(b.quantized / MODEL, features)

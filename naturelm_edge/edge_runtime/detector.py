@@ -133,8 +133,11 @@ class Detector:
         threshold, as evidence for the site floor."""
         if self.site is None:
             return
-        at_s = self.evidence.at_s + valid_samples / self.fbank.sample_rate if at_s is None else at_s
-        self.evidence.scores.append((at_s, self.threshold - self.site.margin))
+        self.evidence.scores.append((self._clock(valid_samples, at_s), self.threshold - self.site.margin))
+
+    def _clock(self, valid_samples: int, at_s: float | None) -> float:
+        """``at_s``, or, when the caller has no recorder clock, one window after the last."""
+        return self.evidence.at_s + valid_samples / self.fbank.sample_rate if at_s is None else at_s
 
     def judged(self, call: bool) -> None:
         """The model's verdict on the last window this detector passed: a false alarm is background evidence."""
@@ -151,8 +154,7 @@ class Detector:
         segments after it, pooled as the window's score is, must reach the threshold on their own. With
         windows overlapping by half, a call heard once is then encoded once, not twice.
         """
-        if at_s is None:
-            at_s = self.evidence.at_s + valid_samples / self.fbank.sample_rate
+        at_s = self._clock(valid_samples, at_s)
         score, segments = self.scores(features, valid_samples)
         threshold = self.threshold_now(at_s)
         self.evidence.pending = None
