@@ -1,7 +1,7 @@
 """Beyond one machine on Ray: windows per second against workers, scaling efficiency, Ray's overhead against the
 single process on the same work, and how long a season of teacher answers takes on 1, 8 and 64 workers.
 
-Run: ``python -m benchmarks.cluster [--bundle DIR] [--audio DIR] [--repeat 2] [--out benchmarks/results/cluster]``.
+Run: ``python -m benchmarks.cluster [--bundle DIR] [--audio DIR] [--repeat 6] [--out benchmarks/results/cluster]``.
 Two jobs, each the same work three ways (one process without Ray; a local Ray with 1 worker; with 2):
 ``edge analyze`` of an archive (the shared recordings, ``--repeat`` times as that many recorders) with a device
 bundle (the demo bundle without ``--bundle``), and BirdNET v2.4's answers on the same archive
@@ -188,7 +188,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=None)
     parser.add_argument("--audio", type=Path, default=None)
-    parser.add_argument("--repeat", type=int, default=2, help="copies of the recordings in the archive (recorders)")
+    # six copies: a few minutes of work in one process (the jobs Ray is for take days), so the share Ray adds
+    # is not mostly its start (about 10 s, reported apart from what it adds per window)
+    parser.add_argument("--repeat", type=int, default=6, help="copies of the recordings in the archive (recorders)")
     parser.add_argument("--out", type=Path, default=RESULTS / "cluster")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2 or shutil.which("taskset") is None:
