@@ -175,8 +175,11 @@ def test_birdnet_answers_over_the_cluster_fill_the_cache_the_single_process_fill
     assert again["asked"] == 0 and again["views_reused"] == there["views_reused"] + len(cached_scores(tmp_path / "here"))
     ours, theirs = cached_scores(tmp_path / "here"), cached_scores(tmp_path / "cluster")
     assert ours.keys() == theirs.keys() and any(name.endswith("-2.npz") for name in ours)  # augmented views too
-    for name, arrays in ours.items():
-        for mine, other in zip(arrays, theirs[name]):
+    for name, (features, *answers) in ours.items():
+        # the fbank of an augmented view can differ by one float16 step from one process to another (one value
+        # of 18 windows' in a run by hand); the teacher's answers and the window starts are bit-equal
+        np.testing.assert_allclose(features, theirs[name][0], rtol=2e-3, atol=1e-5)
+        for mine, other in zip(answers, theirs[name][1:]):
             np.testing.assert_array_equal(mine, other)  # each window once, answered as here
 
 
