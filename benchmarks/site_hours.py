@@ -1,6 +1,7 @@
 """Screening on continuous hours of real sites, judged by BirdNET v2.4's own window labels.
 
-Run: ``python -m benchmarks.site_hours [--minutes 60] [--seeds 0 1 2] [--out benchmarks/results/site-hours]``
+Run: ``python -m benchmarks.site_hours [--minutes 60] [--seeds 0 1 2] [--floor-quantiles Q ...]
+[--out benchmarks/results/site-hours]``
 (the ``birdnet`` extra). Eleven real backgrounds of the shared recordings (BirdVox, OpenSoundscape and
 AudioMoth/Echometer recorders: night flight-call sites, dawn soundscapes, bat-detector noise heard at 48 kHz)
 are split into two folds by site; each fold's detectors (`edge detector train`'s code on BirdNET's labels of
@@ -85,9 +86,11 @@ def detectors(audio: Path, rows: list[dict], field_set: dict[str, list], exclude
     return {seed: trained_detector(labelled, seed, work) for seed in seeds}
 
 
-def measure(audio: Path, minutes: float, seeds: tuple[int, ...], folds: int, work: Path, seed: int = 0) -> dict:
+def measure(audio: Path, minutes: float, seeds: tuple[int, ...], folds: int, work: Path, seed: int = 0,
+            quantiles: tuple[float, ...] = ()) -> dict:
+    """``quantiles``: site floors of other quantiles than the default's, each a configuration of its own."""
     from naturelm_edge.audio.decode import load
-    from naturelm_edge.edge_runtime.detector import Detector
+    from naturelm_edge.edge_runtime.detector import Detector, SiteFloor
     from naturelm_edge.teachers.birdnet import BirdNET
 
     listener = BirdNET(embeddings=False)
@@ -111,6 +114,9 @@ def measure(audio: Path, minutes: float, seeds: tuple[int, ...], folds: int, wor
         for s, (det, _) in trained.items():
             configs[f"detector seed {s}"] = det
             configs[f"detector seed {s}, no site floor"] = Detector(det.session, det.threshold, site=None)
+            for q in quantiles:
+                configs[f"detector seed {s}, floor quantile {q:g}"] = Detector(det.session, det.threshold,
+                                                                              site=SiteFloor(quantile=q))
         for name, det in configs.items():
             kept = []
             for hour in hours:
@@ -135,7 +141,7 @@ def measure(audio: Path, minutes: float, seeds: tuple[int, ...], folds: int, wor
 
 def seed_spread(report: dict, key: str, floor: bool = True) -> float | None:
     values = [c["recall"][key]["share"] for name, c in report["configurations"].items()
-              if name.startswith("detector seed") and ("no site floor" not in name) == floor
+              if name.startswith("detector seed") and "quantile" not in name and ("no site floor" not in name) == floor
               and key in c["recall"] and c["recall"][key]["share"] is not None]
     return round(max(values) - min(values), 4) if len(values) > 1 else None
 
@@ -204,11 +210,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0, help="length of each continuous 'hour'")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--folds", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--floor-quantiles", type=float, nargs="*", default=[],
+                        help="site floors of other quantiles to compare with the default one")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "site-hours")
     args = parser.parse_args()
     audio = recordings_dir(args.audio)
     with tempfile.TemporaryDirectory(prefix="nle-site-hours-") as work:
-        report = measure(audio, args.minutes, tuple(args.seeds), args.folds, Path(work))
+        report = measure(audio, args.minutes, tuple(args.seeds), args.folds, Path(work),
+                         quantiles=tuple(args.floor_quantiles))
     write_results(args.out, "site_hours", report, markdown, plot)
 
 
