@@ -25,7 +25,6 @@ BACKGROUNDS = ("birdvoxdetect/BirdVox-scaper_example_background.wav",
                "batdetect2/Echometer.wav", "batdetect2/Audiomoth.WAV", "batdetect2/0166_20240531_223911.wav",
                "batdetect2/0166_20240602_225340.wav")
 MIXED_SNRS = (-10.0, -5.0, 0.0, 5.0, 10.0, 20.0)
-POSITIVE, NEGATIVE = 0.5, 0.1  # BirdNET confidence: a call is heard / nothing is
 
 
 @dataclass
@@ -115,9 +114,10 @@ def _shifted(parts: list[tuple[np.ndarray, list]]) -> list[tuple]:
 
 def verdicts(chunks: list[float], samples: int) -> list[bool | None]:
     """BirdNET's verdict on each 10 s / 5 s window edge-run makes of ``samples`` (16 kHz) from the confidence of
-    its best animal class in each 3 s chunk: a call when a chunk inside reaches POSITIVE, call-free when none
-    reaches NEGATIVE, undecided (None) between."""
+    its best animal class in each 3 s chunk: a call when a chunk inside reaches CALL, call-free when none
+    reaches CALL_FREE, undecided (None) between (:func:`naturelm_edge.detection.labels.verdict`)."""
     from naturelm_edge.audio import WindowSpec
+    from naturelm_edge.detection.labels import verdict
     from naturelm_edge.teachers.birdnet import CHUNK_S
 
     spec = WindowSpec()
@@ -126,7 +126,7 @@ def verdicts(chunks: list[float], samples: int) -> list[bool | None]:
         start, end = i * spec.hop_s, i * spec.hop_s + spec.window_s
         inside = [c for k, c in enumerate(chunks) if start <= k * CHUNK_S and (k + 1) * CHUNK_S <= max(end, CHUNK_S)]
         best = max(inside, default=0.0)
-        truth.append(True if best >= POSITIVE else False if best < NEGATIVE else None)
+        truth.append(verdict(best))
     return truth
 
 

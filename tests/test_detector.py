@@ -426,3 +426,41 @@ def test_the_site_hours_benchmark_judges_a_short_continuous_set_by_birdnet(detec
     gate_only = judged(hours, [screen(h, None, f"gate-{h.kind}")[0] for h in hours])
     assert gate_only["recall"]["all"]["count"] == everything["count"]  # the same reference windows
     assert gate_only["refused"]["all"]["agree"] <= report["refused"]["all"]["agree"]  # the detector only refuses more
+
+
+def test_the_speech_model_runs_only_on_windows_that_could_keep_audio(detector, audio_dir: Path):
+    """Gate -> detector -> speech: a window the detector refuses keeps no audio and is not checked for speech,
+    unless it follows a window the screening passed (whose clip waits for this check, to mask speech it finds)."""
+    from naturelm_edge.audio import WindowSpec, fbank, load
+    from naturelm_edge.audio.frontend import stream_features
+    from naturelm_edge.edge_runtime.detector import Detector
+    from naturelm_edge.edge_runtime.gate import EnergyGate
+    from naturelm_edge.edge_runtime.screening import ANSWER, NOT_CALL, SPEECH, Screening
+    from naturelm_edge.edge_runtime.speech import SpeechFilter
+    from naturelm_edge.privacy.silero import silero_file
+
+    class Counted(SpeechFilter):
+        calls = 0
+
+        def stretches(self, samples):  # noqa: ANN001, ANN202
+            Counted.calls += 1
+            return super().stretches(samples)
+
+    talk = load(audio_dir.parent / "speech" / "jfk.flac", 16_000)
+    wave = np.concatenate([talk] * 4)[: 40 * 16_000]  # people talking all through: 7 windows of 10 s
+    windows = list(stream_features([wave], WindowSpec()))
+    refusing = Detector(detector.session, 1e9, site=None)  # refuses every window
+    screening = Screening(EnergyGate(), refusing, WindowSpec().window, Counted(silero_file()), "drop", fbank)
+    outcomes = [screening(window, features).outcome for window, features in windows[:3]]
+    assert outcomes == [NOT_CALL] * 3 and Counted.calls == 0  # nothing kept, nothing to check
+    refusing.threshold = -1e9  # the next window passes: checked, people talking, dropped
+    assert screening(*windows[3]).outcome == SPEECH and Counted.calls == 1
+    screening.after_answered = True  # as if window 4 had been answered ...
+    refusing.threshold = 1e9
+    after = screening(*windows[5])  # ... the refused window after it is checked: its speech masks the kept clip
+    assert after.outcome == SPEECH and after.speech and Counted.calls == 2
+    assert screening(*windows[6]).outcome == NOT_CALL and Counted.calls == 2
+    open_gate = Screening(EnergyGate(), Detector(detector.session, -1e9, site=None), WindowSpec().window,
+                          Counted(silero_file()), "mask", fbank)
+    masked = open_gate(*windows[1])
+    assert masked.outcome == ANSWER and masked.speech and not np.allclose(masked.window.samples, windows[1][0].samples)

@@ -99,7 +99,7 @@ def test_a_scores_build_writes_a_bundle_the_runtime_answers_with(scores_bundle, 
     assert not any(e["role"] == "decoder" for e in manifest["files"])
     fidelity = manifest["encoder"]["fidelity"]["quantized"]
     assert fidelity["windows"] > 0 and fidelity["answer"]["ci95"] is not None
-    assert set(manifest["build"]["steps"]) == {"teacher answers", "student classifier", "quantization"}
+    assert set(manifest["build"]["steps"]) == {"teacher answers", "student classifier", "quantization", "detector"}
     # the encoder's last column says whether the teacher would hear an animal at all (the "None" it is unsure of)
     assert bundle.presence and manifest["answers"]["presence"] is True
     import onnxruntime as ort
@@ -111,7 +111,32 @@ def test_a_scores_build_writes_a_bundle_the_runtime_answers_with(scores_bundle, 
     assert 0.0 < escalation["confidence_threshold"] < 1.0 and escalation["windows"] > 0
     assert bundle.escalation_threshold == escalation["confidence_threshold"]
     # the second run reuses every step
-    assert runs[1].stderr.count("inputs unchanged, skipped") + runs[1].stdout.count("inputs unchanged, skipped") == 3
+    assert runs[1].stderr.count("inputs unchanged, skipped") + runs[1].stdout.count("inputs unchanged, skipped") == 4
+
+
+def test_the_detection_stage_learns_the_teachers_verdicts_on_recordings_never_judged(scores_bundle, few_recordings,
+                                                                                    birdnet):
+    from naturelm_edge.bundle.open import load_bundle
+    from naturelm_edge.detection.labels import recordings_from_scores
+    from naturelm_edge.distill.scores import read_split
+    from naturelm_edge.teachers import BIRDNET
+
+    bundle_dir, work, _ = scores_bundle
+    bundle = load_bundle(bundle_dir)
+    cache, audio = work / "teacher-birdnet-v2.4", few_recordings
+    assert bundle.manifest["detector"]["training"]["labels"] == str(cache)
+    split = read_split(cache)
+    recordings = {str(r.path.relative_to(audio)): r for r in
+                  recordings_from_scores(cache, audio, BIRDNET.spec, birdnet.animal, ("train", "validation", "calibration"))}
+    assert recordings and not {split[r] for r in recordings} & {"evaluation"}  # the judged recordings stay unheard
+    # BirdNET hears the robin at once (confidence > 0.9) and nothing in BirdVox's background recording
+    assert recordings[ROBIN].windows[0] is True or split[ROBIN] == "evaluation"
+    background = "birdvoxdetect/BirdVox-scaper_example_background.wav"
+    assert background not in recordings or not any(recordings[background].windows.values())
+    assert all(start % BIRDNET.spec.hop == 0 for r in recordings.values() for start in r.windows)
+    section = bundle.manifest["detector"]
+    assert section["training"]["labels_from"] == "birdnet-v2.4 verdicts"
+    assert section["training"]["recordings"] == len(recordings) and bundle.detector.model.is_file()
 
 
 def test_teacher_answers_resume_where_they_stopped(scores_bundle, few_recordings):

@@ -2,8 +2,9 @@
 
 The same kind of step table as NatureLM's (:mod:`naturelm_edge.build.steps`), with the same staleness stamps,
 progress and costs: the teacher's answers on every window of the audio (and augmented copies of the training
-recordings), a classifier student fitted to them, its int8 version calibrated on held-back recordings, and a
-report of how often each answers as the teacher does on recordings that neither trained nor calibrated it.
+recordings), a classifier student fitted to them, its int8 version calibrated on held-back recordings, a
+report of how often each answers as the teacher does on recordings that neither trained nor calibrated it, and
+the screening's detector, trained on the teacher's verdict per window of every recording the report does not judge.
 The bundle's audio contract, labels, licence and teacher identity come from the teacher.
 """
 
@@ -27,6 +28,9 @@ from naturelm_edge.progress import Progress
 from naturelm_edge.teachers import Teacher, teacher
 
 MODEL, TRAINED, REPORT = "encoder.onnx", "classifier.json", "quantization_report.json"
+DETECTOR, DETECTOR_REPORT = "detector.onnx", "detector.json"
+# the detector learns from every recording that is not judged: the student's evaluation recordings stay unheard
+DETECTOR_ROLES = ("train", "validation", "calibration")
 # the share of windows a bundle escalates by default: its least sure fifth, the issue's ceiling on what a
 # field station may send to the teacher; the threshold is chosen on held-back recordings at build
 ESCALATED_SHARE = 0.2
@@ -52,6 +56,7 @@ class State:
         self.cache = self.work / f"teacher-{self.teacher.name}"
         self.student = self.work / "classifier"
         self.quantized = self.work / f"quantized-{options.profile.name}"
+        self.detector = self.work / "detector"
         self.contract = self.teacher.contract(options.profile.audio.get("time_expansion", 1.0))
 
     @functools.cached_property
@@ -135,6 +140,57 @@ def _student(b: State) -> dict:
             "config": asdict(_config(b))}
     write_atomic(b.student / TRAINED, json.dumps(kept, indent=2) + "\n")
     return {"train_windows": summary["train_windows"], "epochs": summary["epochs"], "labels": len(classes)}
+
+
+def _detector_config(b: State):  # noqa: ANN202 - detection.training.DetectorConfig
+    from naturelm_edge.detection.training import DetectorConfig
+
+    return DetectorConfig(seed=b.options.seed)
+
+
+def _detector_key(b: State) -> str:
+    from naturelm_edge.detection.labels import CALL, CALL_FREE
+
+    return digest(file_digest(b.cache / "recordings.json"), sorted(p.name for p in b.cache.glob("*-0.npz")),
+                  asdict(_detector_config(b)), asdict(b.contract.spec), asdict(b.contract.fbank), CALL, CALL_FREE,
+                  DETECTOR_ROLES)
+
+
+def _detector(b: State) -> dict:
+    """The screening's detection stage, on the teacher's own verdict per window (a call, none, or undecided and
+    left out) of the recordings the student is not judged on. A detector that misses its targets is left out of
+    the bundle, and the build says why (the bundle then screens with the energy gate alone)."""
+    from naturelm_edge.detection.labels import DetectorError, recordings_from_scores
+    from naturelm_edge.detection.training import build_data, check_targets, export_detector, train_detector
+
+    spec, settings, config = b.contract.spec, b.contract.fbank, _detector_config(b)
+    recordings = recordings_from_scores(b.cache, b.options.audio, spec, b.adapter.animal, DETECTOR_ROLES)
+    data = build_data(recordings, spec, config, b.progress.note, settings)
+    trained = train_detector(data, config, b.progress.note)
+    b.detector.mkdir(parents=True, exist_ok=True)
+    sizes = {"recordings": len(recordings), "windows": int(len(data.labels)), "epochs": config.epochs}
+    try:
+        check_targets(trained, b.cache)
+    except DetectorError as err:
+        b.progress.note(f"detector left out of the bundle: {err}")
+        (b.detector / DETECTOR).unlink(missing_ok=True)
+        write_atomic(b.detector / DETECTOR_REPORT, json.dumps({"left_out": str(err)}, indent=2) + "\n")
+        return sizes
+    section = export_detector(trained, b.detector / DETECTOR, spec, settings)
+    section["training"] = {"labels": str(b.cache), "labels_from": f"{b.teacher.name} verdicts",
+                           "recordings": len(recordings), "windows": int(len(data.labels)),
+                           "call_windows": int(data.labels.sum()), "roles": list(DETECTOR_ROLES),
+                           "skipped": data.skipped}
+    write_atomic(b.detector / DETECTOR_REPORT, json.dumps({"section": section}, indent=2) + "\n")
+    return sizes
+
+
+def _detector_copies(b: State) -> tuple[dict, dict]:
+    """The detector's file and manifest section for the bundle step, when the detector step kept one."""
+    found = json.loads((b.detector / DETECTOR_REPORT).read_text())
+    if "section" not in found:
+        return {}, {}
+    return {b.detector / DETECTOR: (roles.DETECTOR.file, roles.DETECTOR, "fp32")}, {"detector": found["section"]}
 
 
 def _quantization_key(b: State) -> str:
@@ -224,7 +280,8 @@ def finish(b: State) -> Path:
     copies = {b.quantized / MODEL: (roles.ENCODER.file, roles.ENCODER, report["precision"]),
               b.student / TRAINED: (roles.REPORT.file + "classifier.json", roles.REPORT, None),
               b.quantized / REPORT: (roles.REPORT.file + "quantization.json", roles.REPORT, None)}
-    return publish(b, f"{b.teacher.name}-{profile.name}", copies, dict(
+    detector_copies, detector_fields = _detector_copies(b)
+    return publish(b, f"{b.teacher.name}-{profile.name}", {**copies, **detector_copies}, dict(
         source_checkpoint={"id": b.teacher.name, "sha256": b.adapter.identity["sha256"]},
         teacher={**b.adapter.identity, "licence_note": b.teacher.licence},
         audio=b.teacher.audio_section({"time_expansion": contract.time_expansion}),
@@ -236,6 +293,7 @@ def finish(b: State) -> Path:
                  "stopped": kept["training"]["stopped"], "fidelity": {k: report[k] for k in ("fp32", "quantized")}},
         reports={"quantization": {"precision": report["precision"], "evaluation": report["evaluation"]}},
         build=build_section(b, STEPS),
+        **detector_fields,
     ))
 
 
@@ -263,4 +321,5 @@ STEPS: tuple[Step, ...] = (
     Step("teacher answers", _answers_key, lambda b: [b.cache / "recordings.json"], _answers),
     Step("student classifier", _student_key, lambda b: [b.student / MODEL, b.student / TRAINED], _student),
     Step("quantization", _quantization_key, lambda b: [b.quantized / MODEL, b.quantized / REPORT], _quantize),
+    Step("detector", _detector_key, lambda b: [b.detector / DETECTOR_REPORT], _detector),
 )

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from naturelm_edge.audio import WindowSpec, probe
 from naturelm_edge.errors import EdgeError
 from naturelm_edge.prompt import names_something
@@ -21,6 +23,9 @@ from naturelm_edge.prompt import names_something
 ULTRASONIC_HZ = 96_000  # above this a recording is of bats or insects: read it slowed down, as bat workers do
 BAT_TIME_EXPANSION = 10.0
 DETECTION_KIND = "detection"  # the task kind whose answers say whether anything calls (distill/tasks.py)
+# a scores teacher's (BirdNET's) confidence in its best animal class: a window reaching CALL holds a call, one
+# below CALL_FREE holds none, one between is undecided (left out of training, and of any figure judged on it)
+CALL, CALL_FREE = 0.5, 0.1
 
 
 class DetectorError(EdgeError):
@@ -47,6 +52,41 @@ class LabelledRecording:
 def expansion_for(path: Path) -> float:
     """Ultrasonic recordings are read slowed down ``BAT_TIME_EXPANSION`` times; audible ones as they are."""
     return BAT_TIME_EXPANSION if probe(path).sample_rate > ULTRASONIC_HZ else 1.0
+
+
+def verdict(confidence: float) -> bool | None:
+    """A call (True), none (False) or undecided (None), from a scores teacher's best animal confidence."""
+    return True if confidence >= CALL else False if confidence < CALL_FREE else None
+
+
+def recordings_from_scores(cache_dir: Path, audio_root: Path, spec: WindowSpec, animal: np.ndarray,
+                           roles: tuple[str, ...]) -> list[LabelledRecording]:
+    """Per-window labels from a scores teacher's cache (``edge build --teacher birdnet-v2.4``): its
+    :func:`verdict` on each window of the recordings with one of ``roles`` (the cache's split by recording),
+    as recorded (augmented views are the student's, not the site's). Windows at starts other than the
+    bundle's hop are left out; ``animal`` masks the teacher's labels that are calls."""
+    from naturelm_edge.distill.scores import read_split, recorded_answers
+    from naturelm_edge.edge_runtime.scores import sigmoid
+
+    try:
+        split = read_split(cache_dir)
+    except (OSError, ValueError) as err:
+        raise DetectorError(f"{cache_dir}: not a scores teacher's cache ({err}).") from err
+    found = []
+    for relative, role in sorted(split.items()):
+        answers = recorded_answers(cache_dir, relative) if role in roles else None
+        if answers is None:
+            continue
+        starts, logits = answers
+        best = sigmoid(np.where(animal, logits.astype(np.float32), -np.inf).max(axis=1))
+        windows = {int(start): call for start, confidence in zip(starts, best)
+                   if int(start) % spec.hop == 0 and (call := verdict(float(confidence))) is not None}
+        if windows and (audio_root / relative).is_file():
+            found.append(LabelledRecording(audio_root / relative, None, 1.0, windows))
+    if not found:
+        raise DetectorError(f"{cache_dir}: no window of the {'/'.join(roles)} recordings is decided (teacher "
+                            f"confidence >= {CALL} or < {CALL_FREE}).")
+    return found
 
 
 def recordings_from_labels(audio_root: Path, rows: Iterable[dict]) -> list[LabelledRecording]:

@@ -205,6 +205,16 @@ def read_split(out: Path) -> dict[str, str]:
     return json.loads((out / SPLIT).read_text())
 
 
+def recorded_answers(out: Path, relative: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(window starts, logits) of one recording as recorded (view 0), its features left unread; None when
+    the cache does not hold it."""
+    path = _file(out, relative, 0)
+    if not path.is_file():
+        return None
+    with np.load(path) as stored:
+        return stored["starts"], stored["logits"]
+
+
 def load_scores(out: Path, role: str | tuple[str, ...], at_most: int | None = None) -> ScoreSet:
     """Every cached window of the recordings with ``role`` (or any of several; their first ``at_most`` views;
     None: all cached)."""

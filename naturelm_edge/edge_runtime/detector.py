@@ -146,6 +146,11 @@ class Detector:
         if pending is not None and not call:
             self.evidence.scores.append(pending)
 
+    def withdraw(self) -> None:
+        """The last window this detector passed is no evidence of the site's background, whatever the models say
+        (its audio was changed after it was scored: speech masked)."""
+        self.evidence.pending = None
+
     def __call__(self, features: np.ndarray, valid_samples: int, heard: float = 0.0,
                  at_s: float | None = None) -> DetectorDecision:
         """``heard``: the share of this window, from its start, that the last answered window covered;

@@ -1,7 +1,7 @@
 """Human speech in a window: Silero VAD (the bundle's ``speech`` role) with onnxruntime and numpy only.
 
-The privacy filter runs this on every window the gate passes, before any clip is written or any audio is
-queued for the full model. The model scores 32 ms frames (512 samples at 16 kHz, each with the 64 samples
+The privacy filter runs this on every window the screening passes to the models (and the one after it), before
+any clip is written or any audio is queued for the full model. The model scores 32 ms frames (512 samples at 16 kHz, each with the 64 samples
 before it as context); the whole window is one onnxruntime call. Frames become speech stretches the way
 Silero's own ``get_speech_timestamps`` turns them: speech starts at probability >= 0.5, ends after 100 ms
 below 0.35, and a stretch shorter than ``min_speech_s`` is dropped.
