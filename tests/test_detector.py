@@ -464,3 +464,14 @@ def test_the_speech_model_runs_only_on_windows_that_could_keep_audio(detector, a
                           Counted(silero_file()), "mask", fbank)
     masked = open_gate(*windows[1])
     assert masked.outcome == ANSWER and masked.speech and not np.allclose(masked.window.samples, windows[1][0].samples)
+
+
+def test_faint_calls_fit_a_three_second_window():
+    """BirdNET's windows are 3 s: a faint call cut as a triggered recorder's 1-4 s clip stays inside it."""
+    from naturelm_edge.detection.training import faint_call
+
+    rate, rng = 48_000, np.random.default_rng(0)
+    wave = (np.sin(np.arange(3 * rate) * 0.3) * 0.5).astype(np.float32)
+    for _ in range(60):
+        out, valid = faint_call(wave, wave.shape[0], rng, rate)
+        assert out.shape == wave.shape and 0 < valid <= wave.shape[0] and not out[valid:].any()

@@ -137,7 +137,8 @@ def faint_call(wave: np.ndarray, valid: int, rng: np.random.Generator, sample_ra
     out = synthetic_noise(rng, wave.shape[0], sample_rate).astype(np.float64)
     noise_rms = float(np.sqrt(np.mean(out**2))) or 10 ** (rng.uniform(-70, -40) / 20)
     call *= noise_rms * 10 ** (rng.uniform(3, 20) / 20) / (float(np.sqrt(np.mean(call**2))) + 1e-12)
-    length_out = wave.shape[0] if rng.random() < 2 / 3 else int(rng.uniform(1.0, 4.0) * sample_rate)
+    # a triggered clip never outlasts the window (a 3 s BirdNET window holds at most 3 s of it)
+    length_out = wave.shape[0] if rng.random() < 2 / 3 else min(wave.shape[0], int(rng.uniform(1.0, 4.0) * sample_rate))
     at = int(rng.integers(0, max(1, length_out - call.shape[0])))
     out[at:at + call.shape[0]] += call
     out[length_out:] = 0
