@@ -340,11 +340,11 @@ def score_windows(net, features: np.ndarray) -> np.ndarray:  # noqa: ANN001 - to
                                for i in range(0, len(features), 32)])
 
 
-def check_targets(trained: TrainedDetector, labels_path: Path | str) -> None:
+def check_targets(trained: TrainedDetector, labels_path: Path | str, consequence: str = "no bundle written") -> None:
     """Refuse a detector that would filter (almost) nothing, or lose calls: no call-free windows to set the
     threshold on, a threshold that keeps the recall target but misses the refusal target, or one that clearly
-    misses the recall target on recordings it was not set on (the interval's top below it). The numbers, and
-    what to do."""
+    misses the recall target on recordings it was not set on (the interval's top below it). The numbers, what
+    follows (``consequence``), and what to do."""
     v, config = trained.validation, trained.config
     if v["call_free_skipped"] is None:
         raise DetectorError(f"{labels_path}: no call-free windows held back, so no threshold can be set; add "
@@ -354,7 +354,7 @@ def check_targets(trained: TrainedDetector, labels_path: Path | str) -> None:
         raise DetectorError(
             f"{labels_path}: at the threshold that keeps {config.recall:.0%} of every kind of held-back call, the "
             f"detector refuses only {v['call_free_skipped']:.0%} of held-back call-free windows (target "
-            f"{config.skip:.0%}); no bundle written. Add call-free recordings of the site (background rows), lower "
+            f"{config.skip:.0%}); {consequence}. Add call-free recordings of the site (background rows), lower "
             f"the refusal target (--skip {max(0.01, np.floor(v['call_free_skipped'] * 100) / 100):.2f}) or the "
             "recall target (--recall).")
     unseen = v.get("recall_unseen") or {"count": 0}
@@ -362,7 +362,7 @@ def check_targets(trained: TrainedDetector, labels_path: Path | str) -> None:
         raise DetectorError(
             f"{labels_path}: set on half the held-back recordings, the threshold keeps only {unseen['share']:.0%} "
             f"(95 % interval {unseen['ci95'][0]:.0%}-{unseen['ci95'][1]:.0%}) of the other half's {unseen['count']} "
-            f"call windows (target {config.recall:.0%}); no bundle written. Add labelled recordings of the calls "
+            f"call windows (target {config.recall:.0%}); {consequence}. Add labelled recordings of the calls "
             f"it misses, train longer (--epochs) or lower the recall target (--recall "
             f"{max(0.01, np.floor(unseen['share'] * 100) / 100):.2f}).")
 
