@@ -2,7 +2,10 @@
 single process on the same work, and how long a season of teacher answers takes on 1, 8 and 64 workers.
 
 Run: ``python -m benchmarks.cluster [--bundle DIR] [--audio DIR] [--repeat 6] [--out benchmarks/results/cluster]``.
-Two jobs, each the same work three ways (one process without Ray; a local Ray with 1 worker; with 2):
+Two jobs, each the same work four ways (one process without Ray; a local Ray with 1 worker; with 2; and a
+two-node cluster started with ``ray start``, a head node without CPUs for tasks on one core and a worker node of
+one CPU on the other, as Ray lays out clusters: the overhead the worker's core pays when the control plane, the
+driver and Ray Data's helper actors live on the head, as they do on any cluster):
 ``edge analyze`` of an archive (the shared recordings, ``--repeat`` times as that many recorders) with a device
 bundle (the demo bundle without ``--bundle``), and BirdNET v2.4's answers on the same archive
 (``collect_scores``, one view). Workers = 1 and 2 run on this machine; the code path for N is the same with
@@ -18,12 +21,15 @@ tokens); no GPU figure unless one was measured. Writes cluster.json, cluster.md 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from benchmarks.common import machine, pyplot, recordings_dir, write_results
@@ -32,6 +38,7 @@ EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
 RESULTS = Path(__file__).parent / "results"
 SEASON_H = 10_000
 WORKERS = (1, 8, 64)
+HEAD_APART = "ray, 1 worker, head on the other core"
 
 
 def archive_of(audio: Path, root: Path, repeat: int, recordings: int | None = None) -> Path:
@@ -48,15 +55,56 @@ def archive_of(audio: Path, root: Path, repeat: int, recordings: int | None = No
     return root
 
 
-def pinned(cores: int) -> list[str]:
-    """The command prefix that keeps a run (and every process it starts) on its first ``cores`` cores."""
-    return ["taskset", "-c", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:cores])]
+def pinned(cores: int, first: int = 0) -> list[str]:
+    """The command prefix that keeps a run (and every process it starts) on ``cores`` cores from the ``first``."""
+    return ["taskset", "-c", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[first:first + cores])]
 
 
-def analyze(bundle: Path, archive: Path, out: Path, ray: list[str], cores: int) -> dict:
+@contextlib.contextmanager
+def head_apart() -> Iterator[str]:
+    """A Ray cluster of two nodes on this machine, laid out as Ray advises for clusters: a head node with no CPUs
+    for tasks (GCS, raylet, and there the driver and Ray Data's helper actors) on the second core, and one worker
+    node with one CPU on the first, started with ``ray start``. Yields its address; stops both."""
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    # the worker node and the driver read the token the head writes (~/.ray/auth_token)
+    env, quiet = {**os.environ, "RAY_AUTH_MODE": "token"}, {"capture_output": True, "check": True}
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"  # the drivers this process starts
+    try:
+        subprocess.run([*pinned(1, first=1), ray_cli, "start", "--head", f"--port={port}", "--num-cpus=0",
+                        "--include-dashboard=false", "--disable-usage-stats"], env=env, **quiet)
+        subprocess.run([*pinned(1), ray_cli, "start", f"--address={address}", "--num-cpus=1"], env=env, **quiet)
+        yield address
+    finally:
+        stop_nodes(port)
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE")
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
+
+
+def stop_nodes(port: int) -> None:
+    """Every process of the cluster whose head listens on ``port``, and their children (its actors), killed;
+    ``ray stop`` would stop every Ray on the machine."""
+    import psutil
+
+    nodes = [p for p in psutil.process_iter(["cmdline"])
+             if any(arg.endswith((f":{port}", f"={port}")) for arg in p.info["cmdline"] or [])]
+    family = set(nodes) | {child for p in nodes for child in p.children(recursive=True)}
+    for process in family:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(list(family), timeout=10)
+
+
+def analyze(bundle: Path, archive: Path, out: Path, ray: list[str], pin: list[str]) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    done = subprocess.run([*pinned(cores), *EDGE, "analyze", str(archive), "--bundle", str(bundle), "--out", str(out),
+    done = subprocess.run([*pin, *EDGE, "analyze", str(archive), "--bundle", str(bundle), "--out", str(out),
                            "--escalate", "off", "--profile", "x86-cpu", "--json", *ray], capture_output=True, text=True,
                           check=False)
     seconds = time.perf_counter() - started
@@ -67,10 +115,10 @@ def analyze(bundle: Path, archive: Path, out: Path, ray: list[str], cores: int) 
             "windows_per_s": round(summary["windows"] / seconds, 2)}
 
 
-def collect(audio: Path, out: Path, ray: str | None, workers: int | None, cores: int) -> dict:
+def collect(audio: Path, out: Path, ray: str | None, workers: int | None, pin: list[str]) -> dict:
     """BirdNET's answers on every window of ``audio`` into a fresh cache, timed in a pinned process of its own."""
     shutil.rmtree(out, ignore_errors=True)
-    done = subprocess.run([*pinned(cores), sys.executable, "-c", "import sys, json; from benchmarks.cluster import "
+    done = subprocess.run([*pin, sys.executable, "-c", "import sys, json; from benchmarks.cluster import "
                            "collect_here; print(json.dumps(collect_here(*json.loads(sys.argv[1]))))",
                            json.dumps([str(audio), str(out), ray, workers])],
                           capture_output=True, text=True, check=False, cwd=Path(__file__).parent.parent)
@@ -101,7 +149,13 @@ def job_figures(runs: dict[str, dict], small: dict[str, dict]) -> dict:
     once = small["ray, 1 worker"]["seconds"] - small["one process, no Ray"]["seconds"]
     per_window = (one["seconds"] - small["ray, 1 worker"]["seconds"]) / \
         (plain["seconds"] - small["one process, no Ray"]["seconds"]) - 1
+    apart = runs[HEAD_APART]["seconds"] / plain["seconds"] - 1
+    apart_once = small[HEAD_APART]["seconds"] - small["one process, no Ray"]["seconds"]
+    apart_per_window = (runs[HEAD_APART]["seconds"] - small[HEAD_APART]["seconds"]) / \
+        (plain["seconds"] - small["one process, no Ray"]["seconds"]) - 1
     return {"runs": runs, "small": small, "scaling_efficiency": round(one["seconds"] / two["seconds"] / 2, 3),
+            "ray_overhead_head_apart": round(apart, 3), "ray_once_head_apart_s": round(apart_once, 2),
+            "ray_overhead_per_window_head_apart": round(apart_per_window, 3),
             "ray_overhead": round(one["seconds"] / plain["seconds"] - 1, 3), "ray_once_s": round(once, 2),
             "ray_overhead_per_window": round(per_window, 3),
             "seconds_per_window": plain["seconds"] / max(1, plain["windows"])}
@@ -142,7 +196,9 @@ def markdown(report: dict) -> str:
     lines = ["# Beyond one machine on Ray", "",
              f"Machine: {m['processor']}, {m['cores']} cores; Ray {report['ray']}. Workers 1 and 2 on this machine, "
              "each run pinned (taskset, driver and Ray's processes included) to as many cores as it has workers, "
-             "the single process to one. Same work in every row of a job.", ""]
+             "the single process to one; and 1 worker on a worker node of its own core, with the head node (Ray's "
+             "control plane, the driver, Ray Data's helper actors) on the other. Same work in every row of a job.",
+             ""]
     for name, job in report["jobs"].items():
         lines += [f"## {name}", "", f"{job['what']}", "", "| run | seconds | windows | windows/s |", "|---|---|---|---|"]
         lines += [f"| {run} | {r['seconds']} | {r['windows']} | {r['windows_per_s']} |" for run, r in job["runs"].items()]
@@ -153,7 +209,13 @@ def markdown(report: dict) -> str:
                       f"recorder: {small['one process, no Ray']['seconds']:.1f} s without Ray, "
                       f"{small['ray, 1 worker']['seconds']:.1f} s with; starting Ray, loading, stopping) and "
                       f"**{job['ray_overhead_per_window'] * 100:+.1f} %** per window (the two archives' difference: "
-                      "what a season of audio pays).", ""]
+                      "what a season of audio pays).",
+                  "", f"With the head on a core of its own ({HEAD_APART!r}: a head node with no CPUs for tasks holding "
+                      "Ray's control plane, the driver and Ray Data's helper actors, one worker node of one CPU, as Ray "
+                      "lays out a cluster; the driver also writes the store or cache there, work the single process "
+                      "does on its one core), the worker's core against one process: "
+                      f"**{job['ray_overhead_head_apart'] * 100:+.1f} %** ({job['ray_once_head_apart_s']:.1f} s once, "
+                      f"**{job['ray_overhead_per_window_head_apart'] * 100:+.1f} %** per window).", ""]
     lines += [f"## A season ({SEASON_H:,} audio hours) of teacher answers", "",
               "Days on N workers = one worker's time / (N x the 2-worker efficiency): beyond 2 workers an "
               "extrapolation, not a measurement.", "",
@@ -205,16 +267,29 @@ def main() -> None:
     bundle = args.bundle or demo_bundle(work)
     archive = archive_of(audio, work / "archive", args.repeat)
     small = archive_of(audio, work / "small-archive", args.repeat, recordings=1)
-    ways = {"one process, no Ray": (None, 1), "ray, 1 worker": ("local", 1), "ray, 2 workers": ("local", 2)}
+    # name: (Ray address, workers, the cores the driver and a local Ray are pinned to)
+    ways = {"one process, no Ray": (None, 1, pinned(1)), "ray, 1 worker": ("local", 1, pinned(1)),
+            "ray, 2 workers": ("local", 2, pinned(2)), HEAD_APART: ("head", 1, pinned(1, first=1))}
+
+    def run_ways(chosen: dict, one: Callable[[str | None, int, list[str]], dict]) -> dict:
+        found = {}
+        for name, (where, n, pin) in chosen.items():
+            if where != "head":
+                found[name] = one(where, n, pin)
+                continue
+            with head_apart() as address:
+                found[name] = one(address, n, pin)
+        return found
 
     def analyse(where: Path, chosen: dict) -> dict:
-        return {name: analyze(bundle, where, work / "analyze", ["--ray", ray, "--workers", str(n)] if ray else [], n)
-                for name, (ray, n) in chosen.items()}
+        return run_ways(chosen, lambda address, n, pin: analyze(
+            bundle, where, work / "analyze", ["--ray", address, "--workers", str(n)] if address else [], pin))
 
     def answers(where: Path, chosen: dict) -> dict:
-        return {name: collect(where, work / "answers", ray, n if ray else None, n) for name, (ray, n) in chosen.items()}
+        return run_ways(chosen, lambda address, n, pin: collect(where, work / "answers", address,
+                                                                n if address else None, pin))
 
-    once = {k: ways[k] for k in ("one process, no Ray", "ray, 1 worker")}
+    once = {k: ways[k] for k in ("one process, no Ray", "ray, 1 worker", HEAD_APART)}
     analysed = job_figures(analyse(archive, ways), analyse(small, once))
     answered = job_figures(answers(archive, ways), answers(small, once))
     report = {"machine": machine(), "ray": ray.__version__, "jobs": {
