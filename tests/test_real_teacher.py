@@ -316,3 +316,16 @@ def test_a_corrupt_or_missing_teacher_model_is_named_in_one_sentence(few_recordi
     assert done.returncode != 0 and str(copy / MODEL_FILE) in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
     assert not (tmp_path / "b").exists()
+
+
+def test_edge_detector_train_learns_from_the_builds_teacher_cache(scores_bundle, few_recordings, tmp_path):
+    from naturelm_edge.bundle.open import load_bundle
+
+    bundle_dir, work, _ = scores_bundle
+    done = run_cli("detector", "train", str(bundle_dir), "--audio", str(few_recordings), "--out", str(tmp_path / "b"),
+                   "--teacher-answers", str(work / "teacher-birdnet-v2.4"), "--skip", "0.8", "--epochs", "4",
+                   "--exclude", "phoebe/", timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    training = load_bundle(tmp_path / "b").manifest["detector"]["training"]
+    built = load_bundle(bundle_dir).manifest["detector"]["training"]
+    assert training["labels_from"] == "teacher" and 0 < training["recordings"] < built["recordings"]  # phoebe/ left out

@@ -29,8 +29,6 @@ from naturelm_edge.teachers import Teacher, teacher
 
 MODEL, TRAINED, REPORT = "encoder.onnx", "classifier.json", "quantization_report.json"
 DETECTOR, DETECTOR_REPORT = "detector.onnx", "detector.json"
-# the detector learns from every recording that is not judged: the student's evaluation recordings stay unheard
-DETECTOR_ROLES = ("train", "validation", "calibration")
 # the share of windows a bundle escalates by default: its least sure fifth, the issue's ceiling on what a
 # field station may send to the teacher; the threshold is chosen on held-back recordings at build
 ESCALATED_SHARE = 0.2
@@ -152,22 +150,22 @@ def _detector_config(b: State):  # noqa: ANN202 - detection.training.DetectorCon
 
 
 def _detector_key(b: State) -> str:
-    from naturelm_edge.detection.labels import CALL, CALL_FREE
+    from naturelm_edge.detection.labels import CALL, CALL_FREE, UNJUDGED
 
     return digest(file_digest(b.cache / "recordings.json"), sorted(p.name for p in b.cache.glob("*-0.npz")),
                   asdict(_detector_config(b)), asdict(b.contract.spec), asdict(b.contract.fbank), CALL, CALL_FREE,
-                  DETECTOR_ROLES)
+                  UNJUDGED)
 
 
 def _detector(b: State) -> dict:
     """The screening's detection stage, on the teacher's own verdict per window (a call, none, or undecided and
     left out) of the recordings the student is not judged on. A detector that misses its targets is left out of
     the bundle, and the build says why (the bundle then screens with the energy gate alone)."""
-    from naturelm_edge.detection.labels import DetectorError, recordings_from_scores
+    from naturelm_edge.detection.labels import UNJUDGED, DetectorError, recordings_from_scores
     from naturelm_edge.detection.training import build_data, check_targets, export_detector, train_detector
 
     spec, settings, config = b.contract.spec, b.contract.fbank, _detector_config(b)
-    recordings = recordings_from_scores(b.cache, b.options.audio, spec, b.adapter.animal, DETECTOR_ROLES)
+    recordings = recordings_from_scores(b.cache, b.options.audio, spec, b.adapter.animal, UNJUDGED)
     data = build_data(recordings, spec, config, b.progress.note, settings)
     trained = train_detector(data, config, b.progress.note)
     b.detector.mkdir(parents=True, exist_ok=True)
@@ -182,7 +180,7 @@ def _detector(b: State) -> dict:
     section = export_detector(trained, b.detector / DETECTOR, spec, settings)
     section["training"] = {"labels": str(b.cache), "labels_from": f"{b.teacher.name} verdicts",
                            "recordings": len(recordings), "windows": int(len(data.labels)),
-                           "call_windows": int(data.labels.sum()), "roles": list(DETECTOR_ROLES),
+                           "call_windows": int(data.labels.sum()), "roles": list(UNJUDGED),
                            "skipped": data.skipped}
     write_atomic(b.detector / DETECTOR_REPORT, json.dumps({"section": section}, indent=2) + "\n")
     return sizes

@@ -26,6 +26,7 @@ DETECTION_KIND = "detection"  # the task kind whose answers say whether anything
 # a scores teacher's (BirdNET's) confidence in its best animal class: a window reaching CALL holds a call, one
 # below CALL_FREE holds none, one between is undecided (left out of training, and of any figure judged on it)
 CALL, CALL_FREE = 0.5, 0.1
+UNJUDGED = ("train", "validation", "calibration")  # a scores cache's recordings its build's report does not judge
 
 
 class DetectorError(EdgeError):
@@ -120,9 +121,17 @@ def recordings_from_teacher(cache_dir: Path, audio_root: Path, spec: WindowSpec,
     """Per-window labels from a teacher cache: the detection task's "None" is call-free, any name a call.
 
     The windows are read as the teacher heard them (no time expansion); the cache must use the bundle's
-    window length, and windows at other starts than the bundle's hop are left out.
+    window length, and windows at other starts than the bundle's hop are left out. A scores teacher's cache
+    (``edge build --teacher birdnet-v2.4``'s) gives the teacher's :func:`verdict` per window instead, on the
+    recordings its build's report does not judge.
     """
     from naturelm_edge.distill.cache import CacheError, TeacherCache
+    from naturelm_edge.distill.scores import SPLIT, scores_teacher
+
+    if (cache_dir / SPLIT).is_file():
+        animal = scores_teacher(cache_dir).animal
+        return [r for r in recordings_from_scores(cache_dir, audio_root, spec, animal, UNJUDGED)
+                if not str(r.path.relative_to(audio_root)).startswith(exclude)]
 
     try:
         cache = TeacherCache(cache_dir)

@@ -201,6 +201,17 @@ def _write(target: Path, relative: str, found: list[tuple]) -> None:
                  starts=np.array(starts), recording=np.array(relative))
 
 
+def scores_teacher(out: Path):  # noqa: ANN201 - the teacher's adapter
+    """The adapter of the teacher whose answers ``out`` caches (named in its meta file), on one thread."""
+    from naturelm_edge.teachers import teacher
+
+    try:
+        name = json.loads((out / META).read_text())["teacher"]["name"]
+    except (OSError, ValueError, KeyError) as err:
+        raise EdgeError(f"{out}: not a scores teacher's cache ({err}).") from err
+    return teacher(name).load(threads=1)
+
+
 def read_split(out: Path) -> dict[str, str]:
     return json.loads((out / SPLIT).read_text())
 
