@@ -152,8 +152,8 @@ def _detector_config(b: State):  # noqa: ANN202 - detection.training.DetectorCon
 def _detector_key(b: State) -> str:
     from naturelm_edge.detection.labels import CALL, CALL_FREE, UNJUDGED
 
-    return digest(file_digest(b.cache / "recordings.json"), sorted(p.name for p in b.cache.glob("*-0.npz")),
-                  asdict(_detector_config(b)), asdict(b.contract.spec), asdict(b.contract.fbank), CALL, CALL_FREE,
+    return digest(file_digest(b.cache / "recordings.json"), file_digest(b.cache / "meta.json"),
+                  sorted(p.name for p in b.cache.glob("*-0.npz")), asdict(_detector_config(b)), asdict(b.contract.spec), asdict(b.contract.fbank), CALL, CALL_FREE,
                   UNJUDGED)
 
 

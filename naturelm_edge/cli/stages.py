@@ -238,7 +238,9 @@ def detector_train(
     labels: Annotated[Path | None, typer.Option(help="LABELS.csv; default: AUDIO/LABELS.csv.")] = None,
     teacher_answers: Annotated[Path | None, typer.Option(
         help="Label each window by the teacher's answer to the detection question ('None': no call), from this "
-             "cache of `edge distill collect`; with --checkpoint, the answers are collected into it first.")] = None,
+             "cache of `edge distill collect`; with --checkpoint, the answers are collected into it first. A scores "
+             "teacher's cache (`edge build --teacher birdnet-v2.4`'s WORK/teacher-birdnet-v2.4) gives its verdict "
+             "instead: a call at >= 0.5, none below 0.1.")] = None,
     checkpoint: Annotated[str | None, typer.Option(
         help="Teacher checkpoint to ask the detection question on every window of AUDIO (no labels needed).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Folder of AUDIO to keep out of training (repeatable).")] = None,

@@ -390,9 +390,10 @@ def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: Detecto
                  progress: Callable[[str], None] | None = None, teacher_answers: Path | None = None) -> dict:
     """Train a detector on ``audio_root``'s recordings and write ``bundle_path`` plus it to ``out``.
 
-    Window labels come from ``teacher_answers`` (a teacher cache: the detection task's answers) when given,
-    else from ``labels_file`` (default ``audio_root/LABELS.csv``). ``exclude``: folder prefixes (relative to
-    ``audio_root``) kept out of training, e.g. held-out species the detector will be judged on.
+    Window labels come from ``teacher_answers`` (a teacher cache: the detection task's answers, or a scores
+    teacher's verdicts) when given, else from ``labels_file`` (default ``audio_root/LABELS.csv``).
+    ``exclude``: folder prefixes (relative to ``audio_root``) kept out of training, e.g. held-out species the
+    detector will be judged on.
     """
     import tempfile
 
