@@ -212,8 +212,9 @@ def markdown(report: dict) -> str:
                       "what a season of audio pays).",
                   "", f"With the head on a core of its own ({HEAD_APART!r}: a head node with no CPUs for tasks holding "
                       "Ray's control plane, the driver and Ray Data's helper actors, one worker node of one CPU, as Ray "
-                      "lays out a cluster; the driver also writes the store or cache there, work the single process "
-                      "does on its one core), the worker's core against one process: "
+                      "lays out a cluster; started before the timed run, as a cluster is; the driver also writes the "
+                      "store or cache there, work the single process does on its one core), the worker's core against "
+                      "one process: "
                       f"**{job['ray_overhead_head_apart'] * 100:+.1f} %** ({job['ray_once_head_apart_s']:.1f} s once, "
                       f"**{job['ray_overhead_per_window_head_apart'] * 100:+.1f} %** per window).", ""]
     lines += [f"## A season ({SEASON_H:,} audio hours) of teacher answers", "",
