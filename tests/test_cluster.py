@@ -106,6 +106,14 @@ def test_the_cluster_stores_what_the_single_process_stores(bundle, archive, clus
     assert "site1/SMA00001: files 2" in printed and "site2/SMA00002: files 2" in printed  # a summary per recorder
 
 
+def test_a_local_ray_is_a_new_one_beside_a_running_cluster(bundle, archive, cluster, single, tmp_path):
+    """`--ray local` starts a Ray of its own with the workers asked, even while a cluster runs on this machine
+    (Ray joins that one when no address is given, and then refuses a CPU count)."""
+    out = tmp_path / "local"
+    finished(analyze(bundle, archive, out, "--ray", "local", "--workers", "1"))
+    assert stored(out) == single
+
+
 def test_a_worker_node_removed_mid_run_loses_nothing(bundle, archive, cluster, single, tmp_path):
     made, workers = cluster
     out = tmp_path / "node-lost"

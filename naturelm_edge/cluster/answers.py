@@ -35,15 +35,16 @@ Answer = Callable[[list[Any]], list[Any]]  # payloads of a batch -> one result e
 
 
 def connect(address: str, workers: int | None) -> None:
-    """Join the cluster at ``address`` (``ray://...`` or ``auto``), or start a Ray on this machine with ``workers``
-    CPUs (``local``)."""
+    """Join the cluster at ``address`` (``ray://...``, ``host:port`` or ``auto``), or start a Ray of its own on this
+    machine with ``workers`` CPUs (``local``: a new one even where ``ray start`` runs a cluster here, which Ray
+    would otherwise join)."""
     try:
         import ray
     except ImportError:
         raise EdgeError("--ray needs Ray: pip install 'naturelm-edge[cluster]'.") from None
     local = address == "local"
-    ray.init(address=None if local else address, num_cpus=workers if local else None, include_dashboard=False,
-             log_to_driver=False, ignore_reinit_error=True)
+    ray.init(address=address, num_cpus=workers if local else None, include_dashboard=False, log_to_driver=False,
+             ignore_reinit_error=True)
 
 
 def remote_call(function: Callable[[Any], Any], argument: Any, gpus: float = 0.0) -> Any:  # noqa: ANN401
