@@ -87,7 +87,8 @@ def windows(audio: Path, bundle: Path, recordings: list[str]) -> list[dict]:
         COST["teacher_windows"] += len(heard)
         COST["audio_s"] += wave.shape[0] / rate
         started = time.process_time()
-        results = list(model.detect(wave, sample_rate=rate))  # fbank, gate, int8 student: the device's whole path
+        # fbank, gate, detector, the speech check where audio could be kept, int8 student: the device's whole path
+        results = list(model.detect(wave, sample_rate=rate))
         COST["device_cpu_s"] += time.process_time() - started
         for result in results:
             index = int(round(result.offset_s / model.bundle.audio.spec.hop_s))
@@ -276,8 +277,8 @@ def markdown(report: dict) -> str:
               "and calibration recordings' windows; a profile's threshold is set for a decoder's token "
               "probabilities). A `None` is as sure as the student's presence head says nothing the teacher would "
               "call is there.",
-              "", "CPU / teacher: CPU-seconds per audio hour of the device's path (fbank, gate, int8 student) plus "
-              "BirdNET on the windows it escalates, over BirdNET on every window, on the same samples at 48 kHz, one "
+              "", "CPU / teacher: CPU-seconds per audio hour of the device's path (fbank, gate, detector, the speech "
+              "check on the windows that could keep audio, int8 student) plus BirdNET on the windows it escalates, over BirdNET on every window, on the same samples at 48 kHz, one "
               "thread, same run (a microphone's audio). From files: both sides also decode and resample each "
               f"recording ({cost['decoding_cpu_s'] / max(cost['audio_s'], 1) * 3600:.0f} CPU-s per audio hour).",
               "", f"Device: the raspberry-pi-5 profile on one thread (one intra-op thread, pinned to one core of this "
