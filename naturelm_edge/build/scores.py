@@ -162,14 +162,13 @@ def _detector(b: State) -> dict:
     left out) of the recordings the student is not judged on. A detector that misses its targets is left out of
     the bundle, and the build says why (the bundle then screens with the energy gate alone)."""
     from naturelm_edge.detection.labels import UNJUDGED, DetectorError, recordings_from_scores
-    from naturelm_edge.detection.training import build_data, check_targets, export_detector, train_detector
+    from naturelm_edge.detection.training import check_targets, export_detector, fit_detector
 
     spec, settings, config = b.contract.spec, b.contract.fbank, _detector_config(b)
     recordings = recordings_from_scores(b.cache, b.options.audio, spec, b.adapter.animal, UNJUDGED)
-    data = build_data(recordings, spec, config, b.progress.note, settings)
-    trained = train_detector(data, config, b.progress.note)
+    trained, training = fit_detector(recordings, spec, settings, config, b.progress.note)
     b.detector.mkdir(parents=True, exist_ok=True)
-    sizes = {"recordings": len(recordings), "windows": int(len(data.labels)), "epochs": config.epochs}
+    sizes = {"recordings": training["recordings"], "windows": training["windows"], "epochs": config.epochs}
     try:
         check_targets(trained, b.cache, "the bundle goes without a detector")
     except DetectorError as err:
@@ -178,10 +177,8 @@ def _detector(b: State) -> dict:
         write_atomic(b.detector / DETECTOR_REPORT, json.dumps({"left_out": str(err)}, indent=2) + "\n")
         return sizes
     section = export_detector(trained, b.detector / DETECTOR, spec, settings)
-    section["training"] = {"labels": str(b.cache), "labels_from": f"{b.teacher.name} verdicts",
-                           "recordings": len(recordings), "windows": int(len(data.labels)),
-                           "call_windows": int(data.labels.sum()), "roles": list(UNJUDGED),
-                           "skipped": data.skipped}
+    section["training"] = {"labels": str(b.cache), "labels_from": f"{b.teacher.name} verdicts", **training,
+                           "roles": list(UNJUDGED)}
     write_atomic(b.detector / DETECTOR_REPORT, json.dumps({"section": section}, indent=2) + "\n")
     return sizes
 

@@ -385,6 +385,16 @@ def export_detector(trained: TrainedDetector, path: Path, spec: WindowSpec,
             "segment_s": spec.window_s / (trained.net(torch.zeros(1, frames, settings.num_mel_bins))[1].shape[1])}
 
 
+def fit_detector(recordings: list[LabelledRecording], spec: WindowSpec, settings: FbankSettings, config: DetectorConfig,
+                 progress: Callable[[str], None] | None = None) -> tuple[TrainedDetector, dict]:
+    """A detector trained on ``recordings`` (windows and fbank of the bundle's contract), and what it learned
+    from (the manifest's ``detector.training`` counts): `edge detector train` and `edge build` alike."""
+    data = build_data(recordings, spec, config, progress, settings)
+    trained = train_detector(data, config, progress)
+    return trained, {"recordings": len(recordings), "windows": int(len(data.labels)),
+                     "call_windows": int(data.labels.sum()), "skipped": data.skipped}
+
+
 def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: DetectorConfig,
                  labels_file: Path | None = None, exclude: tuple[str, ...] = (), sign_key: Path | None = None,
                  progress: Callable[[str], None] | None = None, teacher_answers: Path | None = None) -> dict:
@@ -406,16 +416,13 @@ def add_detector(bundle_path: Path, audio_root: Path, out: Path, config: Detecto
     else:
         source = str(labels_file or audio_root / "LABELS.csv")
         recordings = recordings_from_labels(audio_root, read_label_rows(Path(source), exclude))
-    data = build_data(recordings, bundle.audio.spec, config, progress, bundle.audio.fbank)
-    trained = train_detector(data, config, progress)
+    trained, training = fit_detector(recordings, bundle.audio.spec, bundle.audio.fbank, config, progress)
     check_targets(trained, source)
     with tempfile.TemporaryDirectory(prefix="nle-detector-") as tmp:
         onnx_path = Path(tmp) / "detector.onnx"
         section = export_detector(trained, onnx_path, bundle.audio.spec, bundle.audio.fbank)
         section["training"] = {"labels": source, "labels_from": "teacher" if teacher_answers else "labels",
-                               "recordings": len(recordings), "windows": int(len(data.labels)),
-                               "call_windows": int(data.labels.sum()), "excluded": list(exclude),
-                               "skipped": data.skipped}
+                               **training, "excluded": list(exclude)}
         written = extend_bundle(bundle, out, {onnx_path: (roles.DETECTOR.file, roles.DETECTOR, "fp32")},
                                 detector=section)
     if sign_key is not None:
