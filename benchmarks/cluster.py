@@ -69,15 +69,14 @@ def head_apart() -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    address = f"127.0.0.1:{port}"
-    # the worker node and the driver read the token the head writes (~/.ray/auth_token)
-    env, quiet = {**os.environ, "RAY_AUTH_MODE": "token"}, {"capture_output": True, "check": True}
+    address, quiet = f"127.0.0.1:{port}", {"capture_output": True, "check": True}
+    # the worker node and the drivers this process starts read the token the head writes (~/.ray/auth_token)
     previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"  # the drivers this process starts
+    os.environ["RAY_AUTH_MODE"] = "token"
     try:
         subprocess.run([*pinned(1, first=1), ray_cli, "start", "--head", f"--port={port}", "--num-cpus=0",
-                        "--include-dashboard=false", "--disable-usage-stats"], env=env, **quiet)
-        subprocess.run([*pinned(1), ray_cli, "start", f"--address={address}", "--num-cpus=1"], env=env, **quiet)
+                        "--include-dashboard=false", "--disable-usage-stats"], **quiet)
+        subprocess.run([*pinned(1), ray_cli, "start", f"--address={address}", "--num-cpus=1"], **quiet)
         yield address
     finally:
         stop_nodes(port)
@@ -145,20 +144,21 @@ def job_figures(runs: dict[str, dict], small: dict[str, dict]) -> dict:
     """Scaling efficiency from 1 to 2 workers, Ray's overhead (1 worker against no Ray) on the same work, and
     that overhead split by the ``small`` archive's runs into what Ray costs once (starting, loading, stopping)
     and what it adds per window (the two archives' difference: what a season of audio pays)."""
-    one, two, plain = runs["ray, 1 worker"], runs["ray, 2 workers"], runs["one process, no Ray"]
-    once = small["ray, 1 worker"]["seconds"] - small["one process, no Ray"]["seconds"]
-    per_window = (one["seconds"] - small["ray, 1 worker"]["seconds"]) / \
-        (plain["seconds"] - small["one process, no Ray"]["seconds"]) - 1
-    apart = runs[HEAD_APART]["seconds"] / plain["seconds"] - 1
-    apart_once = small[HEAD_APART]["seconds"] - small["one process, no Ray"]["seconds"]
-    apart_per_window = (runs[HEAD_APART]["seconds"] - small[HEAD_APART]["seconds"]) / \
-        (plain["seconds"] - small["one process, no Ray"]["seconds"]) - 1
-    return {"runs": runs, "small": small, "scaling_efficiency": round(one["seconds"] / two["seconds"] / 2, 3),
-            "ray_overhead_head_apart": round(apart, 3), "ray_once_head_apart_s": round(apart_once, 2),
-            "ray_overhead_per_window_head_apart": round(apart_per_window, 3),
-            "ray_overhead": round(one["seconds"] / plain["seconds"] - 1, 3), "ray_once_s": round(once, 2),
-            "ray_overhead_per_window": round(per_window, 3),
-            "seconds_per_window": plain["seconds"] / max(1, plain["windows"])}
+    plain = "one process, no Ray"
+
+    def overhead(way: str) -> tuple[float, float, float]:
+        """``way`` against one process: in all, once (the small archive's difference), per window (the rest)."""
+        seconds, small_s = runs[way]["seconds"], small[way]["seconds"]
+        return (round(seconds / runs[plain]["seconds"] - 1, 3), round(small_s - small[plain]["seconds"], 2),
+                round((seconds - small_s) / (runs[plain]["seconds"] - small[plain]["seconds"]) - 1, 3))
+
+    (total, once, per_window), (apart, apart_once, apart_per_window) = overhead("ray, 1 worker"), overhead(HEAD_APART)
+    return {"runs": runs, "small": small,
+            "scaling_efficiency": round(runs["ray, 1 worker"]["seconds"] / runs["ray, 2 workers"]["seconds"] / 2, 3),
+            "ray_overhead_head_apart": apart, "ray_once_head_apart_s": apart_once,
+            "ray_overhead_per_window_head_apart": apart_per_window,
+            "ray_overhead": total, "ray_once_s": once, "ray_overhead_per_window": per_window,
+            "seconds_per_window": runs[plain]["seconds"] / max(1, runs[plain]["windows"])}
 
 
 def season(per_window_s: float, windows_per_hour: float, efficiency: float) -> dict[str, float]:
