@@ -1,7 +1,7 @@
 """Screening on continuous hours of real sites, judged by BirdNET v2.4's own window labels.
 
 Run: ``python -m benchmarks.site_hours [--minutes 60] [--seeds 0 1 2] [--floor-quantiles Q ...]
-[--out benchmarks/results/site-hours]``
+[--false-alarms SHARE ...] [--out benchmarks/results/site-hours]``
 (the ``birdnet`` extra). Eleven real backgrounds of the shared recordings (BirdVox, OpenSoundscape and
 AudioMoth/Echometer recorders: night flight-call sites, dawn soundscapes, bat-detector noise heard at 48 kHz)
 are split into two folds by site; each fold's detectors (`edge detector train`'s code on BirdNET's labels of
@@ -87,8 +87,9 @@ def detectors(audio: Path, rows: list[dict], field_set: dict[str, list], exclude
 
 
 def measure(audio: Path, minutes: float, seeds: tuple[int, ...], folds: int, work: Path, seed: int = 0,
-            quantiles: tuple[float, ...] = ()) -> dict:
-    """``quantiles``: site floors of other quantiles than the default's, each a configuration of its own."""
+            floors: tuple[tuple[str, dict], ...] = ()) -> dict:
+    """``floors``: site floors of other settings than the default's ((name, SiteFloor fields)), each a
+    configuration of its own."""
     from naturelm_edge.audio.decode import load
     from naturelm_edge.edge_runtime.detector import Detector, SiteFloor
     from naturelm_edge.teachers.birdnet import BirdNET
@@ -114,9 +115,8 @@ def measure(audio: Path, minutes: float, seeds: tuple[int, ...], folds: int, wor
         for s, (det, _) in trained.items():
             configs[f"detector seed {s}"] = det
             configs[f"detector seed {s}, no site floor"] = Detector(det.session, det.threshold, site=None)
-            for q in quantiles:
-                configs[f"detector seed {s}, floor quantile {q:g}"] = Detector(det.session, det.threshold,
-                                                                              site=SiteFloor(quantile=q))
+            for label, fields in floors:
+                configs[f"detector seed {s}, {label}"] = Detector(det.session, det.threshold, site=SiteFloor(**fields))
         for name, det in configs.items():
             kept = []
             for hour in hours:
@@ -212,12 +212,15 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=2, choices=(1, 2))
     parser.add_argument("--floor-quantiles", type=float, nargs="*", default=[],
                         help="site floors of other quantiles to compare with the default one")
+    parser.add_argument("--false-alarms", type=float, nargs="*", default=[],
+                        help="site floors that rise at other shares of false alarms (0: on any)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "site-hours")
     args = parser.parse_args()
     audio = recordings_dir(args.audio)
     with tempfile.TemporaryDirectory(prefix="nle-site-hours-") as work:
-        report = measure(audio, args.minutes, tuple(args.seeds), args.folds, Path(work),
-                         quantiles=tuple(args.floor_quantiles))
+        floors = tuple((f"floor quantile {q:g}", {"quantile": q}) for q in args.floor_quantiles)
+        floors += tuple((f"floor rising at {s:.0%} false alarms", {"false_alarms": s}) for s in args.false_alarms)
+        report = measure(audio, args.minutes, tuple(args.seeds), args.folds, Path(work), floors=floors)
     write_results(args.out, "site_hours", report, markdown, plot)
 
 

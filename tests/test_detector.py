@@ -350,17 +350,36 @@ def test_a_quiet_site_keeps_its_calls(mean_detector):
 def test_a_quiet_site_whose_gate_refuses_most_windows_keeps_its_faint_calls(mean_detector):
     """At a quiet site the gate refuses most call-free windows, and those it lets through are the background's
     loudest moments, scoring just under the faint calls: counted alone they would lift the floor over those
-    calls (here 85 % kept); with the gate's windows as background, the bundle's threshold holds."""
-    from naturelm_edge.edge_runtime.detector import Detector
+    calls (here 85 % kept); with the gate's windows as background, the bundle's threshold holds, even for a
+    floor free to rise on any false alarm."""
+    from naturelm_edge.edge_runtime.detector import Detector, SiteFloor
 
     rng = np.random.default_rng(3)
     calls = rng.random(720) < 0.1
     gated = ~calls & (rng.random(720) < 0.9)
     scores = np.where(calls, rng.uniform(0.2, 3.0, 720), rng.normal(-0.1, 0.3, 720))
-    passed = np.array(hour(Detector(mean_detector, 0.0), scores, calls, gated=gated))
-    assert passed[calls].mean() >= 0.97
-    loudest_only = np.array(hour(Detector(mean_detector, 0.0), scores[~gated], calls[~gated]))
+    for site in (SiteFloor(), SiteFloor(false_alarms=0.0)):
+        passed = np.array(hour(Detector(mean_detector, 0.0, site=site), scores, calls, gated=gated))
+        assert passed[calls].mean() >= 0.97
+    free_to_rise = Detector(mean_detector, 0.0, site=SiteFloor(false_alarms=0.0))
+    loudest_only = np.array(hour(free_to_rise, scores[~gated], calls[~gated]))
     assert loudest_only[calls[~gated]].mean() < passed[calls].mean()  # what the gate's windows are worth
+
+
+def test_a_site_whose_passed_windows_are_mostly_calls_does_not_raise_its_floor_over_faint_ones(mean_detector):
+    """A busy soundscape played quietly: the gate lets every window through, most hold something the models call
+    a call, and the few call-free ones score like the faint calls. The floor stays at the bundle's threshold and
+    the calls over it are kept; a floor that rose on those few false alarms lost a share of them."""
+    from naturelm_edge.edge_runtime.detector import Detector, SiteFloor
+
+    rng = np.random.default_rng(4)
+    calls = rng.random(720) < 0.8
+    scores = np.where(calls, rng.normal(0.6, 0.6, 720), rng.normal(0.6, 0.4, 720))
+    over = calls & (scores >= 0.0)
+    passed = np.array(hour(Detector(mean_detector, 0.0), scores, calls))
+    assert passed[over].mean() >= 0.97
+    rising_anyway = np.array(hour(Detector(mean_detector, 0.0, site=SiteFloor(false_alarms=0.0)), scores, calls))
+    assert rising_anyway[over].mean() < 0.9
 
 
 def test_the_site_floor_refuses_a_loud_background_the_detector_never_heard(mean_detector):

@@ -191,6 +191,23 @@ def test_decoder_export_matches_pytorch(exported):
     assert json.loads((work / "decoder" / "decoder_report.json").read_text())["passed"]
 
 
+def test_decoder_verification_fails_on_a_graph_that_answers_otherwise(exported, rule_cache):
+    """The one-pass PyTorch reference catches an ONNX graph whose answers differ: verified against a student whose
+    output layer was changed, the report fails on greedy answers and logits."""
+    from naturelm_edge.distill.student import StudentConfig, load_student
+    from naturelm_edge.export.decoder import greedy_agrees, verify_decoder
+
+    work, _ = exported
+    model = load_student(work / "student")
+    with torch.no_grad():
+        model.llama.lm_head.weight.copy_(model.llama.lm_head.weight.flip(0))
+    report = verify_decoder(model, StudentConfig.read(work / "student"), work / "decoder", rule_cache)
+    assert not report["passed"] and report["greedy_equal"] < report["greedy_total"]
+    logits = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # picks 1, then the stop token 2
+    assert greedy_agrees(logits, [1], {2}, limit=5) and greedy_agrees(logits[:1], [1], {2}, limit=1)
+    assert not greedy_agrees(logits, [0], {2}, limit=5) and not greedy_agrees(logits, [1], {0}, limit=5)
+
+
 def test_student_learns_the_rule_teacher(exported, rule_cache):
     work, _ = exported
     decoder = OnnxDecoder(work / "decoder")

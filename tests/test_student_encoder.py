@@ -155,6 +155,8 @@ def test_a_cpu_profile_builds_a_student_bundle_that_edge_run_uses_without_a_flag
         for pipeline in ("student_encoder", "full_encoder"):
             assert all(0 <= share <= 1 for share in found["against_teacher"][pipeline].values()), found
     assert section["fidelity"]["held_back_recordings"]["windows"] > 0
+    trained = json.loads((student / "reports" / "student_encoder.json").read_text())["training"]
+    assert section["stopped"] == trained["stopped_because"]  # why its training ended, as it ended
     assert loaded.encoder.stat().st_size < full.encoder.stat().st_size / 2
     assert (student / "reports" / "student_encoder.json").is_file()
     # the decoder was tuned on each window twice: the student encoder's tokens and the full encoder's
@@ -199,9 +201,9 @@ def test_the_loss_sees_through_the_teachers_common_token():
 
 
 def test_the_projection_reads_centred_tokens_so_int8_keeps_what_is_window_specific(tmp_path: Path):
-    """Tokens with a large common part (as every teacher's have): the exported student gives the same output
-    with its centre set, and in static int8 it keeps the window-specific part that the uncentred graph loses to
-    the common part's range."""
+    """Tokens with a large common part (as every teacher's have): a student whose centre holds it gives the same
+    output as one whose head carries it, and in static int8 it keeps the window-specific part that the uncentred
+    graph loses to the common part's range."""
     import torch
 
     from naturelm_edge.distill.encoder import TeacherPath, student_encoder_net
@@ -221,10 +223,11 @@ def test_the_projection_reads_centred_tokens_so_int8_keeps_what_is_window_specif
         for _ in range(30):
             net.qformer(torch.from_numpy(features))
     common = torch.from_numpy(2 * rng.standard_normal(64).astype(np.float32))  # ~100x the windows' spread
-    net.head.bias.data += common
+    bias = net.head.bias.data.clone()
     net.eval()
     outputs = {}
-    for name, centre in (("plain", torch.zeros(29, 64)), ("centred", common.expand(29, 64))):
+    for name, centre, head_part in (("plain", torch.zeros(29, 64), common), ("centred", common.expand(29, 64), 0)):
+        net.head.bias.data = bias + head_part
         net.set_centre(centre)
         export_student_encoder(net, tmp_path / f"{name}.onnx", teacher)
         quantize(tmp_path / f"{name}.onnx", tmp_path / f"{name}-int8.onnx", QuantSpec("int8-static", "x86", "minmax"),

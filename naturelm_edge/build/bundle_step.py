@@ -96,7 +96,7 @@ def encoder_section(b: Build, report: dict) -> dict:
     trained = json.loads((b.encoder_dir / "student_encoder.json").read_text())
     return {"kind": "student", "teacher": {"id": str(b.options.checkpoint), "sha256": b.checkpoint_sha},
             "arch": trained["config"]["arch"], "parameters": trained["parameters"],
-            "stopped": trained.get("stopped", "epochs done"),
+            "stopped": trained["training"]["stopped_because"],
             "fidelity": {"held_back_recordings": trained["fidelity_held_back"],
                          "against_full_encoder": report.get("student_encoder", {})}}
 

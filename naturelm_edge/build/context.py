@@ -35,7 +35,7 @@ class BuildOptions:
     full_model: Any = None  # models.full.FullModelOptions (torch is imported only when the teacher runs)
     encoder: str | None = None  # "full" or "student"; None: what the profile asks for
     encoder_arch: str = "mobilenet-s"
-    encoder_epochs: int = 30
+    encoder_epochs: int | None = None  # at most; None: the student's own default (its config's)
     encoder_views: int = 3
     patience: int = 3  # epochs without improvement before the decoder's training stops
     teacher: str = "naturelm"  # a name of naturelm_edge.teachers.TEACHERS (``checkpoint`` is NatureLM's)

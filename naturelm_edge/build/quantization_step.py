@@ -73,12 +73,7 @@ def quantize_and_report(b: Build) -> dict:
         sets.append(EvalSet("distill", *teacher(calibration_set(by_role["distill"][::4], spec, 24, 1, "distillation audio"))))
     report = accuracy_report(encoder_dir / "encoder.onnx", quant_dir / "encoder.onnx", decoder_dir,
                              quant_dir / "decoder.onnx", sets, questions, specs["encoder"].label(),
-                             specs["decoder"].label())
-    if full_encoder is not None:
-        from naturelm_edge.quantization.report import student_agreement
-
-        report["student_encoder"] = student_agreement(full_encoder, quant_dir / "encoder.onnx", decoder_dir,
-                                                      quant_dir / "decoder.onnx", sets, questions)
+                             specs["decoder"].label(), full_encoder=full_encoder)
     report["calibration"] = {"files": [str(p) for p in calibration.files], "windows": int(len(calibration.features)),
                              "decoder_inputs": len(dec_inputs), "skipped": calibration.skipped,
                              "encoder": encoder_info, "decoder": decoder_info, "held_out_species": split.held_out,

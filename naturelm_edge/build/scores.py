@@ -110,7 +110,8 @@ def _config(b: State):  # noqa: ANN202 - distill.classifier.ClassifierConfig
     from naturelm_edge.distill.classifier import ClassifierConfig
 
     o = b.options
-    return ClassifierConfig(arch=o.encoder_arch, epochs=o.encoder_epochs, patience=max(1, o.patience), seed=o.seed)
+    return ClassifierConfig(arch=o.encoder_arch, epochs=o.encoder_epochs or ClassifierConfig.epochs,
+                            patience=max(1, o.patience), seed=o.seed)
 
 
 def _student_key(b: State) -> str:

@@ -109,7 +109,8 @@ def _encoder_config(b: Build):  # noqa: ANN202 - distill.encoder.EncoderStudentC
     from naturelm_edge.distill.encoder import EncoderStudentConfig
 
     o = b.options
-    return EncoderStudentConfig(arch=o.encoder_arch, epochs=o.encoder_epochs, views=o.encoder_views, seed=o.seed,
+    return EncoderStudentConfig(arch=o.encoder_arch, epochs=o.encoder_epochs or EncoderStudentConfig.epochs,
+                                views=o.encoder_views, seed=o.seed,
                                 patience=o.patience)
 
 

@@ -298,7 +298,8 @@ def distill_encoder_cmd(
     audio: Annotated[Path, typer.Option("--audio", help="Recordings, labelled or not (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", help="Student folder (resumed when it exists).")],
     arch: Annotated[str, typer.Option(help="Student size: mobilenet-s or mobilenet-m.")] = "mobilenet-s",
-    epochs: Annotated[int, typer.Option(help="Training epochs (at most: see --patience).")] = 30,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs, at most (see --patience); default: the "
+                                                    "student encoder's own (12).")] = None,
     patience: Annotated[int, typer.Option(help="Stop when the held-back recordings' loss has not improved for this "
                                                "many epochs; 0 runs every epoch.")] = 3,
     views: Annotated[int, typer.Option(help="Each window as recorded plus VIEWS - 1 augmented copies.")] = 3,
@@ -318,7 +319,8 @@ def distill_encoder_cmd(
 
     def held_out(relative: str, index: int) -> bool:
         return species_of.get(relative) in held if split else every_fifth(relative, index)
-    config = EncoderStudentConfig(arch=arch, epochs=epochs, views=views, seed=seed, patience=patience)
+    config = EncoderStudentConfig(arch=arch, epochs=epochs or EncoderStudentConfig.epochs, views=views, seed=seed,
+                                  patience=patience)
     with progress_bar() as progress:
         report = distill_encoder(teacher_path(checkpoint), audio, out, config, held_out, progress)
     fid = report["fidelity_held_back"]
@@ -376,7 +378,9 @@ def build_cmd(
     student_heads: Annotated[int, typer.Option()] = 6,
     encoder: Annotated[str | None, typer.Option(
         help="full (NatureLM's audio path) or student (distilled); default: what the profile asks for.")] = None,
-    encoder_epochs: Annotated[int, typer.Option(help="Student encoder training epochs.")] = 30,
+    encoder_epochs: Annotated[int | None, typer.Option(
+        help="Student encoder training epochs, at most (see --patience); default: the student's own (12 for a "
+             "NatureLM student encoder, 30 for a scores teacher's student).")] = None,
     views: Annotated[int, typer.Option(help="Each training window as it is and views - 1 augmented copies the "
                                             "teacher also answers (student encoder, scores teacher).")] = 3,
     calibration_windows: Annotated[int, typer.Option(help="Windows of held-out species to calibrate on.")] = 32,

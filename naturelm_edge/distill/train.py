@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from naturelm_edge.distill.cache import TeacherCache
+from naturelm_edge.distill.reproducible import reproducible
 from naturelm_edge.distill.species import SpeciesSplit, check_present, split_species
 from naturelm_edge.distill.stopping import plateau_reason
 from naturelm_edge.distill.student import (
@@ -59,8 +60,10 @@ class TrainConfig:
     kv_heads: int = 2
     intermediate: int | None = None  # the FFN width; None: Llama's rule, 8/3 of hidden (1024 at 384)
     held_out_fraction: float = 0.25
-    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the CPU multiplies it natively: 1.6x, but students
-    # memorised fewer of the proof's training windows: opt-in until measured)
+    # fp32 | bf16 | auto: bf16 where the CPU multiplies it natively (AVX512-BF16, AMX), else fp32. On the small
+    # shared set bf16 took 0.51 s a step where fp32 took 0.74, and reached a held-out species' loss of 1.374 after
+    # 6 epochs where fp32 reached 1.367
+    precision: str = "auto"
     patience: int = 3  # epochs without min_improvement of the epoch's loss before stopping (0: run every epoch)
     min_improvement: float = 0.02  # relative to the best epoch loss so far
 
@@ -157,8 +160,7 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
     out.mkdir(parents=True, exist_ok=True)
     if split is not None:
         split.write(out / SPLIT_FILE)
-    torch.manual_seed(config.seed)
-    torch.use_deterministic_algorithms(True)
+    reproducible(config.seed)
     model = build_student(student_config)
     if init is not None:
         from naturelm_edge.distill.student import load_student

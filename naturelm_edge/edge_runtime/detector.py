@@ -51,7 +51,11 @@ class SiteFloor:
     ``quantile`` of that evidence over the last ``span_s`` of the recorder's audio (its own clock, so an
     archive analysed in minutes behaves as the field would), once ``min_windows`` call-free windows are in;
     it rises at most ``rise_per_minute`` logits per minute of audio (a burst of false alarms cannot shut
-    the detector at once) and falls at once when the background quietens.
+    the detector at once) and falls at once when the background quietens. It rises only while false alarms are
+    at least ``false_alarms`` of the windows the models judged over that span (once ``min_windows`` are judged):
+    where most windows passed are calls, a higher floor saves the models little and costs the faint calls, whose
+    scores there sit among the background's (a busy soundscape played at -60 dBFS: 26 false alarms in 660 passed
+    windows lifted the floor over 21 of its 162 calls).
 
     What it costs: a call no louder than the background's loudest fifth is refused once the floor has risen;
     a caller present in every window and a dawn chorus keep their calls, because the model's answers keep
@@ -67,14 +71,16 @@ class SiteFloor:
     span_s: float = 3600.0  # an hour of the recorder's audio
     min_windows: int = 12
     rise_per_minute: float = 0.5  # logits
+    false_alarms: float = 0.5  # share of the judged windows
 
 
 @dataclass
 class _Evidence:
-    """One recorder's call-free scores (audio time, score), the floor as last applied, a window awaiting its
-    answer."""
+    """One recorder's call-free scores (audio time, score), the models' verdicts on passed windows (audio time,
+    false alarm), the floor as last applied, a window awaiting its answer."""
 
     scores: deque = field(default_factory=deque)
+    verdicts: deque = field(default_factory=deque)
     applied: float | None = None
     at_s: float = 0.0
     pending: tuple[float, float] | None = None
@@ -108,17 +114,28 @@ class Detector:
         at_s = evidence.at_s if at_s is None else at_s
         if site is None:
             return self.threshold
-        while evidence.scores and evidence.scores[0][0] < at_s - site.span_s:
-            evidence.scores.popleft()
+        for recent in (evidence.scores, evidence.verdicts):
+            while recent and recent[0][0] < at_s - site.span_s:
+                recent.popleft()
         target = self.threshold
         if len(evidence.scores) >= site.min_windows:
             level = float(np.quantile([score for _, score in evidence.scores], site.quantile))
             target = max(self.threshold, level + site.margin)
         previous = self.threshold if evidence.applied is None else evidence.applied
+        if target > previous and not self._worth_rising():
+            target = previous
         if target > previous:
             target = min(target, previous + site.rise_per_minute * max(0.0, at_s - evidence.at_s) / 60.0)
         evidence.applied, evidence.at_s = target, max(evidence.at_s, at_s)
         return target
+
+    def _worth_rising(self) -> bool:
+        """Whether false alarms are a large enough share of the windows the models judged lately (or too few
+        were judged to tell) for a higher floor to pay."""
+        verdicts = self.evidence.verdicts
+        if len(verdicts) < self.site.min_windows:
+            return True
+        return sum(false_alarm for _, false_alarm in verdicts) >= self.site.false_alarms * len(verdicts)
 
     def scores(self, features: np.ndarray, valid_samples: int) -> tuple[float, np.ndarray]:
         """The window's score and its segments' (in time order, equal lengths)."""
@@ -143,7 +160,10 @@ class Detector:
     def judged(self, call: bool) -> None:
         """The model's verdict on the last window this detector passed: a false alarm is background evidence."""
         pending, self.evidence.pending = self.evidence.pending, None
-        if pending is not None and not call:
+        if pending is None:
+            return
+        self.evidence.verdicts.append((pending[0], not call))
+        if not call:
             self.evidence.scores.append(pending)
 
     def withdraw(self) -> None:

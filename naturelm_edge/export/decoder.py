@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,29 +73,29 @@ def decoder_spec(config: StudentConfig) -> ExportSpec:
     )
 
 
-@dataclass
-class TorchGreedy:
-    ids: list[int]
-    step_logits: np.ndarray
+def torch_step_logits(model, audio_tokens: np.ndarray, before: list[int], after: list[int],
+                      ids: list[int]) -> np.ndarray:  # noqa: ANN001 - StudentDecoder
+    """Reference logits of every generation step, from one PyTorch pass over the prompt and ``ids`` without a
+    cache (row ``i``: the logits that choose token ``i``), so it checks the ONNX graph's cache path.
 
-
-def torch_greedy(model, audio_tokens: np.ndarray, before: list[int], after: list[int], limit: int,
-                 stop: set[int]) -> TorchGreedy:  # noqa: ANN001
-    """Reference generation: full recomputation every step (no cache), so it checks the ONNX cache path."""
+    One causal pass gives what step-by-step recomputation gives (each position sees only what came before it),
+    at one forward instead of one per token: verifying six windows' 300-token answers took 23 s that way."""
     with torch.no_grad():
         head = model.embed(torch.tensor(before))
         body = model.audio_proj(torch.from_numpy(audio_tokens))
-        sequence = torch.cat([head, body, model.embed(torch.tensor(after))])
-        ids, steps = [], []
-        for _ in range(limit):
-            logits = model.llama(inputs_embeds=sequence[None]).logits[0, -1]
-            steps.append(logits.numpy())
-            token = int(torch.argmax(logits))
-            if token in stop:
-                break
-            ids.append(token)
-            sequence = torch.cat([sequence, model.embed(torch.tensor([token]))])
-    return TorchGreedy(ids, np.stack(steps))
+        sequence = torch.cat([head, body, model.embed(torch.tensor([*after, *ids], dtype=torch.long))])
+        logits = model.llama(inputs_embeds=sequence[None]).logits[0]
+    first = head.shape[0] + body.shape[0] + len(after) - 1
+    return logits[first:first + len(ids) + 1].numpy()
+
+
+def greedy_agrees(reference: np.ndarray, ids: list[int], stop: set[int], limit: int) -> bool:
+    """Whether greedy decoding on the reference logits picks ``ids`` and ends where they end: each step's most
+    likely token is the next id, and a stop token after the last unless ``limit`` tokens were generated."""
+    chosen = reference.argmax(axis=-1)
+    if any(int(chosen[i]) != token for i, token in enumerate(ids)):
+        return False
+    return len(ids) >= limit or int(chosen[len(ids)]) in stop
 
 
 def export_decoder(student_dir: Path, out: Path, cache_dir: Path | None = None,
@@ -149,14 +148,14 @@ def verify_decoder(model, config: StudentConfig, out: Path, cache_dir: Path) -> 
         for task in config.tasks:
             limit = decoder.limit(task["question"])
             before, after = decoder.prompt_ids(task["question"])
-            reference = torch_greedy(model, tokens, list(before), list(after), limit, stop)
             answer = decoder.generate(tokens, task["question"], limit)
-            same = answer.student_ids == reference.ids
+            reference = torch_step_logits(model, tokens, list(before), list(after), answer.student_ids)
+            same = greedy_agrees(reference, answer.student_ids, stop, limit)
             matches += same
             rows.append({"window": window, "task": task["id"], "same_ids": same, "text": answer.text})
-            steps = len(reference.step_logits)
-            want_logits.append(reference.step_logits)
-            got_logits.append(_onnx_step_logits(decoder, tokens, task["question"], reference.ids, steps))
+            steps = min(len(answer.student_ids) + 1, limit)
+            want_logits.append(reference[:steps])
+            got_logits.append(_onnx_step_logits(decoder, tokens, task["question"], answer.student_ids, steps))
     logits = compare("logits", np.concatenate(want_logits), np.concatenate(got_logits))
     return {"parity": {"logits": logits.to_dict()}, "greedy_equal": matches, "greedy_total": len(rows),
             "answers": rows, "passed": logits.passed and matches == len(rows)}

@@ -70,8 +70,12 @@ def device_answers(decoder: OnnxDecoder, tokens: np.ndarray, questions: list[str
 
 def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, decoder_q: Path,
                     sets: list[EvalSet], questions: list[str], encoder_label: str, decoder_label: str,
-                    worst: int = 5) -> dict:
+                    worst: int = 5, full_encoder: Path | None = None) -> dict:
+    """fp32 against quantized answers on each set; with ``full_encoder`` (a bundle whose encoder is a student of
+    it), also ``student_encoder``: how the device's answers compare with the full encoder's (see
+    :func:`against_full_encoder`), from the same device answers."""
     enc32, encq = session(encoder_fp32), session(encoder_q)
+    full = session(full_encoder) if full_encoder is not None else None
     dec32 = OnnxDecoder(decoder_dir, threads=1)
     decq = OnnxDecoder(decoder_dir, threads=1, model_file=decoder_q)
     report: dict = {"encoder": {"precision": encoder_label, "fp32_bytes": encoder_fp32.stat().st_size,
@@ -98,6 +102,9 @@ def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, deco
             "end_to_end_agreement": float(np.mean([a.text == r.text for a, r in zip(end_to_end, ref)])),
             "confidence_shift": float(np.mean([a.confidence_mean - r.confidence_mean for a, r in zip(alone, ref)])),
         }
+        if full is not None:
+            report.setdefault("student_encoder", {})[eval_set.name] = against_full_encoder(
+                full, dec32, eval_set, (tokensq, tq), end_to_end, questions)
     for role, fp, q in (("encoder", "enc32", "encq"), ("decoder", "dec32", "decq")):
         entry = report[role]
         entry["size_ratio"] = entry["bytes"] / entry["fp32_bytes"]
@@ -109,30 +116,25 @@ def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, deco
     return report
 
 
-def student_agreement(full_encoder: Path, student_encoder: Path, decoder_dir: Path, decoder_q: Path,
-                      sets: list[EvalSet], questions: list[str]) -> dict:
-    """How close the device's answers stay when the student encoder replaces the full one: token cosine, and
-    per task the share of answers of (student encoder + the bundle's decoder) equal to (full encoder + the fp32
-    decoder), on each evaluation set (held-out species, distillation species); and, where the set carries the
-    teacher's own answers, the share of each pipeline's answers equal to the teacher's."""
-    full, student = session(full_encoder), session(student_encoder)
-    dec32 = OnnxDecoder(decoder_dir, threads=1)
-    decq = OnnxDecoder(decoder_dir, threads=1, model_file=decoder_q)
-    found: dict = {}
-    for eval_set in sets:
-        reference_tokens, _ = run_encoder(full, eval_set.features)
-        student_tokens, times = run_encoder(student, eval_set.features)
-        cos = token_cosines(reference_tokens, student_tokens)
-        ref, (got, _) = answers(dec32, reference_tokens, questions), device_answers(decq, student_tokens, questions)
-        found[eval_set.name] = {"windows": int(len(eval_set.features)),
-                                "token_cosine": {"mean": float(cos.mean()), "p5": float(np.percentile(cos, 5))},
-                                "agreement": float(np.mean([a.text == r.text for a, r in zip(got, ref)])),
-                                "agreement_per_task": per_task(got, [r.text for r in ref], questions),
-                                "student_ms_p50": 1000 * float(np.median(times))}
-        if eval_set.teacher:
-            teacher = [answers_of.get(q) for answers_of in eval_set.teacher for q in questions]
-            found[eval_set.name]["against_teacher"] = {"student_encoder": per_task(got, teacher, questions),
-                                                       "full_encoder": per_task(ref, teacher, questions)}
+def against_full_encoder(full, dec32: OnnxDecoder, eval_set: EvalSet, student: tuple[np.ndarray, list[float]],  # noqa: ANN001
+                         device: list, questions: list[str]) -> dict:
+    """How close the device's answers stay when the student encoder replaces the full one: token cosine, and per
+    task the share of the device's answers (``device``: the quantized student encoder's tokens, ``student``, through
+    the bundle's decoder) equal to (full encoder + the fp32 decoder); and, where the set carries the teacher's own
+    answers, the share of each pipeline's answers equal to the teacher's."""
+    reference_tokens, _ = run_encoder(full, eval_set.features)
+    student_tokens, times = student
+    cos = token_cosines(reference_tokens, student_tokens)
+    ref = answers(dec32, reference_tokens, questions)
+    found = {"windows": int(len(eval_set.features)),
+             "token_cosine": {"mean": float(cos.mean()), "p5": float(np.percentile(cos, 5))},
+             "agreement": float(np.mean([a.text == r.text for a, r in zip(device, ref)])),
+             "agreement_per_task": per_task(device, [r.text for r in ref], questions),
+             "student_ms_p50": 1000 * float(np.median(times))}
+    if eval_set.teacher:
+        teacher = [answers_of.get(q) for answers_of in eval_set.teacher for q in questions]
+        found["against_teacher"] = {"student_encoder": per_task(device, teacher, questions),
+                                    "full_encoder": per_task(ref, teacher, questions)}
     return found
 
 
