@@ -51,8 +51,9 @@ class SiteFloor:
     ``quantile`` of that evidence over the last ``span_s`` of the recorder's audio (its own clock, so an
     archive analysed in minutes behaves as the field would), once ``min_windows`` call-free windows are in;
     it rises at most ``rise_per_minute`` logits per minute of audio (a burst of false alarms cannot shut
-    the detector at once) and falls at once when the background quietens. It rises only while false alarms are
-    at least ``false_alarms`` of the windows the models judged over that span (once ``min_windows`` are judged):
+    the detector at once) and falls at once when the background quietens. It rises only once the models have
+    judged ``judged_windows`` windows over that span, ``min_windows`` of them false alarms and at least
+    ``false_alarms`` of them all:
     where most windows passed are calls, a higher floor saves the models little and costs the faint calls, whose
     scores there sit among the background's (a busy soundscape played at -60 dBFS: 26 false alarms in 660 passed
     windows lifted the floor over 21 of its 162 calls).
@@ -71,7 +72,8 @@ class SiteFloor:
     span_s: float = 3600.0  # an hour of the recorder's audio
     min_windows: int = 12
     rise_per_minute: float = 0.5  # logits
-    false_alarms: float = 0.5  # share of the judged windows
+    false_alarms: float = 0.2  # share of the judged windows
+    judged_windows: int = 60  # verdicts before that share is trusted (five minutes of windows at the default hop)
 
 
 @dataclass
@@ -130,12 +132,13 @@ class Detector:
         return target
 
     def _worth_rising(self) -> bool:
-        """Whether false alarms are a large enough share of the windows the models judged lately (or too few
-        were judged to tell) for a higher floor to pay."""
-        verdicts = self.evidence.verdicts
-        if len(verdicts) < self.site.min_windows:
-            return True
-        return sum(false_alarm for _, false_alarm in verdicts) >= self.site.false_alarms * len(verdicts)
+        """Whether the models judged at least ``min_windows`` false alarms lately, and those are a large enough
+        share of the windows they judged, for a higher floor to pay (a few false alarms early in a busy hour are
+        chance, not a background)."""
+        verdicts, site = self.evidence.verdicts, self.site
+        false_alarms = sum(false_alarm for _, false_alarm in verdicts)
+        return (len(verdicts) >= site.judged_windows
+                and false_alarms >= max(site.min_windows, site.false_alarms * len(verdicts)))
 
     def scores(self, features: np.ndarray, valid_samples: int) -> tuple[float, np.ndarray]:
         """The window's score and its segments' (in time order, equal lengths)."""

@@ -76,7 +76,8 @@ def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, deco
     :func:`against_full_encoder`), from the same device answers."""
     enc32, encq = session(encoder_fp32), session(encoder_q)
     full = session(full_encoder) if full_encoder is not None else None
-    dec32 = OnnxDecoder(decoder_dir, threads=1)
+    dec32 = OnnxDecoder(decoder_dir, threads=1)  # timed as a device runs it
+    reference = OnnxDecoder(decoder_dir, threads=0)  # the float answers, batched, not timed: every core
     decq = OnnxDecoder(decoder_dir, threads=1, model_file=decoder_q)
     report: dict = {"encoder": {"precision": encoder_label, "fp32_bytes": encoder_fp32.stat().st_size,
                                 "bytes": encoder_q.stat().st_size},
@@ -90,7 +91,7 @@ def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, deco
         timing["enc32"] += t32
         timing["encq"] += tq
         cos = token_cosines(tokens32, tokensq)
-        ref = answers(dec32, tokens32, questions)
+        ref = answers(reference, tokens32, questions)
         alone, dq = device_answers(decq, tokens32, questions)
         end_to_end, _ = device_answers(decq, tokensq, questions)
         timing["dec32"] += device_answers(dec32, tokens32[:4], questions)[1]  # fp32 latency on a few windows
@@ -104,7 +105,7 @@ def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, deco
         }
         if full is not None:
             report.setdefault("student_encoder", {})[eval_set.name] = against_full_encoder(
-                full, dec32, eval_set, (tokensq, tq), end_to_end, questions)
+                full, reference, eval_set, (tokensq, tq), end_to_end, questions)
     for role, fp, q in (("encoder", "enc32", "encq"), ("decoder", "dec32", "decq")):
         entry = report[role]
         entry["size_ratio"] = entry["bytes"] / entry["fp32_bytes"]
@@ -116,7 +117,7 @@ def accuracy_report(encoder_fp32: Path, encoder_q: Path, decoder_dir: Path, deco
     return report
 
 
-def against_full_encoder(full, dec32: OnnxDecoder, eval_set: EvalSet, student: tuple[np.ndarray, list[float]],  # noqa: ANN001
+def against_full_encoder(full, reference: OnnxDecoder, eval_set: EvalSet, student: tuple[np.ndarray, list[float]],  # noqa: ANN001
                          device: list, questions: list[str]) -> dict:
     """How close the device's answers stay when the student encoder replaces the full one: token cosine, and per
     task the share of the device's answers (``device``: the quantized student encoder's tokens, ``student``, through
@@ -125,7 +126,7 @@ def against_full_encoder(full, dec32: OnnxDecoder, eval_set: EvalSet, student: t
     reference_tokens, _ = run_encoder(full, eval_set.features)
     student_tokens, times = student
     cos = token_cosines(reference_tokens, student_tokens)
-    ref = answers(dec32, reference_tokens, questions)
+    ref = answers(reference, reference_tokens, questions)
     found = {"windows": int(len(eval_set.features)),
              "token_cosine": {"mean": float(cos.mean()), "p5": float(np.percentile(cos, 5))},
              "agreement": float(np.mean([a.text == r.text for a, r in zip(device, ref)])),
