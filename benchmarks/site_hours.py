@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -140,9 +141,9 @@ def measure(audio: Path, minutes: float, seeds: tuple[int, ...], folds: int, wor
 
 
 def seed_spread(report: dict, key: str, floor: bool = True) -> float | None:
+    shape = r"detector seed \d+" + ("" if floor else ", no site floor")  # the default floor, or none; no variant
     values = [c["recall"][key]["share"] for name, c in report["configurations"].items()
-              if name.startswith("detector seed") and "quantile" not in name and ("no site floor" not in name) == floor
-              and key in c["recall"] and c["recall"][key]["share"] is not None]
+              if re.fullmatch(shape, name) and key in c["recall"] and c["recall"][key]["share"] is not None]
     return round(max(values) - min(values), 4) if len(values) > 1 else None
 
 
@@ -161,6 +162,7 @@ def markdown(report: dict) -> str:
              "backgrounds or any inserted call). Reference: BirdNET >= 0.5 in a 3 s chunk of the window (a call), "
              "< 0.1 everywhere (call-free). Targets: recall >= 97 % at every SNR >= 0 dB and on the persistent and "
              "quiet hours, refused >= 80 % of call-free windows, seeds within 10 points.", "",
+             *([report["note"], ""] if report.get("note") else []),
              "## Recall of BirdNET's call windows (share [95 % CI] n)", "",
              "| configuration | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
     for name, c in report["configurations"].items():

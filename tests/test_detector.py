@@ -373,8 +373,8 @@ def test_a_site_whose_passed_windows_are_mostly_calls_does_not_raise_its_floor_o
     from naturelm_edge.edge_runtime.detector import Detector, SiteFloor
 
     rng = np.random.default_rng(4)
-    calls = rng.random(720) < 0.9
-    scores = np.where(calls, rng.normal(0.6, 0.6, 720), rng.normal(0.0, 0.5, 720))  # half the call-free ones pass
+    calls = rng.random(720) < 0.95
+    scores = np.where(calls, rng.normal(0.6, 0.6, 720), rng.normal(0.6, 0.4, 720))
     over = calls & (scores >= 0.0)
     passed = np.array(hour(Detector(mean_detector, 0.0), scores, calls))
     assert passed[over].mean() >= 0.97

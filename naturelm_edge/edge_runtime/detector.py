@@ -72,7 +72,7 @@ class SiteFloor:
     span_s: float = 3600.0  # an hour of the recorder's audio
     min_windows: int = 12
     rise_per_minute: float = 0.5  # logits
-    false_alarms: float = 0.2  # share of the judged windows
+    false_alarms: float = 0.1  # share of the judged windows
     judged_windows: int = 60  # verdicts before that share is trusted (five minutes of windows at the default hop)
 
 
