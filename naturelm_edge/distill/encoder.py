@@ -303,9 +303,9 @@ def mean_token(folder: Path, keys: list[str]) -> np.ndarray:
     return (total / len(keys)).astype(np.float32)
 
 
-def token_spread(folder: Path, keys: list[str], mean: torch.Tensor) -> float:  # noqa: F821 - torch imported lazily
+def token_spread(folder: Path, keys: list[str], mean: np.ndarray) -> float:
     """The teacher tokens' root-mean-square distance from their mean token, per value, over these cached views."""
-    total = sum(float(((np.load(folder / f"{key}.tokens.npy") - mean.numpy()) ** 2).mean()) for key in keys)
+    total = sum(float(((np.load(folder / f"{key}.tokens.npy") - mean) ** 2).mean()) for key in keys)
     return float(np.sqrt(total / len(keys)))
 
 
@@ -345,8 +345,9 @@ def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, confi
                                                    pct_start=WARM_UP)
     rising = int(WARM_UP * config.epochs)  # epochs of a rising rate: they neither stop training nor count as stalled
     epoch, judged, best = _resume(out / STATE_FILE, net, optimiser, schedule, config, teacher)
-    mean = torch.from_numpy(mean_token(folder, train_keys))
-    net.set_centre(mean, None if epoch else token_spread(folder, train_keys, mean))
+    teacher_mean = mean_token(folder, train_keys)
+    mean = torch.from_numpy(teacher_mean)
+    net.set_centre(mean, None if epoch else token_spread(folder, train_keys, teacher_mean))
     # channels-last convolutions: 1.76x faster per batch on this CPU (the same values; the layout only)
     net = net.to(memory_format=torch.channels_last)
     judge_keys = judged_keys(views)
