@@ -147,8 +147,11 @@ SMALL = dict(layers=1, hidden=64, heads=2, kv_heads=1, intermediate=128, batch_s
 
 
 def test_training_is_deterministic_and_resumable(tmp_path, rule_cache):
+    from naturelm_edge.distill.train import native_bf16
+
     config = TrainConfig(epochs=3, **SMALL)
-    train(rule_cache, tmp_path / "straight", config)
+    summary = train(rule_cache, tmp_path / "straight", config)
+    assert summary["precision"] == ("bf16" if native_bf16() else "fp32")  # what "auto" meant on this CPU
     partial = train(rule_cache, tmp_path / "resumed", config, stop_after=4)
     assert partial["stopped"] and (tmp_path / "resumed" / "train_state.pt").is_file()
     train(rule_cache, tmp_path / "resumed", config)

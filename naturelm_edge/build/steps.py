@@ -94,7 +94,8 @@ def _trained(summary: dict) -> dict:
     judged = summary["epoch_losses"]
     return {"examples": summary["examples"], "judged_examples": summary["judged_examples"],
             "best_judged_loss": round(min(judged), 4) if judged else None, "epochs_at_most": summary["epochs_scheduled"],
-            "epochs": summary["epochs"], "steps": summary["steps"], "stopped": summary["stopped_because"]}
+            "epochs": summary["epochs"], "steps": summary["steps"], "precision": summary["precision"],
+            "stopped": summary["stopped_because"]}
 
 
 def _distil_decoder(b: Build) -> dict:

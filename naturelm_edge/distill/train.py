@@ -218,7 +218,7 @@ def train(cache_dir: Path, out: Path, config: TrainConfig, split_file: Path | No
     shutil.copytree(cache.root / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
     summary = {"steps": step, "examples": len(examples), "vocab": student_config.vocab_size,
                "judged_on": "held-out species" if judged else "training windows", "judged_examples": len(judged),
-               "epochs_scheduled": epochs,
+               "epochs_scheduled": epochs, "precision": precision_used(config),
                "epochs": len(epoch_losses), "stopped_because": stopped, "epoch_losses": epoch_losses,
                "final_ce": float(np.mean([c for c, _ in losses[-steps_per_epoch:]])) if losses else None,
                "final_kl": float(np.mean([k for _, k in losses[-steps_per_epoch:]])) if losses else None}
@@ -319,13 +319,19 @@ def native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+def precision_used(config: TrainConfig) -> str:
+    """"bf16" or "fp32": what ``config.precision`` means on this CPU (the summary records it: a build's student
+    differs slightly between machines with and without native bf16)."""
+    return "bf16" if config.precision == "bf16" or (config.precision == "auto" and native_bf16()) else "fp32"
+
+
 def mixed_precision(config: TrainConfig):  # noqa: ANN201 - a context manager
     """bf16 autocast for the forward pass and the loss (weights and optimizer stay float32), as configured."""
     import contextlib
 
     import torch
 
-    if config.precision == "bf16" or (config.precision == "auto" and native_bf16()):
+    if precision_used(config) == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
