@@ -82,9 +82,9 @@ def test_training_stops_when_the_held_back_recordings_stop_improving_and_keeps_t
         every_fifth,
         held_back_loss,
         judged_keys,
-        mean_token,
         prepare_views,
         teacher_path,
+        token_moments,
         train_student_encoder,
     )
 
@@ -95,7 +95,7 @@ def test_training_stops_when_the_held_back_recordings_stop_improving_and_keeps_t
     assert summary["epochs"] == 4 and len(summary["epoch_losses"]) == 4
     assert summary["stopped_because"].startswith("held-back recordings' token loss stopped improving: after 4 epochs")
     judge = judged_keys(views)
-    mean = torch.from_numpy(mean_token(tmp_path / TOKENS_DIR, [k for k, h in zip(views.keys, views.held) if not h]))
+    mean = torch.from_numpy(token_moments(tmp_path / TOKENS_DIR, [k for k, h in zip(views.keys, views.held) if not h])[0])
     assert held_back_loss(net, tmp_path / TOKENS_DIR, judge, mean) == pytest.approx(min(summary["epoch_losses"]),
                                                                                      rel=1e-3)
 

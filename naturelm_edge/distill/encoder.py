@@ -294,19 +294,16 @@ def student_loss(net, features, tokens, mean):  # noqa: ANN001, ANN201 - module,
     return raw + projected, cosine
 
 
-def mean_token(folder: Path, keys: list[str]) -> np.ndarray:
-    """The teacher's mean token per position over these cached views (tokens, width), float32, one file at a time."""
-    total = None
+def token_moments(folder: Path, keys: list[str]) -> tuple[np.ndarray, float]:
+    """The teacher's mean token per position over these cached views (tokens, width), float32, and the tokens'
+    root-mean-square distance from it per value: one pass over the files, one file at a time (float64 sums)."""
+    total = squares = None
     for key in keys:
         tokens = np.load(folder / f"{key}.tokens.npy").astype(np.float64)
         total = tokens if total is None else total + tokens
-    return (total / len(keys)).astype(np.float32)
-
-
-def token_spread(folder: Path, keys: list[str], mean: np.ndarray) -> float:
-    """The teacher tokens' root-mean-square distance from their mean token, per value, over these cached views."""
-    total = sum(float(((np.load(folder / f"{key}.tokens.npy") - mean) ** 2).mean()) for key in keys)
-    return float(np.sqrt(total / len(keys)))
+        squares = tokens**2 if squares is None else squares + tokens**2
+    mean = total / len(keys)
+    return mean.astype(np.float32), float(np.sqrt(max(float((squares / len(keys) - mean**2).mean()), 0.0)))
 
 
 def _batch(folder: Path, keys: list[str]):  # noqa: ANN202 - (features, tokens) torch tensors
@@ -345,9 +342,9 @@ def train_student_encoder(views: ViewSet, out: Path, teacher: TeacherPath, confi
                                                    pct_start=WARM_UP)
     rising = int(WARM_UP * config.epochs)  # epochs of a rising rate: they neither stop training nor count as stalled
     epoch, judged, best = _resume(out / STATE_FILE, net, optimiser, schedule, config, teacher)
-    teacher_mean = mean_token(folder, train_keys)
+    teacher_mean, spread = token_moments(folder, train_keys)
     mean = torch.from_numpy(teacher_mean)
-    net.set_centre(mean, None if epoch else token_spread(folder, train_keys, teacher_mean))
+    net.set_centre(mean, None if epoch else spread)
     # channels-last convolutions: 1.76x faster per batch on this CPU (the same values; the layout only)
     net = net.to(memory_format=torch.channels_last)
     judge_keys = judged_keys(views)

@@ -10,6 +10,7 @@ species' loss has stopped improving (``TrainConfig.patience``), which the summar
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -309,9 +310,11 @@ def judged_loss(model, judged: list[Example], audio: dict, config: TrainConfig) 
     return total / max(tokens, 1)
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): then mixed precision is 1.6x
-    faster on the student's matrix products (measured here); elsewhere it would be emulated, and slower."""
+    faster on the student's matrix products (measured here); elsewhere it would be emulated, and slower. Read
+    once: every chunk of every training step asks."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
