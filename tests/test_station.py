@@ -143,7 +143,8 @@ def test_a_station_on_another_address_needs_its_token(bundle, subset_audio, tmp_
         from selenium.webdriver.support.ui import WebDriverWait
 
         WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#events tbody tr"))
-        assert "not attached" in browser.find_element(By.ID, "health").text
+        # the health list is drawn after the events and counts arrive: wait for it rather than race it
+        WebDriverWait(browser, 20).until(lambda d: "not attached" in d.find_element(By.ID, "health").text)
     finally:
         station.terminate()
         station.wait(timeout=30)
