@@ -85,8 +85,8 @@ def _decoder_config(b: Build, tuning: bool = False):  # noqa: ANN202 - distill.t
     o = b.options
     shape = {"seed": o.seed, "layers": o.student_layers, "hidden": o.student_hidden, "heads": o.student_heads,
              "patience": o.patience}
-    if tuning:  # a quarter of the first training's epochs and least steps, at a third of its rate
-        return TrainConfig(epochs=max(1, o.epochs // 4), lr=3e-4, min_steps=TrainConfig.min_steps // 4, **shape)
+    if tuning:  # a quarter of the first training's epochs, an eighth of its least steps, a third of its rate
+        return TrainConfig(epochs=max(1, o.epochs // 4), lr=3e-4, min_steps=TrainConfig.min_steps // 8, **shape)
     return TrainConfig(epochs=o.epochs, **shape)
 
 
@@ -149,7 +149,8 @@ def _tuning_key(b: Build) -> str:
 
 def _tune_on_student_tokens(b: Build) -> dict:
     """The distilled decoder fine-tuned on the student encoder's tokens and the full encoder's of the same
-    windows (the teacher's answers as targets), so it answers the same whichever encoder feeds it."""
+    windows (the teacher's answers as targets, each once through one of them), so it answers the same whichever
+    encoder feeds it."""
     from naturelm_edge.distill.encoder import ONNX_FILE
     from naturelm_edge.distill.train import train
     from naturelm_edge.export.student_encoder import student_token_cache

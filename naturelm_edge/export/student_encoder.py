@@ -74,13 +74,16 @@ TEACHER_COPY = "~full"  # suffix of a window's key whose tokens are the full enc
 
 
 def student_token_cache(cache_dir: Path, audio_root: Path, encoder: Path, out: Path) -> Path:
-    """The teacher cache's answers twice: with the student encoder's tokens of each window, and again (its key
-    suffixed :data:`TEACHER_COPY`) with the full encoder's, so the decoder tuned on it answers the same
-    whichever encoder feeds it. Tuned on the student's tokens alone it drifts from what the full encoder's
-    tokens make it answer: on the taught tiny teacher, the two paths then agreed on 79 % of distillation
-    windows, and 96 % tuned on both (same records, tokenizer and meta)."""
+    """The teacher cache's answers, each once: half with the student encoder's tokens of its window, half (by a
+    hash of its key, its window's key suffixed :data:`TEACHER_COPY`) with the full encoder's, so the decoder tuned
+    on it answers the same whichever encoder feeds it, every window seen through both. Tuned on the student's
+    tokens alone it drifts from what the full encoder's tokens make it answer: on the taught tiny teacher, the
+    two paths then agreed on 79 % of distillation windows, and 96 % tuned on both. Each answer once costs half
+    of every answer twice: on the small shared set 37 steps where 74 took 53 s, the device's answers then equal
+    to the full encoder's on 89 % of held-out and 100 % of distillation windows (100 % and 90 % with both)."""
     import os
     import shutil
+    import zlib
 
     from naturelm_edge.distill.cache import META_FILE, TeacherCache
     from naturelm_edge.quantization.report import session
@@ -102,9 +105,11 @@ def student_token_cache(cache_dir: Path, audio_root: Path, encoder: Path, out: P
                     os.link(cache.audio_path(key), tuned.audio_path(key + TEACHER_COPY))
                 except OSError:  # another file system: a copy
                     shutil.copy2(cache.audio_path(key), tuned.audio_path(key + TEACHER_COPY))
-    both = []
+    either = []
     for record in (r for r in records if tuned.has_audio(r["window"])):
-        window = record["window"] + TEACHER_COPY
-        both += [record, {**record, "window": window, "key": f"{window}:{record['task']}"}]
-    tuned.extend(both)
+        if zlib.crc32(record["key"].encode()) & 1:
+            window = record["window"] + TEACHER_COPY
+            record = {**record, "window": window, "key": f"{window}:{record['task']}"}
+        either.append(record)
+    tuned.extend(either)
     return out
