@@ -1,7 +1,7 @@
 """Screening on continuous hours of real sites, judged by BirdNET v2.4's own window labels.
 
 Run: ``python -m benchmarks.site_hours [--minutes 60] [--seeds 0 1 2] [--floor-quantiles Q ...]
-[--false-alarms SHARE ...] [--out benchmarks/results/site-hours]``
+[--false-alarms SHARE ...] [--floor FIELD=VALUE[,FIELD=VALUE] ...] [--out benchmarks/results/site-hours]``
 (the ``birdnet`` extra). Eleven real backgrounds of the shared recordings (BirdVox, OpenSoundscape and
 AudioMoth/Echometer recorders: night flight-call sites, dawn soundscapes, bat-detector noise heard at 48 kHz)
 are split into two folds by site; each fold's detectors (`edge detector train`'s code on BirdNET's labels of
@@ -206,6 +206,22 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def floor_fields(text: str) -> dict:
+    """``span_s=1200,false_alarms=0.05`` -> SiteFloor fields (each field's own type), or an error naming it."""
+    from dataclasses import fields
+
+    from naturelm_edge.edge_runtime.detector import SiteFloor
+
+    types = {f.name: type(getattr(SiteFloor(), f.name)) for f in fields(SiteFloor)}
+    found = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name not in types or not value:
+            raise SystemExit(f"--floor {text}: {part!r} is not FIELD=VALUE of a SiteFloor field ({', '.join(types)}).")
+        found[name] = types[name](value)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--audio", type=Path, default=None)
@@ -216,12 +232,15 @@ def main() -> None:
                         help="site floors of other quantiles to compare with the default one")
     parser.add_argument("--false-alarms", type=float, nargs="*", default=[],
                         help="site floors that rise at other shares of false alarms (0: on any)")
+    parser.add_argument("--floor", nargs="*", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
+                        help="site floors of any other SiteFloor fields (span_s=1200,false_alarms=0.05), each its own row")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "site-hours")
     args = parser.parse_args()
     audio = recordings_dir(args.audio)
     with tempfile.TemporaryDirectory(prefix="nle-site-hours-") as work:
         floors = tuple((f"floor quantile {q:g}", {"quantile": q}) for q in args.floor_quantiles)
         floors += tuple((f"floor rising at {s:.0%} false alarms", {"false_alarms": s}) for s in args.false_alarms)
+        floors += tuple((f"floor {text}", floor_fields(text)) for text in args.floor)
         report = measure(audio, args.minutes, tuple(args.seeds), args.folds, Path(work), floors=floors)
     write_results(args.out, "site_hours", report, markdown, plot)
 

@@ -226,3 +226,28 @@ def test_overlapping_windows_share_fbank_frames_exactly(audio_dir):
         assert len(windows) >= 10
         for window, features in windows:
             np.testing.assert_allclose(features, fbank(window.samples), rtol=0, atol=1e-6, err_msg=str(spec))
+
+
+def test_a_build_resamples_each_recording_once(audio_dir, tmp_path, monkeypatch):
+    """Inside ``keeping_decoded`` a recording streamed again comes from memory, sample for sample; a file that
+    changed is decoded again, and outside the block nothing is kept."""
+    import naturelm_edge.audio.decode as decode
+
+    bat = next(p for p in sorted(audio_dir.rglob("*.wav")) if sf.info(str(p)).samplerate == 500000)
+    fresh = np.concatenate(list(stream(bat, 16_000)))
+    decoded = []
+    real = decode._decoded
+    monkeypatch.setattr(decode, "_decoded", lambda info, seconds: decoded.append(info.path) or real(info, seconds))
+    with decode.keeping_decoded():
+        first = np.concatenate(list(stream(bat, 16_000)))
+        again = np.concatenate(list(stream(bat, 16_000, block_seconds=1.0)))
+        copy = tmp_path / "copy.wav"
+        sf.write(copy, np.zeros(16_000, np.float32), 16_000)
+        stream_all = lambda: np.concatenate(list(stream(copy, 16_000)))  # noqa: E731
+        assert not stream_all().any()
+        sf.write(copy, np.ones(8_000, np.float32) * 0.5, 16_000)  # the same path, other samples
+        changed = stream_all()
+        assert changed.shape == (8_000,) and np.allclose(changed[100:-100], 0.5, atol=1e-3)
+    np.concatenate(list(stream(bat, 16_000)))
+    assert np.array_equal(first, fresh) and np.array_equal(again, fresh)
+    assert decoded.count(bat) == 2 and decoded.count(copy) == 2  # bat: once inside, once after; copy: both versions

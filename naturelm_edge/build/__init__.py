@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 
+from naturelm_edge.audio.decode import keeping_decoded
 from naturelm_edge.build.context import BuildOptions
 from naturelm_edge.build.steps import Step, run_step
 from naturelm_edge.progress import Progress
@@ -25,9 +26,10 @@ def build(options: BuildOptions, progress: Progress | None = None) -> dict:
 
     recipe = importlib.import_module(teacher(options.teacher).recipe)
     state = recipe.State(options, progress or Progress(quiet=True))
-    for step in recipe.STEPS:
-        if step.applies(state):
-            run_step(state, step)
+    with keeping_decoded():  # the steps read the same recordings: each resampled once
+        for step in recipe.STEPS:
+            if step.applies(state):
+                run_step(state, step)
     recipe.finish(state)
     return state.summary
 
