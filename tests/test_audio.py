@@ -248,6 +248,7 @@ def test_a_build_resamples_each_recording_once(audio_dir, tmp_path, monkeypatch)
         sf.write(copy, np.ones(8_000, np.float32) * 0.5, 16_000)  # the same path, other samples
         changed = stream_all()
         assert changed.shape == (8_000,) and np.allclose(changed[100:-100], 0.5, atol=1e-3)
+        assert np.array_equal(stream_all(), changed)  # the new version is the one kept
     np.concatenate(list(stream(bat, 16_000)))
     assert np.array_equal(first, fresh) and np.array_equal(again, fresh)
     assert decoded.count(bat) == 2 and decoded.count(copy) == 2  # bat: once inside, once after; copy: both versions

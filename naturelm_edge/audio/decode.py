@@ -127,8 +127,8 @@ def stream(
     ``time_expansion`` N plays the recording N times slower (a 384 kHz bat file read at 38.4 kHz for N=10),
     moving ultrasonic calls into the model's band; callers keep timestamps in real time.
     """
-    kept, key = _KEPT, (str(Path(path)), sample_rate, time_expansion)
-    if kept is not None and (wave := kept.find(path, key)) is not None:
+    kept, read = _KEPT, (Path(path), sample_rate, time_expansion)
+    if kept is not None and (wave := kept.find(*read)) is not None:
         step = max(1, int(block_seconds * sample_rate))
         for start in range(0, wave.shape[0], step):
             yield wave[start:start + step].copy()
@@ -140,14 +140,16 @@ def stream(
     for block in _decoded(info, block_seconds):
         out = resampler.process(block)
         if out.size:
-            blocks += [out] if kept is not None else []
+            if kept is not None:
+                blocks.append(out)
             yield out
     tail = resampler.flush()
     if tail.size:
-        blocks += [tail] if kept is not None else []
+        if kept is not None:
+            blocks.append(tail)
         yield tail
     if kept is not None:
-        kept.keep(path, key, blocks)
+        kept.keep(*read, blocks)
 
 
 class _Kept:
@@ -155,20 +157,25 @@ class _Kept:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes, self.used = max_bytes, 0
-        self.waves: dict[tuple, tuple[tuple[int, int], np.ndarray]] = {}
+        # (path, rate, time expansion) -> (the file's size and modification time when read, its samples)
+        self.waves: dict[tuple[Path, int, float], tuple[tuple[int, int], np.ndarray]] = {}
 
     @staticmethod
-    def _version(path: str | Path) -> tuple[int, int]:
-        status = Path(path).stat()
+    def _version(path: Path) -> tuple[int, int]:
+        status = path.stat()
         return status.st_size, status.st_mtime_ns
 
-    def find(self, path: str | Path, key: tuple) -> np.ndarray | None:
-        found = self.waves.get(key)
+    def find(self, path: Path, sample_rate: int, time_expansion: float) -> np.ndarray | None:
+        found = self.waves.get((path, sample_rate, time_expansion))
         return found[1] if found is not None and found[0] == self._version(path) else None
 
-    def keep(self, path: str | Path, key: tuple, blocks: list[np.ndarray]) -> None:
+    def keep(self, path: Path, sample_rate: int, time_expansion: float, blocks: list[np.ndarray]) -> None:
+        """Keep a whole read if it fits; it replaces what an earlier version of the file left."""
+        key = (path, sample_rate, time_expansion)
+        if key in self.waves:
+            self.used -= self.waves.pop(key)[1].nbytes
         size = sum(b.nbytes for b in blocks)
-        if key not in self.waves and self.used + size <= self.max_bytes:
+        if self.used + size <= self.max_bytes:
             self.waves[key] = (self._version(path), np.concatenate(blocks) if blocks else np.zeros(0, np.float32))
             self.used += size
 
