@@ -307,16 +307,16 @@ def level(value: float) -> np.ndarray:
     return np.full((998, 128), value, np.float32)
 
 
-def hour(detector, scores, is_call, hop_s: float = 5.0, gated=None) -> list[bool]:  # noqa: ANN001
-    """Each window scored at its audio time, the model's verdict given for those passed; which passed.
-    ``gated``: windows the gate refused (never scored: the detector hears of them as quiet background)."""
+def hour(detector, scores, is_call, hop_s: float = 5.0, gated=None, start_s: float = 0.0) -> list[bool]:  # noqa: ANN001
+    """Each window scored at its audio time (from ``start_s``), the model's verdict given for those passed; which
+    passed. ``gated``: windows the gate refused (never scored: the detector hears of them as quiet background)."""
     passed = []
     for i, (score, call) in enumerate(zip(scores, is_call)):
         if gated is not None and gated[i]:
-            detector.quiet(160_000, at_s=i * hop_s)
+            detector.quiet(160_000, at_s=start_s + i * hop_s)
             passed.append(False)
             continue
-        decision = detector(level(score), 160_000, at_s=i * hop_s)
+        decision = detector(level(score), 160_000, at_s=start_s + i * hop_s)
         if decision.passed:
             detector.judged(call)
         passed.append(decision.passed)
@@ -358,10 +358,10 @@ def test_a_quiet_site_whose_gate_refuses_most_windows_keeps_its_faint_calls(mean
     calls = rng.random(720) < 0.1
     gated = ~calls & (rng.random(720) < 0.9)
     scores = np.where(calls, rng.uniform(0.2, 3.0, 720), rng.normal(-0.1, 0.3, 720))
-    for site in (SiteFloor(), SiteFloor(false_alarms=0.0)):
+    for site in (SiteFloor(), SiteFloor(false_alarms=0.0, min_windows=1, judged_windows=12)):
         passed = np.array(hour(Detector(mean_detector, 0.0, site=site), scores, calls, gated=gated))
         assert passed[calls].mean() >= 0.97
-    free_to_rise = Detector(mean_detector, 0.0, site=SiteFloor(false_alarms=0.0))
+    free_to_rise = Detector(mean_detector, 0.0, site=SiteFloor(false_alarms=0.0, min_windows=1, judged_windows=12))
     loudest_only = np.array(hour(free_to_rise, scores[~gated], calls[~gated]))
     assert loudest_only[calls[~gated]].mean() < passed[calls].mean()  # what the gate's windows are worth
 
@@ -378,7 +378,7 @@ def test_a_site_whose_passed_windows_are_mostly_calls_does_not_raise_its_floor_o
     over = calls & (scores >= 0.0)
     passed = np.array(hour(Detector(mean_detector, 0.0), scores, calls))
     assert passed[over].mean() >= 0.97
-    rising_anyway = np.array(hour(Detector(mean_detector, 0.0, site=SiteFloor(false_alarms=0.0)), scores, calls))
+    rising_anyway = np.array(hour(Detector(mean_detector, 0.0, site=SiteFloor(false_alarms=0.0, min_windows=1, judged_windows=12)), scores, calls))
     assert rising_anyway[over].mean() < 0.9
 
 
@@ -400,7 +400,7 @@ def test_the_site_floor_refuses_a_loud_background_the_detector_never_heard(mean_
     assert all(passed[: site.min_windows])  # before the evidence is in, the bundle's threshold holds
     assert np.mean(passed[-360:]) <= 0.1  # the second half hour: refused
     first_refusal = passed.index(False)
-    assert first_refusal * 5.0 / 60 >= (1.0 - 0.0) / site.rise_per_minute * 0.5  # it rose, not jumped
+    assert first_refusal >= site.judged_windows  # it waits for the models' verdicts before it rises
     assert detector(level(4.0), 160_000, at_s=3600.0).passed  # a call over the background still passes
     for recorder in (None, "SMA09999"):  # a file alone, another recorder: a floor of its own
         detector.begin(recorder)
@@ -419,6 +419,36 @@ def test_the_site_floor_refuses_a_loud_background_the_detector_never_heard(mean_
         outcomes.append(outcome)
     assert outcomes[0].outcome == ANSWER and outcomes[-1].outcome == NOT_CALL
     assert outcomes[0].why.detector_threshold == 0.0 and outcomes[-1].why.detector_threshold > 1.0
+
+
+def test_the_site_floor_follows_a_new_background_within_minutes(mean_detector):
+    """Backgrounds change through a recorder's day (rain, a stream rising, insects starting at dusk): a louder one
+    that the models keep answering "None" for is refused within minutes, rising no faster than allowed, and when a
+    quieter one follows, its calls pass again within minutes (a floor learned over the hour held the loud
+    background's level for an hour and refused them)."""
+    from naturelm_edge.edge_runtime.detector import Detector, SiteFloor
+
+    rng = np.random.default_rng(5)
+    site = SiteFloor()
+    detector = Detector(mean_detector, 0.0, site=site)
+    hour(detector, 1.0 + rng.normal(0, 0.2, 360), [False] * 360)  # half an hour of one background, refused by its end
+    floors, passed = [], []
+    for i, score in enumerate(3.0 + rng.normal(0, 0.2, 120)):  # ten minutes of a louder one
+        at_s = 1800.0 + 5.0 * i
+        floors.append(detector.threshold_now(at_s))
+        decision = detector(level(score), 160_000, at_s=at_s)
+        if decision.passed:
+            detector.judged(False)
+        passed.append(decision.passed)
+    assert np.mean(passed[60:]) <= 0.1  # refused from the fifth minute on
+    fastest = site.rise_per_minute * site.judged_windows / max(site.min_windows, site.false_alarms * site.judged_windows)
+    assert max(np.diff(floors)) <= fastest * 5.0 / 60 + 1e-6  # risen, not jumped: no window more than allowed
+    calls = rng.random(240) < 0.2  # twenty minutes of a quieter background, calls scoring under the loud one
+    scores = np.where(calls, 2.0 + rng.normal(0, 0.2, 240), 0.3 + rng.normal(0, 0.1, 240))
+    kept = np.array(hour(detector, scores, calls, start_s=2400.0))
+    after = np.arange(240) >= 48  # from the fourth minute on
+    assert kept[calls & after].mean() >= 0.97
+    assert detector.threshold_now() < 1.0
 
 
 def test_the_site_hours_benchmark_judges_a_short_continuous_set_by_birdnet(detector, audio_dir: Path):

@@ -48,33 +48,33 @@ class SiteFloor:
     under the bundle's threshold (``margin`` below it); windows whose answer names a call never count.
     Without the gate's windows, a quiet site's evidence would be only its loudest moments, the ones the gate
     lets through, and the floor would rise over its faint calls. The threshold is ``margin`` above the
-    ``quantile`` of that evidence over the last ``span_s`` of the recorder's audio (its own clock, so an
-    archive analysed in minutes behaves as the field would), once ``min_windows`` call-free windows are in;
-    it rises at most ``rise_per_minute`` logits per minute of audio (a burst of false alarms cannot shut
-    the detector at once) and falls at once when the background quietens. It rises only once the models have
-    judged ``judged_windows`` windows over that span, ``min_windows`` of them false alarms and at least
-    ``false_alarms`` of them all:
-    where most windows passed are calls, a higher floor saves the models little and costs the faint calls, whose
+    ``quantile`` of the last ``evidence_windows`` call-free windows (none older than ``span_s`` of the
+    recorder's audio: its own clock, so an archive analysed in minutes behaves as the field would), once
+    ``min_windows`` are in: a few minutes of the background now, so the floor leaves a background that has
+    gone as soon as the next one has been heard, instead of holding it for an hour. It falls at once when the
+    background quietens; it rises only when, of the last ``judged_windows`` windows the models judged, at least
+    ``min_windows`` and a ``false_alarms`` share were false alarms, and then no faster than ``rise_per_minute``
+    logits per minute of audio at that share, faster in proportion as the share grows (a background that is
+    nearly all the models hear is refused within minutes; a few false alarms among many calls move it slowly).
+    Where most windows passed are calls, a higher floor saves the models little and costs the faint calls, whose
     scores there sit among the background's (a busy soundscape played at -60 dBFS: 26 false alarms in 660 passed
     windows lifted the floor over 21 of its 162 calls).
 
     What it costs: a call no louder than the background's loudest fifth is refused once the floor has risen;
     a caller present in every window and a dawn chorus keep their calls, because the model's answers keep
-    their windows out of the evidence. On benchmarks/results/site-hours (three detector seeds): the quiet site
-    keeps 97.9 % of its calls (84-89 % when the floor rose on any false alarm), mixed calls at 0 dB 98.2-100 %,
-    and 75.5-76.3 % of call-free windows are refused (68 % without a floor, 79-81 % rising on any false alarm,
-    68 % rising at 20 %). The quantile 0.8 met the most targets there when it was chosen (0.9 kept 91-100 % of
-    mixed calls at 0 dB).
+    their windows out of the evidence. Its figures (benchmarks/results/site-hours, three detector seeds, the
+    settings chosen there on one seed's mixed and quiet hours) are in the README.
     Like the gate's noise floor it belongs to the recorder: its files carry it on, a file alone starts its own.
     """
 
     quantile: float = 0.8
     margin: float = 0.25  # logits
-    span_s: float = 3600.0  # an hour of the recorder's audio
+    evidence_windows: int = 40  # the background now: about three minutes of a recorder's call-free windows
+    span_s: float = 3600.0  # no evidence or verdict older than an hour of the recorder's audio
     min_windows: int = 12
-    rise_per_minute: float = 0.5  # logits
+    rise_per_minute: float = 2.0  # logits, at the ``false_alarms`` share; in proportion above it
     false_alarms: float = 0.1  # share of the judged windows
-    judged_windows: int = 60  # verdicts before that share is trusted (five minutes of windows at the default hop)
+    judged_windows: int = 120  # the latest verdicts that share is taken over (ten minutes of windows at the default hop)
 
 
 @dataclass
@@ -117,29 +117,29 @@ class Detector:
         at_s = evidence.at_s if at_s is None else at_s
         if site is None:
             return self.threshold
-        for recent in (evidence.scores, evidence.verdicts):
-            while recent and recent[0][0] < at_s - site.span_s:
+        for recent, keep in ((evidence.scores, site.evidence_windows), (evidence.verdicts, site.judged_windows)):
+            while recent and (recent[0][0] < at_s - site.span_s or len(recent) > keep):
                 recent.popleft()
         target = self.threshold
         if len(evidence.scores) >= site.min_windows:
             level = float(np.quantile([score for _, score in evidence.scores], site.quantile))
             target = max(self.threshold, level + site.margin)
         previous = self.threshold if evidence.applied is None else evidence.applied
-        if target > previous and not self._worth_rising():
-            target = previous
         if target > previous:
-            target = min(target, previous + site.rise_per_minute * max(0.0, at_s - evidence.at_s) / 60.0)
+            target = min(target, previous + self._rise_per_minute() * max(0.0, at_s - evidence.at_s) / 60.0)
         evidence.applied, evidence.at_s = target, max(evidence.at_s, at_s)
         return target
 
-    def _worth_rising(self) -> bool:
-        """Whether the models judged at least ``min_windows`` false alarms lately, and those are a large enough
-        share of the windows they judged, for a higher floor to pay (a few false alarms early in a busy hour are
-        chance, not a background)."""
+    def _rise_per_minute(self) -> float:
+        """How fast the floor may rise now: 0 unless the last ``judged_windows`` verdicts hold at least
+        ``min_windows`` false alarms and a ``false_alarms`` share (a few false alarms in a busy hour are chance,
+        not a background), else ``rise_per_minute`` times that share over the least share that lets it rise."""
         verdicts, site = self.evidence.verdicts, self.site
+        least = max(site.min_windows, site.false_alarms * site.judged_windows)
         false_alarms = sum(false_alarm for _, false_alarm in verdicts)
-        return (len(verdicts) >= site.judged_windows
-                and false_alarms >= max(site.min_windows, site.false_alarms * len(verdicts)))
+        if len(verdicts) < site.judged_windows or false_alarms < least:
+            return 0.0
+        return site.rise_per_minute * false_alarms / least
 
     def scores(self, features: np.ndarray, valid_samples: int) -> tuple[float, np.ndarray]:
         """The window's score and its segments' (in time order, equal lengths)."""
