@@ -358,10 +358,10 @@ def test_a_quiet_site_whose_gate_refuses_most_windows_keeps_its_faint_calls(mean
     calls = rng.random(720) < 0.1
     gated = ~calls & (rng.random(720) < 0.9)
     scores = np.where(calls, rng.uniform(0.2, 3.0, 720), rng.normal(-0.1, 0.3, 720))
-    for site in (SiteFloor(), SiteFloor(false_alarms=0.0, min_windows=1, judged_windows=12)):
+    for site in (SiteFloor(), SiteFloor(false_alarms=0.0, min_windows=1)):
         passed = np.array(hour(Detector(mean_detector, 0.0, site=site), scores, calls, gated=gated))
         assert passed[calls].mean() >= 0.97
-    free_to_rise = Detector(mean_detector, 0.0, site=SiteFloor(false_alarms=0.0, min_windows=1, judged_windows=12))
+    free_to_rise = Detector(mean_detector, 0.0, site=SiteFloor(false_alarms=0.0, min_windows=1))
     loudest_only = np.array(hour(free_to_rise, scores[~gated], calls[~gated]))
     assert loudest_only[calls[~gated]].mean() < passed[calls].mean()  # what the gate's windows are worth
 
@@ -378,8 +378,27 @@ def test_a_site_whose_passed_windows_are_mostly_calls_does_not_raise_its_floor_o
     over = calls & (scores >= 0.0)
     passed = np.array(hour(Detector(mean_detector, 0.0), scores, calls))
     assert passed[over].mean() >= 0.97
-    rising_anyway = np.array(hour(Detector(mean_detector, 0.0, site=SiteFloor(false_alarms=0.0, min_windows=1, judged_windows=12)), scores, calls))
+    rising_anyway = np.array(hour(Detector(mean_detector, 0.0, site=SiteFloor(false_alarms=0.0, min_windows=1)), scores, calls))
     assert rising_anyway[over].mean() < 0.9
+
+
+def test_a_burst_of_false_alarms_at_a_busy_site_lifts_the_floor_only_while_it_lasts(mean_detector):
+    """Most windows hold calls; for a few minutes something the detector likes and the models call "None" (a
+    passing aircraft) fills every window. The floor rises over it, and once false alarms are again under their
+    share it sinks back: the calls it refused meanwhile never count as call-free evidence that would hold it up."""
+    from naturelm_edge.edge_runtime.detector import Detector
+
+    rng = np.random.default_rng(6)
+    calls = rng.random(720) < 0.95
+    calls[240:300] = False  # five minutes of the burst
+    scores = np.where(calls, rng.normal(1.0, 0.5, 720), rng.normal(0.5, 0.4, 720))
+    scores[240:300] = 2.0 + rng.normal(0, 0.1, 60)
+    detector = Detector(mean_detector, 0.0)
+    passed = np.array(hour(detector, scores, calls))
+    assert passed[270:300].mean() <= 0.5  # the burst: refused once the floor rose
+    later = np.arange(720) >= 420  # from ten minutes after the burst on
+    over = calls & (scores >= 0.0)
+    assert passed[over & later].mean() >= 0.97
 
 
 def test_the_site_floor_refuses_a_loud_background_the_detector_never_heard(mean_detector):
@@ -400,7 +419,7 @@ def test_the_site_floor_refuses_a_loud_background_the_detector_never_heard(mean_
     assert all(passed[: site.min_windows])  # before the evidence is in, the bundle's threshold holds
     assert np.mean(passed[-360:]) <= 0.1  # the second half hour: refused
     first_refusal = passed.index(False)
-    assert first_refusal >= site.judged_windows  # it waits for the models' verdicts before it rises
+    assert first_refusal > site.min_windows  # it waits for the models' verdicts before it rises
     assert detector(level(4.0), 160_000, at_s=3600.0).passed  # a call over the background still passes
     for recorder in (None, "SMA09999"):  # a file alone, another recorder: a floor of its own
         detector.begin(recorder)
@@ -441,7 +460,7 @@ def test_the_site_floor_follows_a_new_background_within_minutes(mean_detector):
             detector.judged(False)
         passed.append(decision.passed)
     assert np.mean(passed[60:]) <= 0.1  # refused from the fifth minute on
-    fastest = site.rise_per_minute * site.judged_windows / max(site.min_windows, site.false_alarms * site.judged_windows)
+    fastest = site.rise_per_minute / site.false_alarms  # every verdict a false alarm
     assert max(np.diff(floors)) <= fastest * 5.0 / 60 + 1e-6  # risen, not jumped: no window more than allowed
     calls = rng.random(240) < 0.2  # twenty minutes of a quieter background, calls scoring under the loud one
     scores = np.where(calls, 2.0 + rng.normal(0, 0.2, 240), 0.3 + rng.normal(0, 0.1, 240))

@@ -74,7 +74,7 @@ class SiteFloor:
     min_windows: int = 12
     rise_per_minute: float = 2.0  # logits, at the ``false_alarms`` share; in proportion above it
     false_alarms: float = 0.1  # share of the judged windows
-    judged_windows: int = 120  # the latest verdicts that share is taken over (ten minutes of windows at the default hop)
+    judged_s: float = 600.0  # the verdicts that share is taken over: the last ten minutes of the recorder's audio
 
 
 @dataclass
@@ -117,29 +117,38 @@ class Detector:
         at_s = evidence.at_s if at_s is None else at_s
         if site is None:
             return self.threshold
-        for recent, keep in ((evidence.scores, site.evidence_windows), (evidence.verdicts, site.judged_windows)):
-            while recent and (recent[0][0] < at_s - site.span_s or len(recent) > keep):
-                recent.popleft()
+        scores, verdicts = evidence.scores, evidence.verdicts
+        while scores and (scores[0][0] < at_s - site.span_s or len(scores) > site.evidence_windows):
+            scores.popleft()
+        while verdicts and verdicts[0][0] < at_s - site.judged_s:
+            verdicts.popleft()
         target = self.threshold
         if len(evidence.scores) >= site.min_windows:
             level = float(np.quantile([score for _, score in evidence.scores], site.quantile))
             target = max(self.threshold, level + site.margin)
         previous = self.threshold if evidence.applied is None else evidence.applied
-        if target > previous:
-            target = min(target, previous + self._rise_per_minute() * max(0.0, at_s - evidence.at_s) / 60.0)
+        minutes, speed = max(0.0, at_s - evidence.at_s) / 60.0, self._speed()
+        if speed < 0:  # not earned: it sinks towards the bundle's threshold (or falls at once to the evidence)
+            target = max(self.threshold, min(target, previous + speed * minutes))
+        elif target > previous:
+            target = min(target, previous + speed * minutes)
         evidence.applied, evidence.at_s = target, max(evidence.at_s, at_s)
         return target
 
-    def _rise_per_minute(self) -> float:
-        """How fast the floor may rise now: 0 unless the last ``judged_windows`` verdicts hold at least
-        ``min_windows`` false alarms and a ``false_alarms`` share (a few false alarms in a busy hour are chance,
-        not a background), else ``rise_per_minute`` times that share over the least share that lets it rise."""
+    def _speed(self) -> float:
+        """Logits per minute of audio the floor may rise (> 0), must sink (< 0), or 0 where it holds, from the
+        models' verdicts over the last ``judged_s``. It rises when at least ``min_windows`` of them and a
+        ``false_alarms`` share are false alarms (a few in a busy hour are chance, not a background), at
+        ``rise_per_minute`` times the false alarms over the least that lets it rise; it holds while false alarms
+        keep that share; else it sinks at ``rise_per_minute``. So the refused calls of a floor risen on a burst
+        never hold it up, and verdicts age by audio time, not by count: over a floor that refuses nearly
+        everything few new ones come, and a burst's would otherwise hold it for long after."""
         verdicts, site = self.evidence.verdicts, self.site
-        least = max(site.min_windows, site.false_alarms * site.judged_windows)
         false_alarms = sum(false_alarm for _, false_alarm in verdicts)
-        if len(verdicts) < site.judged_windows or false_alarms < least:
-            return 0.0
-        return site.rise_per_minute * false_alarms / least
+        least = max(site.min_windows, site.false_alarms * len(verdicts))
+        if false_alarms >= least:
+            return site.rise_per_minute * false_alarms / least
+        return 0.0 if false_alarms and false_alarms >= site.false_alarms * len(verdicts) else -site.rise_per_minute
 
     def scores(self, features: np.ndarray, valid_samples: int) -> tuple[float, np.ndarray]:
         """The window's score and its segments' (in time order, equal lengths)."""
