@@ -212,7 +212,9 @@ def screen(hour: Hour, detector, recorder: str) -> tuple[list[list[bool]], float
 
 def judged(hours: list[Hour], kept: list[list[list[bool]]]) -> dict:
     """Recall of reference-positive windows (by hour kind, group and SNR of the call inside) and the refused
-    share of reference-negative windows, with counts and 95 % intervals."""
+    share of reference-negative windows (by hour kind, and of those that hold no inserted call: a call-free
+    window by BirdNET may hold an inserted insect or a call too faint for it, which the screening should keep),
+    with counts and 95 % intervals."""
     from naturelm_edge.audio import WindowSpec
     from naturelm_edge.distill.agreement import share
 
@@ -222,13 +224,15 @@ def judged(hours: list[Hour], kept: list[list[list[bool]]]) -> dict:
     for hour, per_file in zip(hours, kept):
         for truth, passed, placed in zip(hour.truth, per_file, hour.placed):
             for i, (t, p) in enumerate(zip(truth, passed)):
+                start, end = i * spec.hop, i * spec.hop + spec.window
+                inside = [(g, snr) for s, e, g, snr in placed if s < end and e > start]
                 if t is False:
                     refused.setdefault(hour.kind, []).append(not p)
                     refused.setdefault("all", []).append(not p)
+                    if not inside:  # BirdNET hears nothing and nothing was put there: background alone
+                        refused.setdefault("no call inserted", []).append(not p)
                 if t is not True:
                     continue
-                start, end = i * spec.hop, i * spec.hop + spec.window
-                inside = [(g, snr) for s, e, g, snr in placed if s < end and e > start]
                 keys = ["all", hour.kind] + [f"group:{g}" for g in {g for g, _ in inside}]
                 if hour.kind == "mixed" and inside:
                     keys.append(f"snr:{max(snr for _, snr in inside):+.0f}")

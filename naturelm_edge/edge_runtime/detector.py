@@ -52,13 +52,16 @@ class SiteFloor:
     recorder's audio: its own clock, so an archive analysed in minutes behaves as the field would), once
     ``min_windows`` are in: a few minutes of the background now, so the floor leaves a background that has
     gone as soon as the next one has been heard, instead of holding it for an hour. It falls at once when the
-    background quietens; it rises only when, of the last ``judged_windows`` windows the models judged, at least
-    ``min_windows`` and a ``false_alarms`` share were false alarms, and then no faster than ``rise_per_minute``
-    logits per minute of audio at that share, faster in proportion as the share grows (a background that is
-    nearly all the models hear is refused within minutes; a few false alarms among many calls move it slowly).
-    Where most windows passed are calls, a higher floor saves the models little and costs the faint calls, whose
-    scores there sit among the background's (a busy soundscape played at -60 dBFS: 26 false alarms in 660 passed
-    windows lifted the floor over 21 of its 162 calls).
+    background quietens. Whether it may stand above the bundle's threshold is the models' to say, from their
+    verdicts over the last ``judged_s`` of audio: it rises when at least ``min_windows`` of them and a
+    ``false_alarms`` share were false alarms, at ``rise_per_minute`` logits per minute of audio, faster in
+    proportion as there are more (a background that is nearly all the models hear is refused within minutes; a
+    few false alarms among many calls move it slowly); it holds while false alarms keep that share; else it
+    sinks back at ``rise_per_minute``, so the calls a floor lifted by a burst refuses cannot hold it up as
+    evidence. Where most windows passed are calls, a higher floor saves the models little and costs the faint
+    calls, whose scores there sit among the background's (a busy soundscape played at -60 dBFS: a burst of 12
+    false alarms among 120 verdicts lifted a floor that could not sink, the calls it refused then held it up,
+    and 24 of its 162 calls were lost; sinking, it loses none).
 
     What it costs: a call no louder than the background's loudest fifth is refused once the floor has risen;
     a caller present in every window and a dawn chorus keep their calls, because the model's answers keep
@@ -70,7 +73,7 @@ class SiteFloor:
     quantile: float = 0.8
     margin: float = 0.25  # logits
     evidence_windows: int = 40  # the background now: about three minutes of a recorder's call-free windows
-    span_s: float = 3600.0  # no evidence or verdict older than an hour of the recorder's audio
+    span_s: float = 3600.0  # no evidence older than an hour of the recorder's audio
     min_windows: int = 12
     rise_per_minute: float = 2.0  # logits, at the ``false_alarms`` share; in proportion above it
     false_alarms: float = 0.1  # share of the judged windows
