@@ -453,9 +453,8 @@ def test_the_site_floor_follows_a_new_background_within_minutes(mean_detector):
     hour(detector, 1.0 + rng.normal(0, 0.2, 360), [False] * 360)  # half an hour of one background, refused by its end
     floors, passed = [], []
     for i, score in enumerate(3.0 + rng.normal(0, 0.2, 120)):  # ten minutes of a louder one
-        at_s = 1800.0 + 5.0 * i
-        floors.append(detector.threshold_now(at_s))
-        decision = detector(level(score), 160_000, at_s=at_s)
+        decision = detector(level(score), 160_000, at_s=1800.0 + 5.0 * i)
+        floors.append(decision.threshold)
         if decision.passed:
             detector.judged(False)
         passed.append(decision.passed)

@@ -126,8 +126,8 @@ class Detector:
         while verdicts and verdicts[0][0] < at_s - site.judged_s:
             verdicts.popleft()
         target = self.threshold
-        if len(evidence.scores) >= site.min_windows:
-            level = float(np.quantile([score for _, score in evidence.scores], site.quantile))
+        if len(scores) >= site.min_windows:
+            level = float(np.quantile([score for _, score in scores], site.quantile))
             target = max(self.threshold, level + site.margin)
         previous = self.threshold if evidence.applied is None else evidence.applied
         minutes, speed = max(0.0, at_s - evidence.at_s) / 60.0, self._speed()
@@ -139,19 +139,16 @@ class Detector:
         return target
 
     def _speed(self) -> float:
-        """Logits per minute of audio the floor may rise (> 0), must sink (< 0), or 0 where it holds, from the
-        models' verdicts over the last ``judged_s``. It rises when at least ``min_windows`` of them and a
-        ``false_alarms`` share are false alarms (a few in a busy hour are chance, not a background), at
-        ``rise_per_minute`` times the false alarms over the least that lets it rise; it holds while false alarms
-        keep that share; else it sinks at ``rise_per_minute``. So the refused calls of a floor risen on a burst
-        never hold it up, and verdicts age by audio time, not by count: over a floor that refuses nearly
-        everything few new ones come, and a burst's would otherwise hold it for long after."""
+        """Logits per minute of audio the floor may rise (> 0), must sink (< 0), or 0 where it holds: the rule
+        :class:`SiteFloor` states, from the models' verdicts over its last ``judged_s``. Verdicts age by audio
+        time, not by count: over a floor that refuses nearly everything few new ones come, and a burst's would
+        otherwise hold it for long after."""
         verdicts, site = self.evidence.verdicts, self.site
-        false_alarms = sum(false_alarm for _, false_alarm in verdicts)
-        least = max(site.min_windows, site.false_alarms * len(verdicts))
+        false_alarms, share = sum(false_alarm for _, false_alarm in verdicts), site.false_alarms * len(verdicts)
+        least = max(site.min_windows, share)
         if false_alarms >= least:
             return site.rise_per_minute * false_alarms / least
-        return 0.0 if false_alarms and false_alarms >= site.false_alarms * len(verdicts) else -site.rise_per_minute
+        return 0.0 if false_alarms and false_alarms >= share else -site.rise_per_minute
 
     def scores(self, features: np.ndarray, valid_samples: int) -> tuple[float, np.ndarray]:
         """The window's score and its segments' (in time order, equal lengths)."""
