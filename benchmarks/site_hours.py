@@ -223,6 +223,10 @@ def floor_fields(text: str) -> dict:
         if name not in types or not value:
             raise SystemExit(f"--floor {text}: {part!r} is not FIELD=VALUE of a SiteFloor field ({', '.join(types)}).")
         found[name] = types[name](value)
+    try:
+        SiteFloor.of(found)
+    except ValueError as err:
+        raise SystemExit(f"--floor {text}: {err}.") from None
     return found
 
 

@@ -24,6 +24,7 @@ from naturelm_edge.audio import resample
 from naturelm_edge.bundle import roles
 from naturelm_edge.bundle.open import Bundle, load_bundle
 from naturelm_edge.device_profiles import Profile, detect, get
+from naturelm_edge.edge_runtime.detector import DEFAULT_FLOOR, SiteFloor
 from naturelm_edge.edge_runtime.engine import Engine
 from naturelm_edge.edge_runtime.escalation import EscalationPolicy
 from naturelm_edge.edge_runtime.gate import GateSettings
@@ -38,15 +39,17 @@ class EdgeModel:
 
     ``profile``: a profile name or object (default: the detected device). ``detector``: use the bundle's
     detection stage when it has one. ``gate``: gate settings (``GateSettings(enabled=False)`` sends every
-    window to the models). ``trusted_keys``: only accept bundles signed by these keys.
+    window to the models). ``site_floor``: how the detector's threshold follows each recorder's background
+    (:class:`~naturelm_edge.edge_runtime.detector.SiteFloor`; None: the bundle's threshold alone).
+    ``trusted_keys``: only accept bundles signed by these keys.
     """
 
     def __init__(self, bundle: str | Path | Bundle, profile: str | Profile | None = None, detector: bool = True,
                  detector_threshold: float | None = None, gate: GateSettings | None = None,
-                 trusted_keys: Path | None = None) -> None:
+                 site_floor: SiteFloor | None = DEFAULT_FLOOR, trusted_keys: Path | None = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle), trusted_keys)
         self.profile = profile if isinstance(profile, Profile) else get(profile) if profile else detect()
-        self.engine = Engine(self.bundle, self.profile, detector, detector_threshold)
+        self.engine = Engine(self.bundle, self.profile, detector, detector_threshold, site_floor)
         self.gate = gate
 
     @property

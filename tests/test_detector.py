@@ -542,3 +542,38 @@ def test_faint_calls_fit_a_three_second_window():
     for _ in range(60):
         out, valid = faint_call(wave, wave.shape[0], rng, rate)
         assert out.shape == wave.shape and 0 < valid <= wave.shape[0] and not out[valid:].any()
+
+
+def test_a_site_file_sets_the_site_floor_edge_run_and_the_api_use(detector_bundle: Path, audio_dir: Path,
+                                                                    tmp_path: Path):
+    """``[site_floor]`` in the site file reaches the recorder's detector (and run.json says so); ``enabled = false``
+    leaves the bundle's threshold alone; the Python API takes a floor of its own."""
+    from dataclasses import asdict
+
+    from naturelm_edge import EdgeModel
+    from naturelm_edge.bundle.open import load_bundle
+    from naturelm_edge.device_profiles import get
+    from naturelm_edge.edge_runtime.detector import DEFAULT_FLOOR, SiteFloor
+    from naturelm_edge.edge_runtime.runner import Runner, RunOptions
+    from naturelm_edge.edge_runtime.site import parse_site
+
+    faster = tmp_path / "faster.toml"
+    faster.write_text("[site_floor]\nrise_per_minute = 3.0\nmin_windows = 8\n")
+    checked = run_edge("--bundle", str(detector_bundle), "--site", str(faster), "--check")
+    assert checked.returncode == 0 and "site floor min_windows=8, rise_per_minute=3)" in checked.stdout
+    out = tmp_path / "run"
+    ran = run_edge("--bundle", str(detector_bundle), str(audio_dir / "birdvoxdetect" / "BirdVox-scaper_example_background.wav"),
+                   "--site", str(faster), "--escalate", "off", "--out", str(out))
+    assert ran.returncode == 0, ran.stderr
+    written = json.loads((out / "run.json").read_text())
+    assert written["site_floor"] == asdict(SiteFloor(rise_per_minute=3.0, min_windows=8))
+    assert written["origin"]["site_floor"] == "site"
+
+    off = tmp_path / "off.toml"
+    off.write_text("[site_floor]\nenabled = false\n")
+    bundle, profile = load_bundle(detector_bundle), get("x86-cpu")
+    for site, floor in ((faster, SiteFloor(rise_per_minute=3.0, min_windows=8)), (off, None)):
+        runner = Runner(bundle, profile, RunOptions(tmp_path / site.stem, site=parse_site(site, bundle.labels)))
+        assert runner.engine.detector.site == floor
+    assert EdgeModel(bundle, profile="x86-cpu").engine.detector.site == DEFAULT_FLOOR
+    assert EdgeModel(bundle, profile="x86-cpu", site_floor=None).engine.detector.site is None

@@ -59,3 +59,14 @@ def test_run_json_says_what_ran_and_where_each_value_came_from(tmp_path: Path):
     assert written["privacy"] == "mask" and written["origin"]["privacy"] == "flag"
     assert written["escalation"]["hourly_budget"] == 60 and written["profile"] == "x86-cpu"
     assert written["bundle_id"] == "b-1" and (written["window_s"], written["hop_s"]) == (10.0, 5.0)
+
+
+def test_the_site_floor_comes_from_the_site_file_else_the_default():
+    from naturelm_edge.edge_runtime.detector import DEFAULT_FLOOR, SiteFloor
+
+    profile = get("x86-cpu")
+    plain = RunSettings.resolve(RunFlags(), profile, bundle())
+    assert plain.site_floor == DEFAULT_FLOOR and plain.origin["site_floor"] == "default"
+    for floor in (SiteFloor(rise_per_minute=3.0), None):
+        site = RunSettings.resolve(RunFlags(), profile, bundle(), SiteRules(floor=floor))
+        assert site.site_floor == floor and site.origin["site_floor"] == "site"

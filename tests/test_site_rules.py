@@ -22,6 +22,10 @@ LABELS = ["Great Plains toad", "Dark-eyed Junco", "Townsend's Warbler", "Humpbac
     ('privacy = "loud"\n', r"line 1: privacy 'loud': use one of drop, mask, off"),
     ('[confirm]\ncount = 3\n', r"confirm.within_s must be a positive number"),
     ('[species\n', r"not valid TOML"),
+    ('[site_floor]\nspeed = 2\n', r"line 2: unknown key site_floor.speed"),
+    ('[site_floor]\nenabled = "no"\n', r"line 2: site_floor.enabled is 'no'; use true or false"),
+    ('[site_floor]\nquantile = 0.5\nrise_per_minute = -1\n', r"line 3: site floor rise_per_minute is -1; it must be at least 0"),
+    ('[site_floor]\nmin_windows = 2.5\n', r"line 2: site floor min_windows is 2.5; a whole number is needed"),
 ])
 def test_bad_site_files_name_the_line(tmp_path, text, message):
     path = tmp_path / "site.toml"

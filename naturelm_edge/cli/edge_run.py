@@ -260,8 +260,22 @@ def open_bundle(path: Path | None, trusted_keys: Path | None, site: Path | None,
     if check:
         console.print(f"{rules.source}: valid ({len(rules.allow)} allowed, {len(rules.deny)} denied, "
                       f"{len(rules.thresholds)} thresholds, {len(rules.actions)} actions, confirm "
-                      f"{rules.confirm_count} within {rules.confirm_within_s:g} s, privacy {rules.privacy or 'drop'})")
+                      f"{rules.confirm_count} within {rules.confirm_within_s:g} s, privacy {rules.privacy or 'drop'}, "
+                      f"site floor {floor_summary(rules.floor)})")
     return bundle, rules
+
+
+def floor_summary(floor) -> str:  # noqa: ANN001 - SiteFloor or None
+    """'off', 'default', or the settings that differ from the default's."""
+    from dataclasses import fields
+
+    from naturelm_edge.edge_runtime.detector import DEFAULT_FLOOR
+
+    if floor is None:
+        return "off"
+    changed = [f"{f.name}={getattr(floor, f.name):g}" for f in fields(floor)
+               if getattr(floor, f.name) != getattr(DEFAULT_FLOOR, f.name)]
+    return ", ".join(changed) or "default"
 
 
 def print_notes(summary, bundle, privacy: str) -> None:  # noqa: ANN001 - Summary, Bundle

@@ -52,6 +52,7 @@ class Setup:
     privacy: str
     detector: bool
     detector_threshold: float | None
+    site_floor: object  # edge_runtime.detector.SiteFloor or None (off), as the run's settings resolved it
     time_expansion: float
     keep_samples: bool  # clips or escalations need the windows' audio
 
@@ -66,7 +67,8 @@ def _pipeline(setup: Setup):  # noqa: ANN202 - WindowPipeline
 
     key = pickle.dumps(setup)
     if key not in _PIPELINES:
-        engine = Engine(load_bundle(Path(setup.bundle)), setup.profile, setup.detector, setup.detector_threshold)
+        engine = Engine(load_bundle(Path(setup.bundle)), setup.profile, setup.detector, setup.detector_threshold,
+                        setup.site_floor)
         _PIPELINES[key] = WindowPipeline(engine, setup.gate, privacy=setup.privacy)
     return _PIPELINES[key]
 
@@ -155,7 +157,7 @@ def analyse(runner: Runner, paths: list[Path], address: str, workers: int | None
     existing one, ``ray://...`` or ``auto``; ``local``: a Ray on this machine with ``workers`` CPUs)."""
     options, settings = runner.options, runner.settings
     setup = Setup(str(runner.bundle.root), runner.profile, options.gate, settings.privacy, options.detector,
-                  options.detector_threshold, settings.time_expansion,
+                  options.detector_threshold, settings.site_floor, settings.time_expansion,
                   keep_samples=options.clips or settings.escalate != "off")
     cluster = ClusterRun(runner, setup, address, workers, progress)
     runner.windows_of = cluster.windows_of

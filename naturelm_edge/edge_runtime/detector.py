@@ -10,7 +10,8 @@ detector run as before.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -79,6 +80,25 @@ class SiteFloor:
     false_alarms: float = 0.1  # share of the judged windows
     judged_s: float = 600.0  # the verdicts that share is taken over: the last ten minutes of the recorder's audio
 
+    @classmethod
+    def of(cls, values: Mapping[str, object]) -> SiteFloor:
+        """A floor of these fields (the rest the defaults'), or ValueError naming the first one that cannot be."""
+        kinds = {f.name: type(getattr(cls(), f.name)) for f in fields(cls)}
+        for name, value in values.items():
+            if name not in kinds:
+                raise ValueError(f"unknown site floor setting {name!r}; known: {', '.join(kinds)}")
+            whole = kinds[name] is int
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                raise ValueError(f"site floor {name} is {value!r}; a {'whole ' if whole else ''}number is needed")
+            if name in ("quantile", "false_alarms") and not 0 <= value <= 1:
+                raise ValueError(f"site floor {name} is {value!r}; a share between 0 and 1 is needed")
+            if value < 0 or (value == 0 and name not in ("margin", "rise_per_minute", "false_alarms")):
+                raise ValueError(f"site floor {name} is {value!r}; it must be {'positive' if value == 0 else 'at least 0'}")
+        return cls(**{name: kinds[name](value) for name, value in values.items()})
+
+
+DEFAULT_FLOOR = SiteFloor()  # what edge-run, the Python API and the benchmarks use unless a site file says otherwise
+
 
 @dataclass
 class _Evidence:
@@ -104,7 +124,7 @@ class Detector:
     """One detector session; ``threshold`` from the bundle's manifest unless overridden; ``fbank``: the bundle's."""
 
     def __init__(self, session, threshold: float, sharpness: float = POOL_SHARPNESS,  # noqa: ANN001
-                 fbank: FbankSettings = DEFAULT_SETTINGS, site: SiteFloor | None = SiteFloor()) -> None:
+                 fbank: FbankSettings = DEFAULT_SETTINGS, site: SiteFloor | None = DEFAULT_FLOOR) -> None:
         self.session, self.threshold, self.sharpness, self.fbank, self.site = session, threshold, sharpness, fbank, site
         self.evidence = _Evidence()  # the current recorder's
         self.sites: dict[str, _Evidence] = {}

@@ -13,7 +13,7 @@ from naturelm_edge.bundle.contract import BundleError
 from naturelm_edge.bundle.open import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.edge_runtime.decoder import Answer, OnnxDecoder
-from naturelm_edge.edge_runtime.detector import POOL_SHARPNESS, Detector
+from naturelm_edge.edge_runtime.detector import DEFAULT_FLOOR, POOL_SHARPNESS, Detector, SiteFloor
 from naturelm_edge.edge_runtime.labels import Snapped, snap
 from naturelm_edge.edge_runtime.scores import ScoreAnswers
 from naturelm_edge.edge_runtime.speech import SpeechFilter
@@ -86,11 +86,12 @@ class Engine:
     A scores bundle has no decoder: its encoder's logits are read by :class:`ScoreAnswers` instead.
 
     ``detector``: use the bundle's detection stage when it has one; ``detector_threshold`` overrides the
-    threshold the bundle was built with (lower keeps more calls and runs the encoder more often).
+    threshold the bundle was built with (lower keeps more calls and runs the encoder more often);
+    ``site_floor``: how the detector's threshold follows each recorder's background (None: it does not).
     """
 
     def __init__(self, bundle: Bundle, profile: Profile, detector: bool = True,
-                 detector_threshold: float | None = None) -> None:
+                 detector_threshold: float | None = None, site_floor: SiteFloor | None = DEFAULT_FLOOR) -> None:
         import onnxruntime as ort
 
         self.bundle, self.profile = bundle, profile
@@ -111,7 +112,7 @@ class Engine:
         if detector and spec is not None:
             self.detector = Detector(ort.InferenceSession(str(spec.model), session_options(profile), providers=providers),
                                      spec.threshold if detector_threshold is None else detector_threshold,
-                                     spec.pool_sharpness or POOL_SHARPNESS, bundle.audio.fbank)
+                                     spec.pool_sharpness or POOL_SHARPNESS, bundle.audio.fbank, site_floor)
         # the privacy filter's speech model: small and single-threaded on the CPU, whatever the profile
         self.speech = SpeechFilter(bundle.file(roles.SPEECH), rate=bundle.audio.spec.sample_rate) \
             if bundle.has(roles.SPEECH) else None

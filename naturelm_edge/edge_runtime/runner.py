@@ -122,8 +122,8 @@ class Runner:
         self.bundle, self.profile, self.options = bundle, profile, options
         self.console = console or Console(stderr=True, soft_wrap=True)
         options.out.mkdir(parents=True, exist_ok=True)
-        self.engine = Engine(bundle, profile, options.detector, options.detector_threshold)
         self.spec, self.settings = bundle.audio.spec, RunSettings.resolve(options.flags, profile, bundle, options.site)
+        self.engine = Engine(bundle, profile, options.detector, options.detector_threshold, self.settings.site_floor)
         settings = self.settings
         self.policy = None if settings.escalate == "off" else EscalationPolicy.for_profile(
             settings.escalation, unsure_silence=bundle.answer_kind == roles.SCORES)

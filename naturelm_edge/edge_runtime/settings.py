@@ -15,6 +15,7 @@ from naturelm_edge.atomic import write_atomic
 from naturelm_edge.bundle.open import Bundle
 from naturelm_edge.device_profiles import Profile
 from naturelm_edge.device_profiles.schema import EscalationSettings
+from naturelm_edge.edge_runtime.detector import DEFAULT_FLOOR, SiteFloor
 from naturelm_edge.edge_runtime.site import SiteRules
 
 DEFAULT_PRIVACY = "drop"  # people talking leave no audio on the device unless a site or a flag says otherwise
@@ -38,6 +39,7 @@ class RunSettings:
     time_expansion: float
     window_s: float
     hop_s: float
+    site_floor: SiteFloor | None = DEFAULT_FLOOR  # how the detector's threshold follows the background; None: off
     origin: dict[str, str] = field(default_factory=dict)  # setting -> flag | site | profile | bundle | default
 
     @classmethod
@@ -66,7 +68,9 @@ class RunSettings:
                                  ("profile", profile.audio.get("time_expansion")),
                                  ("bundle", bundle.audio.time_expansion), ("default", 1.0)),
             window_s=bundle.audio.spec.window_s, hop_s=bundle.audio.spec.hop_s,
-            origin={**origin, "window_s": "bundle", "hop_s": "bundle"},
+            site_floor=site.floor if site else DEFAULT_FLOOR,
+            origin={**origin, "window_s": "bundle", "hop_s": "bundle",
+                    "site_floor": "site" if site and site.floor != DEFAULT_FLOOR else "default"},
         )
 
     @property

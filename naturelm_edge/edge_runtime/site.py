@@ -20,6 +20,12 @@ answered windows, after the models and before anything is stored::
     [confirm]                        # BirdNET-Go's deep detection: a label is reported once it was heard
     count = 2                        # this many times within this many seconds (the earlier ones with it)
     within_s = 15
+
+    [site_floor]                     # the detector's floor learned from this site's background (SiteFloor)
+    rise_per_minute = 3.0            # any SiteFloor field; enabled = false: the bundle's threshold alone
+
+The site floor is the one screening setting here: it belongs to the place (how fast its background changes,
+how much of a busy soundscape's faint calls the floor may cost), not to the bundle.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from __future__ import annotations
 import fnmatch
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from naturelm_edge.edge_runtime.detector import DEFAULT_FLOOR, SiteFloor
 from naturelm_edge.edge_runtime.labels import snap
 from naturelm_edge.edge_runtime.screening import PRIVACY_MODES
 from naturelm_edge.errors import EdgeError
@@ -41,7 +48,7 @@ else:  # pragma: no cover - Python 3.10 (JetPack 6)
 
 ACTIONS = ("always_escalate", "never_escalate", "no_clip")
 SECTIONS = {"privacy": None, "species": ("allow", "deny"), "thresholds": None, "actions": None,
-            "confirm": ("count", "within_s")}
+            "confirm": ("count", "within_s"), "site_floor": ("enabled", *(f.name for f in fields(SiteFloor)))}
 LOCATIONS = (Path("/etc/naturelm-edge/site.toml"),)  # the device's own, when neither --site nor the bundle has one
 
 
@@ -69,6 +76,7 @@ class SiteRules:
     actions: dict[str, list[str]] = field(default_factory=dict)
     confirm_count: int = 1
     confirm_within_s: float = 0.0
+    floor: SiteFloor | None = DEFAULT_FLOOR  # None: the detector's threshold alone
     source: str = "defaults"
     warnings: list[str] = field(default_factory=list)
 
@@ -150,7 +158,23 @@ def parse_site(path: Path, labels: list[str]) -> SiteRules:
     if not isinstance(rules.confirm_within_s, (int, float)) or rules.confirm_within_s < 0 or (
             rules.confirm_count > 1 and rules.confirm_within_s <= 0):
         raise where.error("within_s", "confirm.within_s must be a positive number of seconds")
+    rules.floor = _site_floor(data.get("site_floor", {}), where)
     return rules
+
+
+def _site_floor(table: object, where: _Where) -> SiteFloor | None:
+    if not isinstance(table, dict):
+        raise where.error("site_floor", "site_floor must be a table of SiteFloor settings ([site_floor])")
+    values = dict(table)
+    enabled = values.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise where.error("enabled", f"site_floor.enabled is {enabled!r}; use true or false")
+    for name, value in values.items():
+        try:
+            SiteFloor.of({name: value})
+        except ValueError as err:
+            raise where.error(name, str(err)) from None
+    return SiteFloor.of(values) if enabled else None
 
 
 class _Where:
