@@ -17,7 +17,7 @@ Each fold's hours, built at 48 kHz from its own backgrounds (looped from random 
 
 The reference is BirdNET on the 48 kHz audio, as the issue asks: a 10 s window is a call when its best animal
 class reaches 0.5 in a 3 s chunk inside it, call-free when no chunk reaches 0.1, undecided between (not
-counted). The screening runs as edge-run runs it at 16 kHz (fbank, gate, detector, the site floor on the
+counted); chunks start every second, so every second of the window is heard. The screening runs as edge-run runs it at 16 kHz (fbank, gate, detector, the site floor on the
 recorder's audio clock); the models' verdict on a window the detector passes is BirdNET's (a call, or
 "None"), which is what the site floor learns from: a student that says "None" less reliably than its teacher
 gives the floor less evidence. Recall of reference-positive windows per hour kind, group and SNR, the refused
@@ -160,7 +160,7 @@ def markdown(report: dict) -> str:
              f"folds by site, {report['minutes_per_hour']:g} min per 'hour', backgrounds "
              f"{', '.join(Path(b).name for b in report['backgrounds'])} (each fold's detectors never heard its "
              "backgrounds or any inserted call). Reference: BirdNET >= 0.5 in a 3 s chunk of the window (a call), "
-             "< 0.1 everywhere (call-free). Targets: recall >= 97 % at every SNR >= 0 dB and on the persistent and "
+             "< 0.1 everywhere (call-free), a chunk every second. Targets: recall >= 97 % at every SNR >= 0 dB and on the persistent and "
              "quiet hours, refused >= 80 % of call-free windows, seeds within 10 points.", "",
              *([report["note"], ""] if report.get("note") else []),
              "## Recall of BirdNET's call windows (share [95 % CI] n)", "",

@@ -25,6 +25,8 @@ BACKGROUNDS = ("birdvoxdetect/BirdVox-scaper_example_background.wav",
                "batdetect2/Echometer.wav", "batdetect2/Audiomoth.WAV", "batdetect2/0166_20240531_223911.wav",
                "batdetect2/0166_20240602_225340.wav")
 MIXED_SNRS = (-10.0, -5.0, 0.0, 5.0, 10.0, 20.0)
+REFERENCE_HOP_S = 1.0  # BirdNET's 3 s chunks start every second: each second of a 10 s window lies in one inside it
+# (one every 3 s, as BirdNET-Analyzer reads a file, judged the window at 10-20 s on 12-18 s alone)
 
 
 @dataclass
@@ -112,10 +114,11 @@ def _shifted(parts: list[tuple[np.ndarray, list]]) -> list[tuple]:
     return out
 
 
-def verdicts(chunks: list[float], samples: int) -> list[bool | None]:
+def verdicts(chunks: list[float], samples: int, hop_s: float = REFERENCE_HOP_S) -> list[bool | None]:
     """BirdNET's verdict on each 10 s / 5 s window edge-run makes of ``samples`` (16 kHz) from the confidence of
-    its best animal class in each 3 s chunk: a call when a chunk inside reaches CALL, call-free when none
-    reaches CALL_FREE, undecided (None) between (:func:`naturelm_edge.detection.labels.verdict`)."""
+    its best animal class in each 3 s chunk (one every ``hop_s``): a call when a chunk inside reaches CALL,
+    call-free when none reaches CALL_FREE, undecided (None) between
+    (:func:`naturelm_edge.detection.labels.verdict`)."""
     from naturelm_edge.audio import WindowSpec
     from naturelm_edge.detection.labels import verdict
     from naturelm_edge.teachers.birdnet import CHUNK_S
@@ -124,7 +127,7 @@ def verdicts(chunks: list[float], samples: int) -> list[bool | None]:
     truth = []
     for i in range(spec.windows_in(samples)):
         start, end = i * spec.hop_s, i * spec.hop_s + spec.window_s
-        inside = [c for k, c in enumerate(chunks) if start <= k * CHUNK_S and (k + 1) * CHUNK_S <= max(end, CHUNK_S)]
+        inside = [c for k, c in enumerate(chunks) if start <= k * hop_s and k * hop_s + CHUNK_S <= max(end, CHUNK_S)]
         best = max(inside, default=0.0)
         truth.append(verdict(best))
     return truth
@@ -132,7 +135,7 @@ def verdicts(chunks: list[float], samples: int) -> list[bool | None]:
 
 def reference(audio: np.ndarray, listener) -> list[bool | None]:  # noqa: ANN001 - teachers.birdnet.BirdNET
     """BirdNET's verdict on each window edge-run makes of 48 kHz ``audio``."""
-    return verdicts([c for _, c in listener.chunks(audio)], audio.shape[0] * LOW // HIGH)
+    return verdicts([c for _, c in listener.chunks(audio, REFERENCE_HOP_S)], audio.shape[0] * LOW // HIGH)
 
 
 def field_labels(audio: Path, rows: list[dict], listener) -> dict[str, list[bool | None]]:  # noqa: ANN001 - BirdNET

@@ -495,6 +495,19 @@ def test_the_site_hours_benchmark_judges_a_short_continuous_set_by_birdnet(detec
     assert gate_only["refused"]["all"]["agree"] <= report["refused"]["all"]["agree"]  # the detector only refuses more
 
 
+def test_the_site_hours_reference_hears_every_second_of_a_window():
+    """A call only in the last 3 s of the window at 10-20 s makes it a call window (chunks every 3 s, as BirdNET
+    reads a file, judged that window on 12-18 s alone and called it call-free); one only in 0-3 s does not reach
+    the windows after it."""
+    from testbed.site_hours import LOW, verdicts
+
+    quiet = [0.0] * 18  # 3 s chunks starting at 0, 1, ... 17 s of 20 s of audio
+    late = quiet[:17] + [0.9]
+    assert verdicts(late, 20 * LOW, 1.0) == [False, False, True]
+    assert verdicts([0.9] + quiet[1:], 20 * LOW, 1.0) == [True, False, False]
+    assert verdicts([0.0] * 6 + [0.9], 20 * LOW, 3.0)[2] is False  # what the 3 s chunks missed
+
+
 def test_the_speech_model_runs_only_on_windows_that_could_keep_audio(detector, audio_dir: Path):
     """Gate -> detector -> speech: a window the detector refuses keeps no audio and is not checked for speech,
     unless it follows a window the screening passed (whose clip waits for this check, to mask speech it finds)."""

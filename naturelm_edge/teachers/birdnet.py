@@ -134,10 +134,11 @@ class BirdNET:
         bias = self.interpreter.get_tensor(details["model/CLASS_DENSE_LAYER/BiasAdd/ReadVariableOp/resource"])
         return np.array(weight, np.float32), np.array(bias, np.float32)
 
-    def chunks(self, audio: np.ndarray) -> list[tuple[str, float]]:
-        """(common name, confidence) of the best animal class in each 3 s chunk of 48 kHz ``audio``."""
+    def chunks(self, audio: np.ndarray, hop_s: float = CHUNK_S) -> list[tuple[str, float]]:
+        """(common name, confidence) of the best animal class in each 3 s chunk of 48 kHz ``audio``, one every
+        ``hop_s``."""
         found = []
-        for piece in pieces(audio):
+        for piece in pieces(audio, hop_s):
             logits = np.where(self.animal, self.logits(piece), -np.inf)
             best = int(np.argmax(logits))
             found.append((self.labels[best], float(sigmoid(logits[best]))))
