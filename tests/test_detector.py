@@ -481,7 +481,8 @@ def test_the_site_hours_benchmark_judges_a_short_continuous_set_by_birdnet(detec
     rows = list(csv.DictReader((audio_dir / "LABELS.csv").open()))
     rng = np.random.default_rng(0)
     calls, held = call_clips(audio_dir, rows, rng)
-    hours = fold_hours(0, [load(audio_dir / name, HIGH) for name in BACKGROUNDS[:4:2]], calls, 0.5, rng,
+    # two night sites with stretches where BirdNET hears no animal, so both kinds of window are judged
+    hours = fold_hours(0, [load(audio_dir / name, HIGH) for name in BACKGROUNDS[1:4:2]], calls, 0.5, rng,
                        BirdNET(embeddings=False))
     assert {h.kind for h in hours} == {"mixed", "persistent caller", "quiet site", "dawn chorus", "duty-cycled"}
     assert len(held) > 24 and all(len(h.truth[0]) == len(screen(h, None, "r")[0][0]) for h in hours)
