@@ -114,7 +114,7 @@ def _shifted(parts: list[tuple[np.ndarray, list]]) -> list[tuple]:
     return out
 
 
-def verdicts(chunks: list[float], samples: int, hop_s: float = REFERENCE_HOP_S) -> list[bool | None]:
+def verdicts(chunks: list[float], samples: int, hop_s: float) -> list[bool | None]:
     """BirdNET's verdict on each 10 s / 5 s window edge-run makes of ``samples`` (16 kHz) from the confidence of
     its best animal class in each 3 s chunk (one every ``hop_s``): a call when a chunk inside reaches CALL,
     call-free when none reaches CALL_FREE, undecided (None) between
@@ -135,7 +135,8 @@ def verdicts(chunks: list[float], samples: int, hop_s: float = REFERENCE_HOP_S) 
 
 def reference(audio: np.ndarray, listener) -> list[bool | None]:  # noqa: ANN001 - teachers.birdnet.BirdNET
     """BirdNET's verdict on each window edge-run makes of 48 kHz ``audio``."""
-    return verdicts([c for _, c in listener.chunks(audio, REFERENCE_HOP_S)], audio.shape[0] * LOW // HIGH)
+    return verdicts([c for _, c in listener.chunks(audio, REFERENCE_HOP_S)], audio.shape[0] * LOW // HIGH,
+                    REFERENCE_HOP_S)
 
 
 def field_labels(audio: Path, rows: list[dict], listener) -> dict[str, list[bool | None]]:  # noqa: ANN001 - BirdNET
