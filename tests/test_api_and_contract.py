@@ -91,6 +91,7 @@ def test_the_runtime_takes_every_audio_setting_from_the_manifest(bundle, subset_
     (lambda m: m["audio"]["fbank"].update(dither=1.0), "does not know \\(dither\\)"),
     (lambda m: m["audio"].update(hop_s=12.0), "longer than the 10.0 s window"),
     (lambda m: m["audio"]["fbank"].update(sample_rate=8000), "differs from audio.sample_rate"),
+    (lambda m: m["audio"]["fbank"].update(precision="float16"), "precision .float16. must be float32 or float64"),
     (lambda m: m["audio"].pop("window_s"), "incomplete or invalid"),
     (lambda m: m.update(files=[f for f in m["files"] if f["role"] != "tokenizer"]), "no tokenizer file"),
 ])

@@ -30,6 +30,13 @@ class FbankSettings:
     input_scale: float = 32768.0  # NatureLM multiplies [-1, 1] audio by 2**15 before Kaldi fbank
     norm_mean: float = 15.41663
     norm_std: float = 6.55582  # features are (fbank - mean) / (2 * std)
+    # float64 reproduces NatureLM's own features (see fbank); a student that learns its front end from scratch
+    # (a scores teacher's) reads float32 features, computed in half the time (the FFT in float32)
+    precision: str = "float64"
+
+    @property
+    def dtype(self) -> type:
+        return np.float32 if self.precision == "float32" else np.float64
 
     @property
     def frame_length(self) -> int:
@@ -108,19 +115,22 @@ def fbank(waveform: np.ndarray, settings: FbankSettings = DEFAULT_SETTINGS) -> n
         raise ValueError(
             f"fbank needs at least {settings.frame_length} samples ({settings.frame_length_ms} ms), got {wave.shape[0]}"
         )
-    # float64 up to the power spectrum: NatureLM's own processor hands BEATs float64 audio, so torchaudio
-    # computes the model's fbank in float64; a float32 FFT would add a rounding floor ~110 dB below each
-    # frame that shows in the empty low bins. Frames go through in cache-sized blocks with reused buffers:
-    # fresh 4 MB temporaries per call cost more in page faults than the FFT itself.
-    scaled = wave.astype(np.float64) * settings.input_scale
+    # float64 up to the power spectrum (``precision``, NatureLM's): NatureLM's own processor hands BEATs float64
+    # audio, so torchaudio computes the model's fbank in float64; a float32 FFT would add a rounding floor ~110 dB
+    # below each frame that shows in the empty low bins. Frames go through in cache-sized blocks with reused
+    # buffers: fresh 4 MB temporaries per call cost more in page faults than the FFT itself. scipy's FFT, not
+    # numpy's: numpy computes a float32 FFT in float64 and converts, scipy's is float32 throughout.
+    import scipy.fft
+
+    dtype = settings.dtype
+    scaled = wave.astype(dtype) * dtype(settings.input_scale)
     frames = np.lib.stride_tricks.sliding_window_view(scaled, settings.frame_length)[:: settings.frame_shift]
-    window = _povey_window(settings.frame_length)
+    window = _povey_window(settings.frame_length).astype(dtype)
     mel = _mel_matrix(settings)
     out = np.empty((n_frames, settings.num_mel_bins), dtype=np.float32)
     block = min(_BLOCK_FRAMES, n_frames)
-    padded = np.zeros((block, settings.fft_size))
-    spectrum = np.empty((block, settings.fft_size // 2 + 1), dtype=np.complex128)
-    power = np.empty(spectrum.shape, dtype=np.float32)
+    padded = np.zeros((block, settings.fft_size), dtype)
+    power = np.empty((block, settings.fft_size // 2 + 1), dtype=np.float32)
     for start in range(0, n_frames, block):
         rows = min(block, n_frames - start)
         chunk = frames[start : start + rows]
@@ -130,9 +140,8 @@ def fbank(waveform: np.ndarray, settings: FbankSettings = DEFAULT_SETTINGS) -> n
         emphasised[:, 1:] += centred[:, 1:]
         emphasised[:, 0] = centred[:, 0] * (1.0 - settings.preemphasis)
         emphasised *= window
-        np.fft.rfft(padded[:rows], axis=1, out=spectrum[:rows])
-        np.abs(spectrum[:rows], out=spectrum[:rows])
-        np.square(spectrum[:rows].real, out=power[:rows])
+        spectrum = scipy.fft.rfft(padded[:rows], axis=1)
+        np.square(np.abs(spectrum), out=power[:rows], casting="same_kind")  # squared in the FFT's precision
         np.matmul(power[:rows], mel, out=out[start : start + rows])
     np.maximum(out, np.finfo(np.float32).eps, out=out)
     np.log(out, out=out)

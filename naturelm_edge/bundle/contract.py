@@ -65,6 +65,8 @@ def read_audio(section: dict, where: str) -> AudioContract:
     if settings.sample_rate != spec.sample_rate:
         raise BundleError(f"{where}: audio.fbank.sample_rate {settings.sample_rate} differs from audio.sample_rate "
                           f"{spec.sample_rate}.")
+    if settings.precision not in ("float32", "float64"):
+        raise BundleError(f"{where}: audio.fbank.precision {settings.precision!r} must be float32 or float64.")
     if settings.frame_shift <= 0 or settings.frame_length < settings.frame_shift or settings.num_mel_bins <= 0:
         raise BundleError(f"{where}: audio.fbank frames of {settings.frame_length_ms} ms every "
                           f"{settings.frame_shift_ms} ms with {settings.num_mel_bins} mel bins cannot be computed.")

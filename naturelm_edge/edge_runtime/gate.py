@@ -29,6 +29,12 @@ DB_PER_NEPER = 10 / np.log(10)
 SILENCE_DB = 20.0
 
 
+def _loudest(levels: np.ndarray, count: int) -> np.ndarray:
+    """Per frame (row), the mean of its ``count`` largest values (a partition: no full sort of every frame)."""
+    count = min(count, levels.shape[1])
+    return np.partition(levels, levels.shape[1] - count, axis=1)[:, -count:].mean(axis=1)
+
+
 @dataclass
 class GateSettings:
     low_hz: float = 150.0  # owls, grouse, toads and whales call below 500 Hz
@@ -75,16 +81,15 @@ class EnergyGate:
             levels = np.log(np.maximum(uniform_filter(np.exp(levels), (s.smooth_frames, s.smooth_bins), mode="nearest"), 1e-30))
         levels = levels * DB_PER_NEPER  # frames x band bins, dB
         if not s.per_bin_floor:
-            levels = np.sort(levels, axis=1)[:, -s.peak_bins:].mean(axis=1, keepdims=True)
+            levels = _loudest(levels, s.peak_bins)[:, None]
         quiet = np.quantile(levels, s.quiet_quantile, axis=0)
         loud = float(np.quantile(levels.max(axis=1), s.loud_quantile))
         silent = loud <= SILENCE_DB
         if not silent:  # digital silence (a muted input, a recorder's gap) says nothing about the noise floor
             self._follow(quiet)
         floor = self.floor if self.floor is not None else quiet
-        excess = np.sort(levels - floor, axis=1)[:, -s.peak_bins:].mean(axis=1)
-        stands = float(np.quantile(excess, s.loud_quantile))
-        level = float(np.quantile(np.sort(levels, axis=1)[:, -s.peak_bins:].mean(axis=1), s.loud_quantile))
+        stands = float(np.quantile(_loudest(levels - floor, s.peak_bins), s.loud_quantile))
+        level = float(np.quantile(_loudest(levels, s.peak_bins), s.loud_quantile))
         passed = not s.enabled or (not silent and stands >= s.margin_db)
         return GateDecision(passed, level, level - stands)
 
