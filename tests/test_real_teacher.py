@@ -329,3 +329,24 @@ def test_edge_detector_train_learns_from_the_builds_teacher_cache(scores_bundle,
     training = load_bundle(tmp_path / "b").manifest["detector"]["training"]
     built = load_bundle(bundle_dir).manifest["detector"]["training"]
     assert training["labels_from"] == "teacher" and 0 < training["recordings"] < built["recordings"]  # phoebe/ left out
+
+
+def test_labels_are_what_the_teacher_hears_in_recordings_as_they_are():
+    """A species the teacher hears only in an augmented copy (noise, a mix, a gain) is not kept; one it hears
+    in a recording as recorded is, and so is one asked for; a class that is not an animal never is."""
+    from naturelm_edge.distill.classifier import kept_labels
+    from naturelm_edge.distill.scores import ScoreSet
+
+    logits = np.full((4, 8), -6.0, np.float16)
+    logits[0, 2] = 3.0  # heard as recorded
+    logits[1, 5] = 3.0  # heard only in an augmented view of the same window
+    logits[2, 7] = 3.0  # heard as recorded, but not an animal (BirdNET's "Engine")
+    views = np.array([0, 1, 0, 0])
+    train = ScoreSet(np.zeros((4, 1, 1), np.float16), logits, np.zeros((4, 2), np.float16), ["a"] * 4,
+                     np.zeros(4, int), views)
+    animal = np.array([True] * 7 + [False])
+    assert kept_labels(train, animal, asked=[]) == [2]
+    assert kept_labels(train, animal, asked=[4]) == [2, 4]
+    logits[0, 2] = -6.0
+    with pytest.raises(Exception, match="heard no species"):
+        kept_labels(train, animal, asked=[])
