@@ -118,6 +118,15 @@ def missed(rows: list[dict], threshold: float, labels: list[str]) -> dict:
             "outside_labels": sum(r["teacher"] not in labels for r in lost)}
 
 
+def unsupported(rows: list[dict]) -> dict:
+    """The names the support floor withdrew (confidence 0: they escalate), and how many of them the teacher
+    gives too (a floor that withdrew right names would cost escalations for nothing)."""
+    from naturelm_edge.prompt import NOTHING_HEARD
+
+    withdrawn = [r for r in rows if r["outcome"] == "answered" and r["device"] != NOTHING_HEARD and r["confidence"] == 0]
+    return {"withdrawn": len(withdrawn), "withdrawn_right": sum(r["device"] == r["teacher"] for r in withdrawn)}
+
+
 def figures(rows: list[dict], threshold: float) -> dict:
     """The cascade at ``threshold`` (0: the device alone) against the teacher: (a) recall of the teacher's
     detections (answered on the device or escalated), (b) agreement of the device's own species answers
@@ -276,7 +285,12 @@ def markdown(report: dict) -> str:
               "without `--threshold` (chosen at build: the quantized student's least sure fifth of the validation "
               "and calibration recordings' windows; a profile's threshold is set for a decoder's token "
               "probabilities). A `None` is as sure as the student's presence head says nothing the teacher would "
-              "call is there.",
+              "call is there. A name is as sure as its own score when its support (the cosine similarity of the "
+              "window's embedding to the nearest of the "
+              f"{report['support']['precedents']} training windows the teacher named, of that label) reaches the "
+              f"bundle's floor ({report['support']['floor']}, chosen at build on the held-back recordings' right "
+              f"names), else 0: the floor withdrew {report['support']['withdrawn']} names here, "
+              f"{report['support']['withdrawn_right']} of them the teacher's own species.",
               "", "CPU / teacher: CPU-seconds per audio hour of the device's path (fbank, gate, detector, the speech "
               "check on the windows that could keep audio, int8 student) plus BirdNET on the windows it escalates, over BirdNET on every window, on the same samples at 48 kHz, one "
               "thread, same run (a microphone's audio). From files: both sides also decode and resample each "
@@ -353,6 +367,7 @@ def main() -> None:
                         "steps": manifest["build"]["steps"]},
               "evaluation": {"recordings": len(evaluation), "windows": len(rows)},
               "cascade": cascade, "operating_point": point, "missed": missed(rows, point, manifest["labels"]),
+              "support": {**manifest["answers"]["support"], **unsupported(rows)},
               "per_site": grouped(rows, "site", point),
               "per_species": grouped(rows, "teacher", point), "per_recording": grouped(rows, "recording", point),
               "device": device_bench(bundle, audio, evaluation, args.work), "cost": COST, "windows": rows,

@@ -105,7 +105,11 @@ def test_a_scores_build_writes_a_bundle_the_runtime_answers_with(scores_bundle, 
     import onnxruntime as ort
 
     output = ort.InferenceSession(str(bundle.encoder)).get_outputs()[0]
-    assert output.shape[-1] == len(bundle.labels) + 1
+    assert output.shape[-1] == len(bundle.labels) + 2
+    # and then how near the window lies to a training window the teacher named with the student's label
+    support = manifest["answers"]["support"]
+    assert support["precedents"] > 0 and (support["floor"] is None or -1.0 <= support["floor"] < 1.0)
+    assert bundle.support == support
     # its own escalation threshold, chosen on held-back recordings
     escalation = manifest["escalation"]
     assert 0.0 < escalation["confidence_threshold"] < 1.0 and escalation["windows"] > 0
@@ -283,6 +287,17 @@ def test_score_answers_name_a_label_from_the_threshold_and_say_how_sure():
     assert scores.wanted(heard.confidence_mean, None, NOTHING_HEARD) == "unsure-silence"
     assert empty.text == NOTHING_HEARD and empty.confidence_mean > 0.99
     assert named.text == "Robin" and named.confidence_mean > 0.98  # a named label is as sure as its own score
+    # with a support column (after the presence column), a name without precedent is as unsure as can be
+    backed = ScoreAnswers(["Wren", "Robin"], 0.5, presence=True, support={"floor": 0.8})
+    assert backed.fits(np.zeros(4)) and not backed.fits(np.zeros(3))
+    near, far, quiet = (backed.generate(np.array(x)) for x in ([-9.0, 4.0, 3.0, 0.95], [-9.0, 4.0, 3.0, 0.6],
+                                                                [-9.0, -5.0, -5.0, 0.1]))
+    assert near.text == "Robin" and near.confidence_mean > 0.98
+    assert far.text == "Robin" and far.confidence_mean == 0.0  # still its best guess, but it escalates
+    assert EscalationPolicy(0.5).wanted(far.confidence_mean, None, far.text) is not None
+    assert quiet.text == NOTHING_HEARD and quiet.confidence_mean > 0.99  # support only judges names
+    unfloored = ScoreAnswers(["Wren", "Robin"], 0.5, presence=True, support={"floor": None})
+    assert unfloored.generate(np.array([-9.0, 4.0, 3.0, 0.6])).confidence_mean > 0.98
 
 
 def test_the_speech_filter_hears_the_same_speech_at_48khz(audio_dir):

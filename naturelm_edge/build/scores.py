@@ -35,6 +35,10 @@ ESCALATED_SHARE = 0.2
 # the recordings it is chosen on: every one that did not train the student's weights (a fifth of a folder's
 # recordings; the calibration ones alone are a twentieth, 20 windows of the shared set, too few for a quantile)
 HELD_BACK = ("validation", "calibration")
+# the support floor sits this far under the lowest support of the held-back windows the student names as the
+# teacher does (cosine similarity; on the shared recordings those lie at 0.93 and above, a toad chorus the
+# student called a thrush at 0.72-0.78)
+SUPPORT_MARGIN = 0.05
 
 
 class State:
@@ -115,15 +119,16 @@ def _config(b: State):  # noqa: ANN202 - distill.classifier.ClassifierConfig
 
 
 def _student_key(b: State) -> str:
-    from naturelm_edge.distill.classifier import FIRST_EXPANSION
+    from naturelm_edge.distill.classifier import FIRST_EXPANSION, PRECEDENTS
 
     return digest(file_digest(b.cache / "recordings.json"), sorted(p.name for p in b.cache.glob("*.npz")),
-                  asdict(_config(b)), b.asked(), b.options.encoder_views, {"first_expansion": FIRST_EXPANSION})
+                  asdict(_config(b)), b.asked(), b.options.encoder_views,
+                  {"first_expansion": FIRST_EXPANSION, "precedents": PRECEDENTS})
 
 
 def _student(b: State) -> dict:
     """The classifier fitted on the training recordings, judged on the validation ones, exported to ONNX."""
-    from naturelm_edge.distill.classifier import kept_labels, train_classifier
+    from naturelm_edge.distill.classifier import kept_labels, precedents, train_classifier, with_support
     from naturelm_edge.distill.scores import load_scores
     from naturelm_edge.export.classifier import export_classifier
 
@@ -132,11 +137,12 @@ def _student(b: State) -> dict:
     classes = kept_labels(train, b.adapter.animal, b.asked())
     net, summary = train_classifier(train, validation, classes, b.adapter.class_layer(), b.adapter.animal, _config(b),
                                     b.progress)
+    examples, owners = precedents(net, train, classes, b.adapter.animal, seed=b.options.seed)
     b.student.mkdir(parents=True, exist_ok=True)
-    export_classifier(net, b.student / MODEL, b.contract, b.adapter.identity["sha256"])
+    export_classifier(with_support(net, examples, owners), b.student / MODEL, b.contract, b.adapter.identity["sha256"])
     kept = {"classes": classes, "labels": [b.adapter.labels[i] for i in classes],
             "scientific": [b.adapter.scientific[i] for i in classes], "training": summary,
-            "config": asdict(_config(b))}
+            "config": asdict(_config(b)), "precedents": int(len(examples))}
     write_atomic(b.student / TRAINED, json.dumps(kept, indent=2) + "\n")
     return {"train_windows": summary["train_windows"], "epochs": summary["epochs"], "labels": len(classes)}
 
@@ -195,7 +201,7 @@ def _detector_copies(b: State) -> tuple[dict, dict]:
 def _quantization_key(b: State) -> str:
     return digest(file_digest(b.student / MODEL), b.options.profile.precision[roles.ENCODER.name],
                   b.options.profile.quant_target, b.options.profile.calibration, b.options.calibration_windows,
-                  b.options.threshold, ESCALATED_SHARE, HELD_BACK)
+                  b.options.threshold, ESCALATED_SHARE, HELD_BACK, SUPPORT_MARGIN)
 
 
 def _quantize(b: State) -> dict:
@@ -215,10 +221,11 @@ def _quantize(b: State) -> dict:
     spec = QuantSpec(profile.precision[roles.ENCODER.name], profile.quant_target, profile.calibration)
     info = quantize(b.student / MODEL, b.quantized / MODEL, spec, ArrayReader(encoder_inputs(calibration)),
                     o.work / "calibration-ranges", calibration.digest())
+    support = support_floor(b, split)
     report = {"precision": spec.label(), "quantization": info,
               "calibration": {"recordings": len(calibration.files), "windows": int(len(calibration.features)),
                               "role": used},
-              "escalation": escalation_point(b, split), **judged(b)}
+              "support": support, "escalation": escalation_point(b, split, support), **judged(b)}
     write_atomic(b.quantized / REPORT, json.dumps(report, indent=2, default=str) + "\n")
     return {"calibration_windows": int(len(calibration.features)),
             "evaluation_windows": report["evaluation"]["windows"]}
@@ -233,20 +240,46 @@ def _logits(model: Path, features: np.ndarray) -> np.ndarray:
                            for i in range(0, len(features), 32)]) if len(features) else np.zeros((0, 0))
 
 
-def escalation_point(b: State, split: dict[str, str]) -> dict:
-    """The bundle's escalation threshold: the confidence (of the decision, as the runtime computes it) below
-    which the quantized student's least sure :data:`ESCALATED_SHARE` of the :data:`HELD_BACK` recordings'
-    windows fall (the training ones' when a small folder holds none back); ``split``: each recording's role."""
+def _held_back(b: State, split: dict[str, str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The :data:`HELD_BACK` recordings' windows as recorded (the training ones' when a small folder holds none
+    back): their roles, the quantized student's outputs and the teacher's logits."""
     from naturelm_edge.distill.scores import load_scores
-    from naturelm_edge.edge_runtime.scores import decisions
 
     roles = tuple(r for r in HELD_BACK if r in split.values()) or ("train",)
     data = load_scores(b.cache, roles)
-    features = data.features[data.views == 0].astype(np.float32)
-    logits = _logits(b.quantized / MODEL, features)
+    recorded = data.views == 0
+    return roles, _logits(b.quantized / MODEL, data.features[recorded].astype(np.float32)), data.logits[recorded]
+
+
+def support_floor(b: State, split: dict[str, str]) -> dict:
+    """The support floor: :data:`SUPPORT_MARGIN` under the lowest support among the held-back windows where the
+    quantized student names the teacher's own species (None when it names none of them: no floor applies)."""
+    from naturelm_edge.distill.agreement import named
+    from naturelm_edge.edge_runtime.scores import decisions
+
+    kept = np.asarray(json.loads((b.student / TRAINED).read_text())["classes"])
+    roles, logits, teacher_logits = _held_back(b, split)
+    found = {"floor": None, "windows": 0, "roles": list(roles), "margin": SUPPORT_MARGIN}
+    if not len(logits):
+        return found
+    label, _ = decisions(logits, b.options.threshold, presence=True, support={"floor": None})
+    right = (label >= 0) & (kept[np.maximum(label, 0)] == named(teacher_logits.astype(np.float32),
+                                                                 b.options.threshold, b.adapter.animal))
+    if right.any():
+        found.update(floor=round(float(logits[right, -1].min()) - SUPPORT_MARGIN, 4), windows=int(right.sum()))
+    return found
+
+
+def escalation_point(b: State, split: dict[str, str], support: dict) -> dict:
+    """The bundle's escalation threshold: the confidence (of the decision, as the runtime computes it, with the
+    support floor) below which the quantized student's least sure :data:`ESCALATED_SHARE` of the held-back
+    recordings' windows fall; ``split``: each recording's role."""
+    from naturelm_edge.edge_runtime.scores import decisions
+
+    roles, logits, _ = _held_back(b, split)
     if not len(logits):
         return {"confidence_threshold": None, "windows": 0, "roles": list(roles), "share": ESCALATED_SHARE}
-    _, sure = decisions(logits, b.options.threshold, presence=True)
+    _, sure = decisions(logits, b.options.threshold, presence=True, support=support)
     return {"confidence_threshold": round(float(np.quantile(sure, ESCALATED_SHARE)), 4), "windows": int(len(sure)),
             "roles": list(roles), "share": ESCALATED_SHARE}
 
@@ -263,7 +296,7 @@ def judged(b: State) -> dict:
     figures: dict = {"evaluation": {"recordings": len(set(np.asarray(data.recordings)[original])),
                                     "windows": int(original.sum())}}
     for name, model in (("fp32", b.student / MODEL), ("quantized", b.quantized / MODEL)):
-        labels = _logits(model, features)[:, :-1]  # the last column is the presence logit
+        labels = _logits(model, features)[:, :len(kept["classes"])]  # then the presence and support columns
         figures[name] = agreement(labels, teacher_logits, kept["classes"], b.adapter.animal, b.options.threshold)
     return figures
 
@@ -285,7 +318,8 @@ def finish(b: State) -> Path:
         teacher={**b.adapter.identity, "licence_note": b.teacher.licence},
         audio=b.teacher.audio_section({"time_expansion": contract.time_expansion}),
         answers={"kind": roles.SCORES, "threshold": b.options.threshold, "question": "species",
-                 "scientific": kept["scientific"], "presence": True},
+                 "scientific": kept["scientific"], "presence": True,
+                 "support": {"floor": report["support"]["floor"], "precedents": kept["precedents"]}},
         labels=kept["labels"],
         escalation=report["escalation"],
         encoder={"kind": "student", "arch": kept["config"]["arch"], "parameters": kept["training"]["parameters"],

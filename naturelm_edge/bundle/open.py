@@ -95,6 +95,11 @@ class Bundle:
         return bool((self.manifest.get("answers") or {}).get("presence", False))
 
     @property
+    def support(self) -> dict | None:
+        """A scores bundle's support column and floor (see :mod:`edge_runtime.scores`), None without one."""
+        return (self.manifest.get("answers") or {}).get("support")
+
+    @property
     def escalation_threshold(self) -> float | None:
         """The confidence below which the bundle's own answers escalate, chosen at build on held-back recordings
         (a scores bundle's; None: the profile's threshold, made for a decoder's token probabilities, holds)."""

@@ -32,6 +32,9 @@ HEARD = 0.5  # a label is kept when the teacher gives it this confidence in a tr
 
 
 FIRST_EXPANSION = 4  # this student's first block keeps its expansion (see distill.encoder.conv_stack)
+# precedents kept per label for the support column: training windows the teacher named with it, as recorded
+# (the graph carries them: 32 x 1,024 floats, 128 KB a label in fp32)
+PRECEDENTS = 32
 
 
 @dataclass(frozen=True)
@@ -180,3 +183,55 @@ def train_classifier(train: ScoreSet, validation: ScoreSet, classes: list[int], 
                  "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
                  "seconds": round(time.perf_counter() - started, 1)}
 
+
+
+def precedents(net, train: ScoreSet, classes: list[int], animal: np.ndarray, heard: float = HEARD,  # noqa: ANN001
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit embeddings of training windows as recorded that the teacher names with a kept label (at most
+    :data:`PRECEDENTS` a label, a seeded choice), and the index into ``classes`` of each one's label."""
+    import torch
+
+    from naturelm_edge.distill.agreement import named
+
+    kept = np.asarray(classes)
+    said = named(train.logits.astype(np.float32), heard, animal)
+    rng, rows, owners = np.random.default_rng(seed), [], []
+    for column, label in enumerate(kept):
+        found = np.flatnonzero((said == label) & (train.views == 0))
+        chosen = np.sort(rng.permutation(found)[:PRECEDENTS])
+        rows += chosen.tolist()
+        owners += [column] * len(chosen)
+    with torch.no_grad():
+        embedded = [net.embed(torch.from_numpy(train.features[rows[i:i + 64]].astype(np.float32))).numpy()
+                    for i in range(0, len(rows), 64)]
+    found = np.concatenate(embedded) if embedded else np.zeros((0, net.classes.in_features), np.float32)
+    return found / (np.linalg.norm(found, axis=1, keepdims=True) + 1e-6), np.asarray(owners, np.int64)
+
+
+def with_support(net, examples: np.ndarray, owners: np.ndarray):  # noqa: ANN001, ANN201 - torch modules
+    """The student as the bundle's encoder: its labels' logits, its presence logit, and the support of its best
+    label (the highest cosine similarity between the window's embedding and that label's precedents; -1 when the
+    label has none)."""
+    import torch
+    from torch import nn
+
+    if not len(examples):  # no precedent at all: one that belongs to no label, so every name lacks support
+        examples, owners = np.zeros((1, net.classes.in_features), np.float32), np.array([-1], np.int64)
+
+    class Supported(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("examples", torch.from_numpy(examples.astype(np.float32)))
+            self.register_buffer("owners", torch.from_numpy(owners))
+
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            embedding = self.net.embed(features)
+            labels = self.net.classes(embedding)
+            unit = embedding / (torch.linalg.vector_norm(embedding, dim=1, keepdim=True) + 1e-6)
+            similar = unit @ self.examples.T
+            mine = self.owners[None, :] == labels.argmax(dim=1, keepdim=True)
+            support = torch.where(mine, similar, torch.full_like(similar, -1.0)).amax(dim=1, keepdim=True)
+            return torch.cat([labels, self.net.presence(embedding), support], dim=1)
+
+    return Supported().eval()

@@ -106,7 +106,8 @@ class Engine:
                         ", ".join(p if isinstance(p, str) else p[0] for p in providers))
         self.encoder = ort.InferenceSession(str(bundle.encoder), session_options(profile), providers=providers)
         self.decoder = OnnxDecoder(bundle.decoder, providers=providers, session_options=session_options(profile)) \
-            if bundle.answer_kind == roles.TEXT else ScoreAnswers(bundle.labels, bundle.threshold, bundle.presence)
+            if bundle.answer_kind == roles.TEXT \
+            else ScoreAnswers(bundle.labels, bundle.threshold, bundle.presence, bundle.support)
         self.detector: Detector | None = None
         spec = bundle.detector
         if detector and spec is not None:
