@@ -11,8 +11,8 @@ runtime's "None" is as sure as that head says, so a window where the teacher wou
 does not carry, or one the student's labels miss, escalates instead of passing as silence. Training stops when
 the validation recordings' loss has not improved by ``min_improvement`` for ``patience`` epochs, and says so.
 
-The labels: every animal class the teacher heard (sigmoid >= ``heard``) in a training window as recorded, plus those the
-user asks for (a species file, or the range model's for a place and week), in the teacher's order.
+The labels: every animal class the teacher heard (sigmoid >= ``heard``) in a training window as recorded, plus
+those the user asks for (a species file, or the range model's for a place and week), in the teacher's order.
 """
 
 from __future__ import annotations
@@ -182,7 +182,6 @@ def train_classifier(train: ScoreSet, validation: ScoreSet, classes: list[int], 
                  "train_windows": len(train), "validation_windows": len(validation),
                  "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
                  "seconds": round(time.perf_counter() - started, 1)}
-
 
 
 def precedents(net, train: ScoreSet, classes: list[int], animal: np.ndarray, heard: float = HEARD,  # noqa: ANN001
