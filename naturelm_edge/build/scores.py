@@ -39,6 +39,7 @@ HELD_BACK = ("validation", "calibration")
 # teacher does (cosine similarity; on the shared recordings those lie at 0.82 and above with the int8 student,
 # and a toad chorus an earlier student called a thrush lay at 0.72-0.78)
 SUPPORT_MARGIN = 0.05
+HeldBack = tuple[tuple[str, ...], np.ndarray, np.ndarray]  # roles, quantized student's outputs, teacher's logits
 
 
 class State:
@@ -221,11 +222,12 @@ def _quantize(b: State) -> dict:
     spec = QuantSpec(profile.precision[roles.ENCODER.name], profile.quant_target, profile.calibration)
     info = quantize(b.student / MODEL, b.quantized / MODEL, spec, ArrayReader(encoder_inputs(calibration)),
                     o.work / "calibration-ranges", calibration.digest())
-    support = support_floor(b, split)
+    held = held_back(b, split)
+    support = support_floor(b, held)
     report = {"precision": spec.label(), "quantization": info,
               "calibration": {"recordings": len(calibration.files), "windows": int(len(calibration.features)),
                               "role": used},
-              "support": support, "escalation": escalation_point(b, split, support), **judged(b)}
+              "support": support, "escalation": escalation_point(b, held, support), **judged(b)}
     write_atomic(b.quantized / REPORT, json.dumps(report, indent=2, default=str) + "\n")
     return {"calibration_windows": int(len(calibration.features)),
             "evaluation_windows": report["evaluation"]["windows"]}
@@ -240,9 +242,10 @@ def _logits(model: Path, features: np.ndarray) -> np.ndarray:
                            for i in range(0, len(features), 32)]) if len(features) else np.zeros((0, 0))
 
 
-def _held_back(b: State, split: dict[str, str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+def held_back(b: State, split: dict[str, str]) -> HeldBack:
     """The :data:`HELD_BACK` recordings' windows as recorded (the training ones' when a small folder holds none
-    back): their roles, the quantized student's outputs and the teacher's logits."""
+    back; ``split``: each recording's role): their roles, the quantized student's outputs and the teacher's
+    logits, read and run once for the support floor and the escalation threshold."""
     from naturelm_edge.distill.scores import load_scores
 
     roles = tuple(r for r in HELD_BACK if r in split.values()) or ("train",)
@@ -251,14 +254,15 @@ def _held_back(b: State, split: dict[str, str]) -> tuple[tuple[str, ...], np.nda
     return roles, _logits(b.quantized / MODEL, data.features[recorded].astype(np.float32)), data.logits[recorded]
 
 
-def support_floor(b: State, split: dict[str, str]) -> dict:
-    """The support floor: :data:`SUPPORT_MARGIN` under the lowest support among the held-back windows where the
-    quantized student names the teacher's own species (None when it names none of them: no floor applies)."""
+def support_floor(b: State, held: HeldBack) -> dict:
+    """The support floor: :data:`SUPPORT_MARGIN` under the lowest support among the held-back windows
+    (:func:`held_back`) where the quantized student names the teacher's own species (None when it names none of
+    them: no floor applies)."""
     from naturelm_edge.distill.agreement import named
     from naturelm_edge.edge_runtime.scores import decisions
 
     kept = np.asarray(json.loads((b.student / TRAINED).read_text())["classes"])
-    roles, logits, teacher_logits = _held_back(b, split)
+    roles, logits, teacher_logits = held
     found = {"floor": None, "windows": 0, "roles": list(roles), "margin": SUPPORT_MARGIN}
     if not len(logits):
         return found
@@ -270,13 +274,13 @@ def support_floor(b: State, split: dict[str, str]) -> dict:
     return found
 
 
-def escalation_point(b: State, split: dict[str, str], support: dict) -> dict:
+def escalation_point(b: State, held: HeldBack, support: dict) -> dict:
     """The bundle's escalation threshold: the confidence (of the decision, as the runtime computes it, with the
     support floor) below which the quantized student's least sure :data:`ESCALATED_SHARE` of the held-back
-    recordings' windows fall; ``split``: each recording's role."""
+    recordings' windows (:func:`held_back`) fall."""
     from naturelm_edge.edge_runtime.scores import decisions
 
-    roles, logits, _ = _held_back(b, split)
+    roles, logits, _ = held
     if not len(logits):
         return {"confidence_threshold": None, "windows": 0, "roles": list(roles), "share": ESCALATED_SHARE}
     _, sure = decisions(logits, b.options.threshold, presence=True, support=support)
