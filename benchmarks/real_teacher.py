@@ -240,6 +240,64 @@ def targets(report: dict) -> list[str]:
     return lines
 
 
+def why_missed(report: dict) -> list[str]:
+    """Each missed target with how far it is from its goal and what this run's own windows say of why."""
+    from naturelm_edge.prompt import NOTHING_HEARD
+
+    point, rows = report["operating_point"], report["windows"]
+    at = next(f for f in report["cascade"] if f["threshold"] == point)
+    alone = next(f for f in report["cascade"] if f["threshold"] == 0)
+    lines = ["### Why the missed targets are missed", ""]
+    recall = at["call_recall"]["share"]
+    if recall is not None and recall < 0.97:
+        lines.append(f"- Recall, {(0.97 - recall) * 100:.1f} points short: of the teacher's detections the cascade "
+                     "loses, {screened_out} were refused by the screening (gate or detector) before the student and "
+                     "{called_silence} the student called silence at least as surely as the threshold; "
+                     "{outside_labels} of the {lost} are species the bundle does not carry (it can only escalate "
+                     "those).".format(**report["missed"]))
+    agreement = at["device_agreement"]["share"]
+    if agreement is not None and agreement < 0.95:
+        wrong: dict[tuple[str, str], int] = defaultdict(int)
+        for r in rows:
+            if not escalates(r, point) and r["device"] not in (NOTHING_HEARD, r["teacher"]):
+                wrong[r["device"], r["teacher"]] += 1
+        pairs = "; ".join(f"{device} for {teacher} ({n})" for (device, teacher), n in
+                          sorted(wrong.items(), key=lambda item: -item[1]))
+        within = [f for f in report["cascade"] if f["device_agreement"]["share"] is not None
+                  and f["escalated"]["share"] <= 0.2]  # the thresholds that keep the escalation target
+        best = max(within or [at], key=lambda f: (f["device_agreement"]["share"], -f["escalated"]["share"]))
+        lines.append(f"- Device agreement, {(0.95 - agreement) * 100:.1f} points short: the device's wrong names "
+                     f"(its name for the teacher's) are {pairs or 'none'}; the best a threshold here gives within 20 % escalated is "
+                     f"{cell(best['device_agreement'])}, escalating {best['escalated']['share']:.1%}. The student "
+                     "names the teacher's species in "
+                     f"{cell(report['build']['report']['quantized']['species'])} of the held-out call windows on its "
+                     "own (the build's report, 1.5 s hop).")
+    escalated = at["escalated"]["share"]
+    if escalated is not None and escalated > 0.2:
+        sent = [r for r in rows if escalates(r, point)]
+        empty = [r for r in sent if r["teacher"] == NOTHING_HEARD]
+        worst: dict[str, int] = defaultdict(int)
+        for r in empty:
+            worst[r["recording"]] += 1
+        name, most = max(worst.items(), key=lambda item: item[1], default=("none", 0))
+        chosen = report.get("escalation", {})
+        lines.append(f"- Windows escalated, {(escalated - 0.2) * 100:.1f} points over: the threshold was chosen to "
+                     f"escalate the least sure {chosen.get('share', 0.2):.0%} of the {chosen.get('windows', '?')} "
+                     "windows of the held-back recordings, and sends "
+                     f"{len(sent)} of {len(rows)} here; the teacher hears nothing in {len(empty)} of them, {most} in "
+                     f"one recording ({name}). A quantile of that few windows holds only roughly on other recordings.")
+    ratio = at["cost_ratio_to_teacher"]
+    if ratio is not None and ratio > 0.3:
+        stages = {k: v for k, v in report["device"]["stages_p50_ms"].items() if k not in ("window", "decode")}
+        largest = max(stages, key=stages.get)
+        lines.append(f"- Cascade CPU, {ratio / 0.3:.1f} times the goal: the device's path alone costs "
+                     f"{alone['cost_ratio_to_teacher']} of the teacher on every window before anything is escalated "
+                     f"(its largest stage: {largest}, {stages[largest]:.1f} ms of a window's p50 "
+                     f"{report['device']['window_p50_ms']:.1f} ms), and each escalated window adds a whole teacher "
+                     "run.")
+    return lines if len(lines) > 2 else []
+
+
 def group_table(groups: dict, title: str) -> list[str]:
     lines = [f"| {title} | windows | recall | device agreement | silence kept | escalated |",
              "|---|---|---|---|---|---|"]
@@ -260,11 +318,7 @@ def markdown(report: dict) -> str:
              "Reference: BirdNET's own answer per window (best animal class at >= 0.5, else nothing). 95 % Wilson "
              "intervals, with the number of windows each share rests on.", "",
              f"## Targets, at the bundle's operating point (escalate below {report['operating_point']:.3f})", "",
-             *targets(report), "",
-             "Of the teacher's detections the cascade loses here, {screened_out} were refused by the screening (gate "
-             "or detector) before the student, {called_silence} the student called silence at least as surely as "
-             "the threshold; {outside_labels} of the {lost} are species the bundle does not carry (it can only "
-             "escalate those).".format(**report["missed"]),
+             *targets(report), "", *why_missed(report),
              "", "## Students alone (the build's report, 1.5 s hop, every window)", "",
              "| student | same species | call recall | silence kept |", "|---|---|---|---|"]
     for name in ("fp32", "quantized"):
@@ -366,7 +420,8 @@ def main() -> None:
                         "epochs": trained["training"]["epochs"], "report": manifest["encoder"]["fidelity"],
                         "steps": manifest["build"]["steps"]},
               "evaluation": {"recordings": len(evaluation), "windows": len(rows)},
-              "cascade": cascade, "operating_point": point, "missed": missed(rows, point, manifest["labels"]),
+              "cascade": cascade, "operating_point": point, "escalation": manifest["escalation"],
+              "missed": missed(rows, point, manifest["labels"]),
               "support": {**manifest["answers"]["support"], **unsupported(rows)},
               "per_site": grouped(rows, "site", point),
               "per_species": grouped(rows, "teacher", point), "per_recording": grouped(rows, "recording", point),
