@@ -333,6 +333,45 @@ def test_a_corrupt_or_missing_teacher_model_is_named_in_one_sentence(few_recordi
     assert not (tmp_path / "b").exists()
 
 
+def test_birdnets_range_model_expects_the_birds_of_a_place_and_season(birdnet):
+    """--lat/--lon/--week add the species BirdNET's own range model expects there: an American Robin in Ithaca
+    in May and not in Munich, a Eurasian Blackbird the other way round, and more species over a whole year."""
+    from naturelm_edge.teachers.birdnet import range_species
+
+    def names(*place: float) -> set[str]:
+        return {birdnet.labels[i] for i in range_species(*place)}
+
+    ithaca, munich, ithaca_year = names(42.44, -76.5, 20), names(48.1, 11.6, 20), names(42.44, -76.5, -1)
+    assert "American Robin" in ithaca and "American Robin" not in munich
+    assert "Eurasian Blackbird" in munich and "Eurasian Blackbird" not in ithaca
+    assert ithaca < ithaca_year
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (("--lat", "45"), "--lat and --lon go together"),
+    (("--week", "12"), "--week 12 needs --lat and --lon"),
+    (("--lat", "45", "--lon", "7", "--week", "49"), "week 1..48"),
+])
+def test_a_place_the_range_model_cannot_be_asked_about_is_refused_before_any_work(tmp_path, flags, said):
+    (tmp_path / "audio").mkdir()
+    done = run_cli("build", "--teacher", "birdnet-v2.4", "--audio", str(tmp_path / "audio"), "--out",
+                   str(tmp_path / "b"), "--work", str(tmp_path / "w"), *flags)
+    assert done.returncode != 0 and said in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "w").exists()  # refused before the teacher was asked anything
+
+
+def test_a_folder_of_unreadable_recordings_is_named_with_the_first_of_them(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "cut.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVE")  # a recorder that lost power at once
+    (audio / "noise.wav").write_bytes(np.random.default_rng(0).bytes(4096))
+    done = run_cli("build", "--teacher", "birdnet-v2.4", "--audio", str(audio), "--out", str(tmp_path / "b"),
+                   "--work", str(tmp_path / "w"))
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{audio}: none of its 2 recordings gave the teacher a window" in done.stderr
+    assert "skipped: " in done.stdout + done.stderr and not (tmp_path / "b").exists()
+
+
 def test_edge_detector_train_learns_from_the_builds_teacher_cache(scores_bundle, few_recordings, tmp_path):
     from naturelm_edge.bundle.open import load_bundle
 

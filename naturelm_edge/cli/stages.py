@@ -408,6 +408,13 @@ def build_cmd(
     text = teacher_named(teacher).answers == TEXT
     if text and checkpoint is None:
         raise EdgeError("edge build: give the NatureLM CHECKPOINT to distil (or --teacher birdnet-v2.4).")
+    if text and (species, lat, lon, week) != (None, None, None, None):
+        raise EdgeError(f"--species, --lat, --lon and --week choose a scores teacher's labels; teacher {teacher} "
+                        "answers in text.")
+    if not text:
+        from naturelm_edge.teachers.birdnet import check_place
+
+        check_place(lat, lon, week)
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
     options = BuildOptions(checkpoint or "", audio, chosen, out, work or out.with_name(out.name + ".work"), tasks,
                            labels, epochs, student_layers, student_hidden, student_heads,

@@ -167,12 +167,17 @@ def collect_scores(teacher, audio: Path, out: Path, spec: WindowSpec, settings: 
     for group, found in groups:
         if isinstance(found, str):
             counts["unreadable"].append(found)
+            progress.note(f"skipped: {found}")
             progress.update(task, advance=len(next(u[2] for u in units if u[0] == group)))
             continue
         relative, view = group.rsplit("#", 1)
         _write(_file(out, relative, int(view)), relative, found)
         counts["asked"] += len(found)
         progress.update(task, advance=1)
+    if not any(out.glob("*.npz")):
+        unreadable = counts["unreadable"]
+        raise EdgeError(f"{audio}: none of its {len(files)} recordings gave the teacher a window to answer"
+                        + (f" ({len(unreadable)} unreadable, the first: {unreadable[0].rstrip('.')})." if unreadable else "."))
     return counts
 
 

@@ -145,14 +145,27 @@ class BirdNET:
         return found
 
 
+def check_place(lat: float | None, lon: float | None, week: int | None) -> None:
+    """The range model's question, refused in one sentence before any work when it is incomplete or out of range
+    (a latitude without its longitude would otherwise be ignored)."""
+    if lat is None and lon is None:
+        if week is not None:
+            raise EdgeError(f"--week {week} needs --lat and --lon: the range model is asked about a place.")
+        return
+    if lat is None or lon is None:
+        raise EdgeError("--lat and --lon go together: give both, or neither.")
+    week = -1 if week is None else week
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180) or not (week == -1 or 1 <= week <= 48):
+        raise EdgeError(f"--lat {lat} --lon {lon} --week {week}: latitude -90..90, longitude -180..180, week 1..48 "
+                        "(or -1 for the whole year).")
+
+
 def range_species(lat: float, lon: float, week: int = -1, threshold: float = RANGE_THRESHOLD) -> list[int]:
     """Indices of the classes BirdNET's range model expects at (``lat``, ``lon``) in ``week`` (1-48; -1: all year)."""
     folder = model_dir()
     if folder is None:
         raise EdgeError(INSTALL)
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180) or not (week == -1 or 1 <= week <= 48):
-        raise EdgeError(f"--lat {lat} --lon {lon} --week {week}: latitude -90..90, longitude -180..180, week 1..48 "
-                        "(or -1 for the whole year).")
+    check_place(lat, lon, week)
     interpreter = _interpreter(folder / RANGE_FILE, 1, False)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], np.array([[lat, lon, week]], np.float32))
     interpreter.invoke()
