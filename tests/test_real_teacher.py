@@ -425,6 +425,8 @@ def test_the_report_says_how_far_each_missed_target_is_and_why(monkeypatch):
             monkeypatch.setitem(bench.COST, key, value)
         cascade = [bench.figures(rows, t) for t in (0.0, 0.5)]
         return {"operating_point": 0.5, "windows": rows, "cascade": cascade, "escalation": {"share": 0.2, "windows": 9},
+                "settling": {"recording": "toad.wav", "seconds": 6.0, "passes": [{"windows": 2, "escalated": 2},
+                                                                                   {"windows": 2, "escalated": 0}]},
                 "missed": bench.missed(rows, 0.5, ["Black Phoebe", "House Sparrow"]),
                 "build": {"report": {"quantized": {"species": {"share": 0.5, "agree": 1, "count": 2,
                                                                "ci95": [0.1, 0.9]}}}},
@@ -435,6 +437,7 @@ def test_the_report_says_how_far_each_missed_target_is_and_why(monkeypatch):
     assert "1 of the 1 are species the bundle does not carry" in lines
     assert "House Sparrow for Black Phoebe (1)" in lines and "Device agreement, 45.0 points short" in lines
     assert "sends 2 of 5 here; the teacher hears nothing in 2 of them, 2 in one recording (toad.wav)" in lines
+    assert "toad.wav (6 s) has 2, 0 of its 2 windows escalated" in lines
     assert "its largest stage: speech, 3.0 ms" in lines
     met = [row("a.wav", "Black Phoebe", "Black Phoebe", 0.9)] * 10 + [row("q.wav", NOTHING_HEARD, NOTHING_HEARD, 0.9)] * 10
     assert bench.why_missed(report(met)) == []
