@@ -46,8 +46,6 @@ import numpy as np
 from benchmarks.common import machine, pyplot, recordings_dir, write_results
 
 EDGE = [sys.executable, "-c", "from naturelm_edge.cli import run; run()"]
-COST = {"decoding_cpu_s": 0.0, "teacher_cpu_s": 0.0, "teacher_windows": 0, "device_cpu_s": 0.0,
-        "audio_s": 0.0}  # filled by windows()
 THRESHOLDS = (0.0, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
@@ -65,7 +63,9 @@ def windows(audio: Path, bundle: Path, recordings: list[str]) -> list[dict]:
 
     Each recording is decoded and resampled to the bundle's rate once (timed apart: a recorder's microphone
     gives the device audio at that rate, a file costs both sides the same decoding), then the teacher answers
-    every window and the device runs its whole path on the same samples, each timed in CPU seconds."""
+    every window and the device runs its whole path on the same samples, each timed in CPU seconds; each row
+    carries its share of its recording's seconds (``decoding_s``, ``teacher_s``, ``device_s``, ``audio_s``), so
+    any group of rows has its own costs."""
     from naturelm_edge.api import EdgeModel
     from naturelm_edge.audio.decode import stream
     from naturelm_edge.edge_runtime.scores import sigmoid
@@ -78,27 +78,28 @@ def windows(audio: Path, bundle: Path, recordings: list[str]) -> list[dict]:
     for relative in recordings:
         started = time.process_time()
         wave = np.concatenate(list(stream(audio / relative, rate)) or [np.zeros(1, np.float32)])
-        COST["decoding_cpu_s"] += time.process_time() - started
+        decoding = time.process_time() - started
         started = time.process_time()
         heard = []
         for piece in pieces(wave):
             logits = np.where(teacher.animal, teacher.logits(piece), -np.inf)
             best = int(np.argmax(logits))
             heard.append(teacher.labels[best] if sigmoid(logits[best]) >= 0.5 else NOTHING_HEARD)
-        COST["teacher_cpu_s"] += time.process_time() - started
-        COST["teacher_windows"] += len(heard)
-        COST["audio_s"] += wave.shape[0] / rate
+        taught = time.process_time() - started
         started = time.process_time()
         # fbank, gate, detector, the speech check where audio could be kept, int8 student: the device's whole path
         results = list(model.detect(wave, sample_rate=rate))
-        COST["device_cpu_s"] += time.process_time() - started
+        device = time.process_time() - started
+        share = {"decoding_s": decoding, "teacher_s": taught, "device_s": device, "audio_s": wave.shape[0] / rate}
+        share = {key: round(value / max(1, len(results)), 6) for key, value in share.items()}
         for result in results:
             index = int(round(result.offset_s / model.bundle.audio.spec.hop_s))
             rows.append({"recording": relative, "site": relative.split("/")[0],
                          "folder": relative.rsplit("/", 1)[0] if "/" in relative else ".", "offset_s": result.offset_s,
                          "device": result.answer if result.answered else NOTHING_HEARD,
                          "confidence": result.confidence if result.answered else 1.0,
-                         "outcome": result.outcome, "teacher": heard[index] if index < len(heard) else NOTHING_HEARD})
+                         "outcome": result.outcome, "teacher": heard[index] if index < len(heard) else NOTHING_HEARD,
+                         **share})
     return rows
 
 
@@ -143,10 +144,11 @@ def figures(rows: list[dict], threshold: float) -> dict:
     quiet = [r for r in rows if r["teacher"] == NOTHING_HEARD]
     named = [r for r in rows if not escalates(r, threshold) and r["device"] != NOTHING_HEARD]  # the device names one
     escalated = sum(escalates(r, threshold) for r in rows)
-    per_window = COST["teacher_cpu_s"] / max(1, COST["teacher_windows"])
-    hours = COST["audio_s"] / 3600 or 1.0
-    cascade = (COST["device_cpu_s"] + escalated * per_window) / hours  # the device, plus the teacher on what it sends
-    teacher, decoding = COST["teacher_cpu_s"] / hours, COST["decoding_cpu_s"] / hours
+    cost = totals(rows)
+    hours = cost["audio_s"] / 3600 or 1.0
+    sent = sum(r["teacher_s"] for r in rows if escalates(r, threshold))
+    cascade = (cost["device_cpu_s"] + sent) / hours  # the device, plus the teacher on what it sends
+    teacher, decoding = cost["teacher_cpu_s"] / hours, cost["decoding_cpu_s"] / hours
     return {"threshold": threshold, "windows": len(rows),
             "cascade_cpu_s_per_audio_hour": round(cascade, 1),
             "cost_ratio_to_teacher": round(cascade / teacher, 3) if teacher else None,
@@ -185,19 +187,21 @@ def settling(audio: Path, bundle: Path, rows: list[dict], threshold: float, minu
          "refused": sum(not r.answered for r in p)} for p in per_pass]}
 
 
+def totals(rows: list[dict]) -> dict:
+    """CPU-seconds of ``rows``' decoding, teacher on every window and device path, and their audio seconds."""
+    return {"decoding_cpu_s": sum(r["decoding_s"] for r in rows), "teacher_cpu_s": sum(r["teacher_s"] for r in rows),
+            "device_cpu_s": sum(r["device_s"] for r in rows), "audio_s": sum(r["audio_s"] for r in rows)}
+
+
 def extra(root: Path | None, source: str, bundle: Path, threshold: float) -> dict | None:
-    """The cascade at the operating point on recordings from outside the shared set, per folder (their costs
-    counted apart from the main figures')."""
+    """The cascade at the operating point on recordings from outside the shared set, per folder."""
     if root is None:
         return None
     from naturelm_edge.audio.files import list_audio
 
-    kept = dict(COST)
-    COST.update(dict.fromkeys(COST, 0))
     rows = windows(root, bundle, [str(path.relative_to(root)) for path in list_audio(root)])
     found = {"source": source, "root": root.name, "recordings": len({r["recording"] for r in rows}),
              "all": figures(rows, threshold), "per_folder": grouped(rows, "folder", threshold), "windows": rows}
-    COST.update(kept)
     return found
 
 
@@ -324,7 +328,10 @@ def why_missed(report: dict) -> list[str]:
                      f"{alone['cost_ratio_to_teacher']} of the teacher on every window before anything is escalated "
                      f"(its largest stage: {largest}, {stages[largest]:.1f} ms of a window's p50 "
                      f"{report['device']['window_p50_ms']:.1f} ms), and each escalated window adds a whole teacher "
-                     "run.")
+                     "run. It follows what a site's windows hold: per site, " + ", ".join(
+                         f"{site} {f['cost_ratio_to_teacher']} ({f['windows']} windows, {f['escalated']['share']:.0%} "
+                         "escalated)" for site, f in sorted(report["per_site"].items(),
+                                                            key=lambda item: item[1]["cost_ratio_to_teacher"] or 0)) + ".")
     return lines if len(lines) > 2 else []
 
 
@@ -340,10 +347,11 @@ def settled_text(settled: dict | None) -> str:
 
 
 def group_table(groups: dict, title: str) -> list[str]:
-    lines = [f"| {title} | windows | recall | device agreement | silence kept | escalated |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| {title} | windows | recall | device agreement | silence kept | escalated | CPU / teacher |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {name} | {f['windows']} | {cell(f['call_recall'])} | {cell(f['device_agreement'])} | "
-              f"{cell(f['quiet_kept_quiet'])} | {cell(f['escalated'])} |" for name, f in groups.items()]
+              f"{cell(f['quiet_kept_quiet'])} | {cell(f['escalated'])} | {f['cost_ratio_to_teacher']} |"
+              for name, f in groups.items()]
     return lines
 
 
@@ -466,7 +474,7 @@ def main() -> None:
               "support": {**manifest["answers"]["support"], **unsupported(rows)},
               "per_site": grouped(rows, "site", point),
               "per_species": grouped(rows, "teacher", point), "per_recording": grouped(rows, "recording", point),
-              "device": device_bench(bundle, audio, evaluation, args.work), "cost": COST, "windows": rows,
+              "device": device_bench(bundle, audio, evaluation, args.work), "cost": totals(rows), "windows": rows,
               "settling": settling(audio, bundle, rows, point),
               "extra": extra(args.extra_audio, args.extra_source, bundle, point)}
     write_results(args.out, "real_teacher", report, markdown, plot)
