@@ -107,8 +107,8 @@ def _answers(b: State) -> dict:
     o = b.options
     counts = collect_scores(b.adapter, o.audio, b.cache, b.teacher.training_spec, b.teacher.fbank, o.encoder_views,
                             o.seed, b.progress, ray=o.ray, workers=o.workers)
-    b.summary["unreadable"] = counts["unreadable"]
-    return {k: v for k, v in counts.items() if k != "unreadable"} | {"views": o.encoder_views}
+    # each unreadable recording was named as it was skipped; the manifest keeps how many
+    return counts | {"unreadable": len(counts["unreadable"]), "views": o.encoder_views}
 
 
 def _config(b: State):  # noqa: ANN202 - distill.classifier.ClassifierConfig
