@@ -1,6 +1,8 @@
 """Does a bundle distilled from a real teacher say what the teacher says? BirdNET v2.4, end to end.
 
-Run: ``python -m benchmarks.real_teacher [--audio DIR] [--views 6] [--epochs 30] [--out benchmarks/results/real-teacher]``.
+Run: ``python -m benchmarks.real_teacher [--audio DIR] [--views 6] [--epochs 30] [--seed 0] [--work DIR]
+[--out benchmarks/results/real-teacher]``; ``--seed`` splits the recordings another way (give it its own
+``--work`` and ``--out``).
 
 1. ``edge build --teacher birdnet-v2.4`` on every shared recording: the teacher answers every window (and
    augmented copies of the training recordings), the student learns from them, int8 is calibrated on the
@@ -51,12 +53,12 @@ THRESHOLDS = (0.0, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 GOALS = {"recall": 0.97, "agreement": 0.95, "escalated": 0.2, "cpu": 0.3, "rss_mb": 200, "p95_ms": 60}
 
 
-def build(audio: Path, work: Path, views: int, epochs: int) -> tuple[Path, float]:
+def build(audio: Path, work: Path, views: int, epochs: int, seed: int) -> tuple[Path, float]:
     bundle = work / "bundle"
     started = time.perf_counter()
     subprocess.run([*EDGE, "build", "--teacher", "birdnet-v2.4", "--audio", str(audio), "--out", str(bundle),
                     "--work", str(work / "build"), "--profile", "x86-cpu", "--encoder-epochs", str(epochs),
-                    "--patience", "6"] + (["--views", str(views)] if views else []), check=True)
+                    "--patience", "6", "--seed", str(seed)] + (["--views", str(views)] if views else []), check=True)
     return bundle, time.perf_counter() - started
 
 
@@ -453,13 +455,14 @@ def main() -> None:
     parser.add_argument("--audio", type=Path)
     parser.add_argument("--views", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0, help="another split of the recordings (and weights' seed)")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/.work/real-teacher"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/real-teacher"))
     parser.add_argument("--extra-audio", type=Path, help="more real recordings to judge on, apart (see 5.)")
     parser.add_argument("--extra-source", default="", help="where --extra-audio comes from, and its licence")
     args = parser.parse_args()
     audio = recordings_dir(args.audio)
-    bundle, seconds = build(audio, args.work, args.views, args.epochs)
+    bundle, seconds = build(audio, args.work, args.views, args.epochs, args.seed)
     manifest = json.loads((bundle / "manifest.json").read_text())
     trained = json.loads((bundle / "reports" / "classifier.json").read_text())
     roles = json.loads((args.work / "build" / "teacher-birdnet-v2.4" / "recordings.json").read_text())

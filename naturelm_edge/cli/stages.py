@@ -385,6 +385,9 @@ def build_cmd(
                                             "teacher also answers (student encoder, scores teacher).")] = 3,
     calibration_windows: Annotated[int, typer.Option(help="Windows of held-out species to calibrate on.")] = 32,
     min_agreement: Annotated[float | None, typer.Option(help="Fail when quantized answers agree with fp32 less often.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split (recordings for a scores teacher, species for "
+                                           "NatureLM) and of the students' weights: another seed, another "
+                                           "held-out set to judge the recipe on.")] = 0,
     sign: Annotated[Path | None, typer.Option(help="ed25519 private key to sign the bundle with.")] = None,
     tar: Annotated[bool, typer.Option("--tar", help="Also write BUNDLE.tar.")] = False,
     ray: RayAddress = None,
@@ -421,7 +424,7 @@ def build_cmd(
                            calibration_windows=calibration_windows, min_agreement=min_agreement, sign_key=sign, tar=tar,
                            full_model=full_model_options(device, dtype, llama_path, beams, max_new_tokens),
                            encoder=encoder, encoder_epochs=encoder_epochs, encoder_views=views, patience=patience,
-                           teacher=teacher,
+                           teacher=teacher, seed=seed,
                            species_file=species, lat=lat, lon=lon, week=week, threshold=threshold, ray=ray,
                            workers=workers)
     console.print(f"building from teacher [bold]{teacher}[/bold] for profile [bold]{chosen.name}[/bold] "
