@@ -100,6 +100,7 @@ def test_a_scores_build_writes_a_bundle_the_runtime_answers_with(scores_bundle, 
     fidelity = manifest["encoder"]["fidelity"]["quantized"]
     assert fidelity["windows"] > 0 and fidelity["answer"]["ci95"] is not None
     assert set(manifest["build"]["steps"]) == {"teacher answers", "student classifier", "quantization", "detector"}
+    assert manifest["build"]["seed"] == 0  # which split the bundle's own figures come from
     # the encoder's last column says whether the teacher would hear an animal at all (the "None" it is unsure of)
     assert bundle.presence and manifest["answers"]["presence"] is True
     import onnxruntime as ort

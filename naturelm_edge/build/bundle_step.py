@@ -102,10 +102,11 @@ def encoder_section(b: Build, report: dict) -> dict:
 
 
 def build_section(b, table: tuple) -> dict:  # noqa: ANN001 - any build state; its recipe's steps
-    """How each training step ended and what it cost, as its stamp recorded it (this run's or an earlier one)."""
+    """How each training step ended and what it cost, as its stamp recorded it (this run's or an earlier one),
+    and the seed of the split and the weights (which held-out set the bundle's own figures come from)."""
     steps = {}
     for step in table:
         stamp = b.stamps.root / f"{step.name}.json"
         if step.applies(b) and stamp.is_file():
             steps[step.name] = json.loads(stamp.read_text()).get("cost")
-    return {"steps": steps}
+    return {"steps": steps, "seed": b.options.seed}
