@@ -319,13 +319,11 @@ def why_missed(report: dict) -> list[str]:
         for r in empty:
             worst[r["recording"]] += 1
         name, most = max(worst.items(), key=lambda item: item[1], default=("none", 0))
-        chosen = report.get("escalation", {})
-        lines.append(f"- Windows escalated, {(escalated - GOALS['escalated']) * 100:.1f} points over: the threshold was chosen to "
-                     f"escalate the least sure {chosen.get('share', GOALS['escalated']):.0%} of the {chosen.get('windows', '?')} "
-                     "windows of the held-back recordings, and sends "
-                     f"{len(sent)} of {len(rows)} here; the teacher hears nothing in {len(empty)} of them, {most} in "
-                     f"one recording ({name}). A quantile of that few windows holds only roughly on other recordings"
-                     + settled_text(report.get("settling")) + ".")
+        lines.append(f"- Windows escalated, {(escalated - GOALS['escalated']) * 100:.1f} points over: "
+                     f"{chosen_text(report['escalation'])}; it sends {len(sent)} of {len(rows)} here, and the teacher "
+                     f"hears nothing in {len(empty)} of them, {most} in one recording ({name}). What that few "
+                     "held-back windows say holds only roughly on other recordings" + settled_text(report.get("settling"))
+                     + ".")
     ratio = at["cost_ratio_to_teacher"]
     if ratio is not None and ratio > GOALS["cpu"]:
         stages = {k: v for k, v in report["device"]["stages_p50_ms"].items() if k not in ("window", "decode")}
@@ -339,6 +337,16 @@ def why_missed(report: dict) -> list[str]:
                          "escalated)" for site, f in sorted(report["per_site"].items(),
                                                             key=lambda item: item[1]["cost_ratio_to_teacher"] or 0)) + ".")
     return lines if len(lines) > 2 else []
+
+
+def chosen_text(chosen: dict) -> str:
+    """How the build chose the bundle's escalation threshold, and what it did on the held-back windows."""
+    text = (f"the threshold was chosen at build on the {chosen['windows']} windows of the held-back recordings, to "
+            f"escalate at least their least sure {chosen['share']:.0%}")
+    if chosen.get("calls"):
+        text += (f" and to keep {chosen['recall']:.0%} of the teacher's {chosen['calls']} calls there (it kept "
+                 f"{chosen['calls_kept']:.0%}, escalating {chosen['escalated']:.0%} of those windows)")
+    return text
 
 
 def settled_text(settled: dict | None) -> str:
@@ -391,9 +399,8 @@ def markdown(report: dict) -> str:
     lines += ["", "Recall: the teacher's detections the cascade keeps (answered on the device or escalated). Device "
               "agreement: of the windows where the device itself names a species (not escalated), the share where "
               "it is the teacher's. Operating point: the bundle's own escalation threshold, what `edge-run` uses "
-              "without `--threshold` (chosen at build: the quantized student's least sure fifth of the validation "
-              "and calibration recordings' windows; a profile's threshold is set for a decoder's token "
-              "probabilities). A `None` is as sure as the student's presence head says nothing the teacher would "
+              f"without `--threshold` ({chosen_text(report['escalation'])}; a profile's threshold is set for a "
+              "decoder's token probabilities). A `None` is as sure as the student's presence head says nothing the teacher would "
               "call is there. A name is as sure as its own score when its support (the cosine similarity of the "
               "window's embedding to the nearest of the "
               f"{report['support']['precedents']} training windows the teacher named, of that label) reaches the "

@@ -114,9 +114,38 @@ def test_a_scores_build_writes_a_bundle_the_runtime_answers_with(scores_bundle, 
     # its own escalation threshold, chosen on held-back recordings
     escalation = manifest["escalation"]
     assert 0.0 < escalation["confidence_threshold"] < 1.0 and escalation["windows"] > 0
+    assert escalation["calls_kept"] is None or escalation["calls_kept"] >= escalation["recall"] == 0.97
     assert bundle.escalation_threshold == escalation["confidence_threshold"]
     # the second run reuses every step
     assert runs[1].stderr.count("inputs unchanged, skipped") + runs[1].stdout.count("inputs unchanged, skipped") == 4
+
+
+def test_the_escalation_threshold_keeps_the_teachers_calls_the_student_calls_silence():
+    """Chosen at build on held-back windows: above the sureness of every call of the teacher's that the student
+    calls silence but the 3 % it may lose, so those escalate instead of being lost; and at least at the least
+    sure fifth of the windows."""
+    from types import SimpleNamespace
+
+    from naturelm_edge.build.scores import escalation_point
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        return np.log(p / (1.0 - p))
+
+    silenced = np.array([0.99, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])  # how sure of silence, on 10 calls
+    student = np.zeros((100, 4))  # two labels, the presence logit, the support column
+    student[:, :2] = -5.0  # names nothing ...
+    student[:30, 0] = 1.0  # ... but 30 of the 40 calls, which it names (0.73 sure: the least sure fifth's edge)
+    student[30:40, 2] = logit(1.0 - silenced)  # the other 10 it calls silence, this surely
+    student[40:, 2] = -4.0  # the 60 quiet windows: silence, surely (0.98)
+    teacher = np.full((100, 3), -5.0)
+    teacher[:40, 0] = 5.0
+    state = SimpleNamespace(options=SimpleNamespace(threshold=0.5), adapter=SimpleNamespace(animal=np.ones(3, bool)))
+    found = escalation_point(state, (("validation",), student, teacher), {"floor": None})
+    # 3 % of 40 calls is one: the surest silence (0.99) may be lost, the next (0.9) must escalate
+    assert 0.9 < found["confidence_threshold"] <= 0.99 and found["calls"] == 40 and found["calls_kept"] == 0.975
+    student[30:40, 2] = logit(np.full(10, 0.9))  # silence called unsurely (0.1) on every call: the fifth decides
+    found = escalation_point(state, (("validation",), student, teacher), {"floor": None})
+    assert found["calls_kept"] == 1.0 and abs(found["confidence_threshold"] - 0.731) < 1e-3
 
 
 def test_the_detection_stage_learns_the_teachers_verdicts_on_recordings_never_judged(scores_bundle, few_recordings,
