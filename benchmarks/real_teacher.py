@@ -478,7 +478,7 @@ def main() -> None:
     point = manifest["escalation"]["confidence_threshold"]  # the bundle's own, chosen on calibration recordings
     cascade = [figures(rows, t) for t in sorted({*THRESHOLDS, point})]
     report = {"command": "python -m benchmarks.real_teacher " + " ".join(sys.argv[1:]), "machine": machine(),
-              "build": {"seconds": round(seconds, 1), "train_windows": trained["training"]["train_windows"],
+              "build": {"seconds": round(seconds, 1), "seed": args.seed, "train_windows": trained["training"]["train_windows"],
                         "labels": len(trained["labels"]), "stopped": trained["training"]["stopped"],
                         "epochs": trained["training"]["epochs"], "report": manifest["encoder"]["fidelity"],
                         "steps": manifest["build"]["steps"]},
