@@ -390,6 +390,12 @@ def test_a_place_the_range_model_cannot_be_asked_about_is_refused_before_any_wor
     assert not (tmp_path / "w").exists()  # refused before the teacher was asked anything
 
 
+def test_the_naturelm_teacher_refuses_the_flags_that_choose_a_scores_teachers_labels(tmp_path):
+    done = run_cli("build", str(tmp_path / "checkpoint"), "--audio", str(tmp_path), "--out", str(tmp_path / "b"),
+                   "--lat", "45", "--lon", "7")
+    assert done.returncode != 0 and "teacher naturelm answers in text" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_folder_of_unreadable_recordings_is_named_with_the_first_of_them(tmp_path):
     audio = tmp_path / "audio"
     audio.mkdir()
