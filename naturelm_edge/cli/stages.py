@@ -350,6 +350,19 @@ def export_decoder_cmd(
                   f"{report['greedy_equal']}/{report['greedy_total']} -> {out}")
 
 
+def _check_labels_flags(teacher: str, text: bool, species: Path | None, lat: float | None, lon: float | None,
+                        week: int | None) -> None:
+    """--species, --lat, --lon and --week choose a scores teacher's labels: refused with a text teacher, and the
+    range model's place checked before any work."""
+    if text and (species, lat, lon, week) != (None, None, None, None):
+        raise EdgeError(f"--species, --lat, --lon and --week choose a scores teacher's labels; teacher {teacher} "
+                        "answers in text.")
+    if not text:
+        from naturelm_edge.teachers.birdnet import check_place
+
+        check_place(lat, lon, week)
+
+
 @user_errors
 def build_cmd(
     audio: Annotated[Path, typer.Option("--audio", help="Recordings for distillation, calibration and reports.")],
@@ -411,13 +424,7 @@ def build_cmd(
     text = teacher_named(teacher).answers == TEXT
     if text and checkpoint is None:
         raise EdgeError("edge build: give the NatureLM CHECKPOINT to distil (or --teacher birdnet-v2.4).")
-    if text and (species, lat, lon, week) != (None, None, None, None):
-        raise EdgeError(f"--species, --lat, --lon and --week choose a scores teacher's labels; teacher {teacher} "
-                        "answers in text.")
-    if not text:
-        from naturelm_edge.teachers.birdnet import check_place
-
-        check_place(lat, lon, week)
+    _check_labels_flags(teacher, text, species, lat, lon, week)
     chosen = get(profile, profiles_dir) if profile else detect(extra_dir=profiles_dir)
     options = BuildOptions(checkpoint or "", audio, chosen, out, work or out.with_name(out.name + ".work"), tasks,
                            labels, epochs, student_layers, student_hidden, student_heads,
