@@ -296,7 +296,8 @@ def escalation_point(b: State, held: HeldBack, support: dict) -> dict:
     calls = named(teacher_logits.astype(np.float32), b.options.threshold, b.adapter.animal) >= 0
     silenced = np.sort(sure[calls & (label < 0)])[::-1]  # the calls lost unless the threshold is above them
     allowed = int(np.floor((1 - RECALL) * calls.sum()))
-    keeping = float(np.ceil((silenced[allowed] + 1e-6) * 1e4) / 1e4) if len(silenced) > allowed else 0.0
+    # (a confidence is at most 1: a student certain of silence over too many calls escalates nearly everything)
+    keeping = min(1.0, float(np.ceil((silenced[allowed] + 1e-6) * 1e4) / 1e4)) if len(silenced) > allowed else 0.0
     threshold = max(keeping, round(float(np.quantile(sure, ESCALATED_SHARE)), 4))
     kept = calls & ((label >= 0) | (sure < threshold))
     return found | {"confidence_threshold": threshold, "calls": int(calls.sum()),
