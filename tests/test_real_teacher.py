@@ -137,9 +137,9 @@ def test_the_escalation_threshold_keeps_the_teachers_calls_the_student_calls_sil
     student[:30, 0] = 1.0  # ... but 30 of the 40 calls, which it names (0.73 sure: the least sure fifth's edge)
     student[30:40, 2] = logit(1.0 - silenced)  # the other 10 it calls silence, this surely
     student[40:, 2] = -4.0  # the 60 quiet windows: silence, surely (0.98)
-    teacher = np.full((100, 3), -5.0)
-    teacher[:40, 0] = 5.0
-    state = SimpleNamespace(options=SimpleNamespace(threshold=0.5), adapter=SimpleNamespace(animal=np.ones(3, bool)))
+    teacher = np.full(100, -1)  # the teacher's answer: nothing ...
+    teacher[:40] = 0  # ... but a call in the first 40
+    state = SimpleNamespace(options=SimpleNamespace(threshold=0.5))
     found = escalation_point(state, (("validation",), student, teacher), {"floor": None})
     # 3 % of 40 calls is one: the surest silence (0.99) may be lost, the next (0.9) must escalate
     assert 0.9 < found["confidence_threshold"] <= 0.99 and found["calls"] == 40 and found["calls_kept"] == 0.975

@@ -44,7 +44,7 @@ HELD_BACK = ("validation", "calibration")
 # teacher does (cosine similarity; on the shared recordings those lie at 0.82 and above with the int8 student,
 # and a toad chorus an earlier student called a thrush lay at 0.72-0.78)
 SUPPORT_MARGIN = 0.05
-HeldBack = tuple[tuple[str, ...], np.ndarray, np.ndarray]  # roles, quantized student's outputs, teacher's logits
+HeldBack = tuple[tuple[str, ...], np.ndarray, np.ndarray]  # roles, quantized student's outputs, teacher's label
 
 
 class State:
@@ -250,30 +250,31 @@ def _logits(model: Path, features: np.ndarray) -> np.ndarray:
 def held_back(b: State, split: dict[str, str]) -> HeldBack:
     """The :data:`HELD_BACK` recordings' windows as recorded (the training ones' when a small folder holds none
     back; ``split``: each recording's role): their roles, the quantized student's outputs and the teacher's
-    logits, read and run once for the support floor and the escalation threshold."""
+    answer (its class index, -1: nothing), read, run and named once for the support floor and the escalation
+    threshold."""
+    from naturelm_edge.distill.agreement import named
     from naturelm_edge.distill.scores import load_scores
 
     roles = tuple(r for r in HELD_BACK if r in split.values()) or ("train",)
     data = load_scores(b.cache, roles)
     recorded = data.views == 0
-    return roles, _logits(b.quantized / MODEL, data.features[recorded].astype(np.float32)), data.logits[recorded]
+    return (roles, _logits(b.quantized / MODEL, data.features[recorded].astype(np.float32)),
+            named(data.logits[recorded].astype(np.float32), b.options.threshold, b.adapter.animal))
 
 
 def support_floor(b: State, held: HeldBack) -> dict:
     """The support floor: :data:`SUPPORT_MARGIN` under the lowest support among the held-back windows
     (:func:`held_back`) where the quantized student names the teacher's own species (None when it names none of
     them: no floor applies)."""
-    from naturelm_edge.distill.agreement import named
     from naturelm_edge.edge_runtime.scores import decisions
 
     kept = np.asarray(json.loads((b.student / TRAINED).read_text())["classes"])
-    roles, logits, teacher_logits = held
+    roles, logits, teacher = held
     found = {"floor": None, "windows": 0, "roles": list(roles), "margin": SUPPORT_MARGIN}
     if not len(logits):
         return found
     label, _ = decisions(logits, b.options.threshold, presence=True, support={"floor": None})
-    right = (label >= 0) & (kept[np.maximum(label, 0)] == named(teacher_logits.astype(np.float32),
-                                                                 b.options.threshold, b.adapter.animal))
+    right = (label >= 0) & (kept[np.maximum(label, 0)] == teacher)
     if right.any():
         found.update(floor=round(float(logits[right, -1].min()) - SUPPORT_MARGIN, 4), windows=int(right.sum()))
     return found
@@ -284,16 +285,15 @@ def escalation_point(b: State, held: HeldBack, support: dict) -> dict:
     decision's confidence as the runtime computes it (support floor included): above the sureness of all but
     ``1 - RECALL`` of the teacher's calls there that the quantized student calls silence, so that those
     escalate, and at least at the student's least sure :data:`ESCALATED_SHARE` of the windows."""
-    from naturelm_edge.distill.agreement import named
     from naturelm_edge.edge_runtime.scores import decisions
 
-    roles, logits, teacher_logits = held
+    roles, logits, teacher = held
     found = {"confidence_threshold": None, "windows": int(len(logits)), "roles": list(roles), "recall": RECALL,
              "share": ESCALATED_SHARE}
     if not len(logits):
         return found
     label, sure = decisions(logits, b.options.threshold, presence=True, support=support)
-    calls = named(teacher_logits.astype(np.float32), b.options.threshold, b.adapter.animal) >= 0
+    calls = teacher >= 0
     silenced = np.sort(sure[calls & (label < 0)])[::-1]  # the calls lost unless the threshold is above them
     allowed = int(np.floor((1 - RECALL) * calls.sum()))
     # (a confidence is at most 1: a student certain of silence over too many calls escalates nearly everything)
