@@ -164,18 +164,25 @@ def figures(rows: list[dict], threshold: float) -> dict:
             "escalated": share(escalated, len(rows))}
 
 
+def empty_escalations(rows: list[dict], threshold: float) -> dict[str, int]:
+    """Per recording, the windows the device escalates at ``threshold`` in which the teacher hears nothing."""
+    from naturelm_edge.prompt import NOTHING_HEARD
+
+    found: dict[str, int] = defaultdict(int)
+    for r in rows:
+        if escalates(r, threshold) and r["teacher"] == NOTHING_HEARD:
+            found[r["recording"]] += 1
+    return found
+
+
 def settling(audio: Path, bundle: Path, rows: list[dict], threshold: float, minutes: float = 6.0) -> dict | None:
     """The recording the device escalates most windows of that the teacher calls empty, played again and again
     as one recorder for ``minutes``: the detector's site floor learns the device's own "nothing" there as the
     site's background, so the evaluation, which hears each recording once, sees only its first pass."""
     from naturelm_edge.api import EdgeModel
     from naturelm_edge.audio.decode import stream
-    from naturelm_edge.prompt import NOTHING_HEARD
 
-    empty: dict[str, int] = defaultdict(int)
-    for r in rows:
-        if escalates(r, threshold) and r["teacher"] == NOTHING_HEARD:
-            empty[r["recording"]] += 1
+    empty = empty_escalations(rows, threshold)
     if not empty:
         return None
     name = max(empty, key=empty.get)
@@ -313,15 +320,12 @@ def why_missed(report: dict) -> list[str]:
                      "own (the build's report, 1.5 s hop).")
     escalated = at["escalated"]["share"]
     if escalated is not None and escalated > GOALS["escalated"]:
-        sent = [r for r in rows if escalates(r, point)]
-        empty = [r for r in sent if r["teacher"] == NOTHING_HEARD]
-        worst: dict[str, int] = defaultdict(int)
-        for r in empty:
-            worst[r["recording"]] += 1
-        name, most = max(worst.items(), key=lambda item: item[1], default=("none", 0))
+        sent = sum(escalates(r, point) for r in rows)
+        empty = empty_escalations(rows, point)
+        name, most = max(empty.items(), key=lambda item: item[1], default=("none", 0))
         lines.append(f"- Windows escalated, {(escalated - GOALS['escalated']) * 100:.1f} points over: "
-                     f"{chosen_text(report['escalation'])}; it sends {len(sent)} of {len(rows)} here, and the teacher "
-                     f"hears nothing in {len(empty)} of them, {most} in one recording ({name}). What that few "
+                     f"{chosen_text(report['escalation'])}; it sends {sent} of {len(rows)} here, and the teacher "
+                     f"hears nothing in {sum(empty.values())} of them, {most} in one recording ({name}). What that few "
                      "held-back windows say holds only roughly on other recordings" + settled_text(report.get("settling"))
                      + ".")
     ratio = at["cost_ratio_to_teacher"]
